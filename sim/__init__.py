@@ -1,0 +1,1 @@
+"""ccsim's simulation: a SimPy world that drives the domain services in virtual time."""

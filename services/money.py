@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, InvalidOperation
+from decimal import Context, Decimal, DecimalException
 from typing import Final
 
 __all__ = [
@@ -37,6 +37,7 @@ _CTX: Final = Context(prec=80)
 # many amounts inside Numeric(38, 0).
 AMOUNT_MAX: Final = 10**30
 
+_AMOUNT_MAX_DIGITS: Final = len(str(AMOUNT_MAX)) - 1  # 10**30: a 31-digit number
 _AMOUNT_RE: Final = re.compile(r"^(?P<sign>-)?(?P<int>[0-9]+)(?:\.(?P<frac>[0-9]+))?$")
 _CODE_RE: Final = re.compile(r"^[A-Z][A-Z0-9]{1,11}$")
 
@@ -49,12 +50,15 @@ def D(value: str | int | Decimal) -> Decimal:  # noqa: N802 — beancount's name
     """The one constructor for prices and rates. Floats are refused: they are not exact."""
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise MoneyError(f"a price or rate must be given as text, int or Decimal, not {type(value).__name__}")
+    raw = value.strip() if isinstance(value, str) else value
     try:
-        result = _CTX.create_decimal(value.strip() if isinstance(value, str) else value)
-    except (InvalidOperation, ValueError) as exc:
-        raise MoneyError(f"not a decimal number: {value!r}") from exc
+        result = _CTX.create_decimal(raw)
+    except (DecimalException, ValueError) as exc:  # also Overflow, e.g. "1e9999999"
+        raise MoneyError(f"not a decimal number in range: {value!r}") from exc
     if not result.is_finite():
         raise MoneyError(f"a price or rate must be finite, got {value!r}")
+    if result != Decimal(raw):  # never round silently: > 80 significant digits, or underflow
+        raise MoneyError(f"a price or rate must be exact within {_CTX.prec} significant digits")
     return result
 
 
@@ -129,7 +133,8 @@ def parse_amount(text: str, asset: Asset, *, allow_negative: bool = False) -> in
     """
     if isinstance(text, bool) or not isinstance(text, str):
         raise MoneyError(f"amount of {asset.code} must be a decimal string, not {type(text).__name__}")
-    match = _AMOUNT_RE.match(text)
+    # fullmatch, not match: ``$`` would also accept a trailing newline.
+    match = _AMOUNT_RE.fullmatch(text)
     if match is None:
         raise MoneyError(f"amount {text!r} is not a plain decimal number (digits, one optional dot)")
     frac = match["frac"] or ""
@@ -137,7 +142,12 @@ def parse_amount(text: str, asset: Asset, *, allow_negative: bool = False) -> in
         raise MoneyError(
             f"amount {text!r} has {len(frac)} decimals; {asset.code} allows at most {asset.scale}"
         )
-    minor = int(match["int"]) * asset.unit + (int(frac.ljust(asset.scale, "0")) if frac else 0)
+    # Refuse oversized text before int(): Python refuses > 4300 digits with a bare ValueError.
+    int_digits = match["int"].lstrip("0") or "0"
+    if len(int_digits) - 1 + asset.scale > _AMOUNT_MAX_DIGITS:
+        raise MoneyError(f"amount with {len(int_digits)} integer digits exceeds the maximum of "
+                         f"{AMOUNT_MAX} minor units of {asset.code}")
+    minor = int(int_digits) * asset.unit + (int(frac.ljust(asset.scale, "0")) if frac else 0)
     if match["sign"]:
         if not allow_negative and minor != 0:
             raise MoneyError(f"amount {text!r} must not be negative")
@@ -162,17 +172,20 @@ def to_major(amount_minor: int, asset: Asset) -> Decimal:
     return _CTX.divide(Decimal(amount_minor), Decimal(asset.unit))
 
 
-def _convert(amount_minor: int, src: Asset, price: Decimal, dst: Asset) -> Decimal:
-    """Exact value of ``amount_minor`` of ``src`` in minor units of ``dst`` at ``price`` dst per src."""
-    return _CTX.divide(_CTX.multiply(_CTX.multiply(Decimal(amount_minor), price), Decimal(dst.unit)),
-                       Decimal(src.unit))
+def _convert(amount_minor: int, src: Asset, price: Decimal, dst: Asset) -> tuple[int, int]:
+    """Exact value of ``amount_minor`` of ``src`` in minor units of ``dst`` at ``price`` (dst per
+    src) as numerator and denominator: integer arithmetic, so no precision limit can round it."""
+    price_num, price_den = price.as_integer_ratio()
+    return amount_minor * price_num * dst.unit, price_den * src.unit
 
 
 def convert_floor(amount_minor: int, src: Asset, price: Decimal, dst: Asset) -> int:
     """Convert, rounding down: what the house pays out when it buys ``src`` from a customer."""
-    return int(_convert(amount_minor, src, price, dst).to_integral_value(rounding=ROUND_FLOOR))
+    num, den = _convert(amount_minor, src, price, dst)
+    return num // den
 
 
 def convert_ceil(amount_minor: int, src: Asset, price: Decimal, dst: Asset) -> int:
     """Convert, rounding up: what the house takes in when it charges for ``dst`` in ``src``."""
-    return int(_convert(amount_minor, src, price, dst).to_integral_value(rounding=ROUND_CEILING))
+    num, den = _convert(amount_minor, src, price, dst)
+    return -(-num // den)

@@ -346,6 +346,11 @@ def apply_expiry(st: Staging, p: Transfer, now: float) -> Transfer:
     _release(st, p, posted=0)
     st.pending[p.id] = PendingState.EXPIRED
     t = expiry_transfer(p, now)
+    # Client ids are free text: one may already be "<hold>#expired". Never overwrite the journal.
+    suffix = 2
+    while st.transfer(t.id) is not None:
+        t = replace(t, id=f"{p.id}#expired#{suffix}")
+        suffix += 1
     st.transfers[t.id] = t
     return t
 
@@ -405,9 +410,10 @@ def check_balances(
         bal = [acc.debits_pending, acc.debits_posted, acc.credits_pending, acc.credits_posted]
         for i, v in enumerate(bal):
             s[i] += v
-        if bal != replayed.pop(acc.id, [0, 0, 0, 0]):
+        replayed_bal = replayed.pop(acc.id, [0, 0, 0, 0])
+        if bal != replayed_bal:
             violations.append(Violation("balances_equal_journal_replay", acc.id,
-                                        f"stored {bal} != replayed {replayed.get(acc.id)}"))
+                                        f"stored {bal} != replayed {replayed_bal}"))
         if min(bal) < 0:
             violations.append(Violation("no_negative_balance_fields", acc.id, f"balances {bal}"))
         if acc.flags & _DNEC and acc.debits_pending + acc.debits_posted > acc.credits_posted:

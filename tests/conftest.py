@@ -1,0 +1,131 @@
+"""Shared fixtures: ledgers on every backend (in-memory, SQLite file, PostgreSQL when reachable).
+
+``ledger_factory`` yields ``make(clock=None, assets=None) -> ledger``; every ledger it made must
+pass ``check_invariants()`` when the test ends, and its tables are dropped afterwards (PostgreSQL
+tests share one ``test`` database, so each ledger gets its own table prefix).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from services.clock import Clock, FixedClock
+from services.ledger import InMemoryLedger
+from services.ledger.sql import SqlLedger
+from services.money import AssetRegistry
+
+PG_URL_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+Ledger = InMemoryLedger | SqlLedger
+
+
+def pg_url() -> str:
+    return os.environ.get("CCSIM_TEST_PG_URL", PG_URL_DEFAULT)
+
+
+@functools.cache
+def _pg_unreachable(url: str) -> str | None:
+    """Why PostgreSQL cannot be used (None when it can); asked once per session."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine = create_engine(parsed, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure to connect means "not reachable"; the reason is shown
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+    finally:
+        engine.dispose()
+    return None
+
+
+def require_postgres() -> str:
+    """The PostgreSQL URL, or skip the test with the reason printed in the summary."""
+    url = pg_url()
+    error = _pg_unreachable(url)
+    if error is not None:
+        pytest.skip(f"PostgreSQL not reachable at {url}: {error}")
+    return url
+
+
+class LedgerFactory:
+    """Makes fresh, empty ledgers of one backend and checks and removes them at the end."""
+
+    def __init__(self, backend: str, tmp_path: Path) -> None:
+        self.backend = backend
+        self._tmp_path = tmp_path
+        self._url = require_postgres() if backend == "postgres" else ""
+        self.made: list[Ledger] = []
+
+    def __call__(
+        self, clock: Clock | None = None, assets: AssetRegistry | None = None, **sql_options: Any
+    ) -> Ledger:
+        clock = clock if clock is not None else FixedClock(1_000.0)
+        ledger: Ledger
+        if self.backend == "memory":
+            ledger = InMemoryLedger(assets=assets, clock=clock)
+        elif self.backend == "sqlite":
+            path = self._tmp_path / f"ledger-{len(self.made)}.db"
+            ledger = SqlLedger(f"sqlite:///{path}", assets=assets, clock=clock, **sql_options)
+        else:
+            prefix = f"t_{uuid.uuid4().hex[:12]}_"
+            ledger = SqlLedger(self._url, assets=assets, clock=clock, table_prefix=prefix,
+                               **sql_options)
+        self.made.append(ledger)
+        return ledger
+
+    def reopen(self, ledger: SqlLedger, clock: Clock | None = None) -> SqlLedger:
+        """A second handle on the same database and tables (a restart, or another process)."""
+        again = SqlLedger(ledger.url, assets=ledger.assets, clock=clock or ledger.clock,
+                          table_prefix=ledger.table_prefix)
+        self.made.append(again)
+        return again
+
+    def finish(self) -> list[str]:
+        """Check every ledger made, then drop its tables; returns the violations found."""
+        problems: list[str] = []
+        try:
+            for ledger in self.made:
+                problems.extend(f"{self.backend}: {v}" for v in ledger.check_invariants())
+        finally:
+            dropped: set[str] = set()  # a reopened handle shares its original's tables
+            for ledger in self.made:
+                if isinstance(ledger, SqlLedger):
+                    if self.backend == "postgres" and ledger.table_prefix not in dropped:
+                        ledger.drop_tables()
+                        dropped.add(ledger.table_prefix)
+                    ledger.close()
+        return problems
+
+
+ALL_BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+SQL_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerFactory]:
+    factory = LedgerFactory(request.param, tmp_path)
+    yield factory
+    problems = factory.finish()
+    assert not problems, "invariants violated at the end of the test:\n" + "\n".join(problems)
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def ledger_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerFactory]:
+    """``make(clock) -> ledger`` on in-memory, SQLite and PostgreSQL."""
+    yield from _factory(request, tmp_path)
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+def sql_ledger_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerFactory]:
+    """``make(clock) -> SqlLedger`` on SQLite and PostgreSQL (for thread-safety tests)."""
+    yield from _factory(request, tmp_path)

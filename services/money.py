@@ -21,10 +21,10 @@ __all__ = [
     "DEFAULT_ASSETS",
     "Asset",
     "AssetRegistry",
-    "MoneyError",
     "D",
-    "convert_floor",
+    "MoneyError",
     "convert_ceil",
+    "convert_floor",
     "format_amount",
     "parse_amount",
     "to_major",
@@ -79,7 +79,8 @@ class Asset:
     @property
     def unit(self) -> int:
         """Minor units in one major unit (100 for KZT)."""
-        return 10**self.scale
+        unit: int = 10**self.scale  # an int power of an int: mypy cannot tell the sign of scale
+        return unit
 
 
 DEFAULT_ASSETS: Final = (

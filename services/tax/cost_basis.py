@@ -1,0 +1,161 @@
+"""Cost-basis pools: what a holder paid for the units of one asset they still hold.
+
+Two methods, chosen per run: FIFO (the oldest purchase lot is sold first) and average cost (every
+unit carries the running average price). Both keep the basis exact (integer ratios of tiyn), so no
+rounding accumulates across many small sales; rounding to whole tiyn happens once per sale, in
+:mod:`services.tax.book`.
+
+Selling more units than the lots cover (crypto that reached the wallet without a recorded
+purchase) gives the excess a zero basis: the whole price of those units counts as gain. That is the
+conservative reading for a tax authority, and it makes a missing lot visible as extra tax rather
+than as a silent loss.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from decimal import Decimal
+from fractions import Fraction
+from math import lcm
+from typing import Literal, Protocol
+
+from services.money import Asset
+
+__all__ = [
+    "AveragePool",
+    "Basis",
+    "CostMethod",
+    "CostPool",
+    "FifoPool",
+    "new_pool",
+    "tiyn_per_minor",
+]
+
+CostMethod = Literal["fifo", "average"]
+
+_ZERO = Fraction(0)
+
+
+def tiyn_per_minor(price_kzt: Decimal, asset: Asset) -> Fraction:
+    """Exact tiyn per minor unit of ``asset`` at ``price_kzt`` KZT per major unit."""
+    return Fraction(price_kzt) * 100 / asset.unit
+
+
+Basis = tuple[int, int]  # an exact amount of tiyn as (numerator, denominator > 0)
+
+
+class CostPool(Protocol):
+    """The lots of one holder in one asset."""
+
+    @property
+    def quantity_minor(self) -> int: ...
+
+    def add(self, quantity_minor: int, tiyn_per_minor: Fraction) -> None: ...
+
+    def basis_of(self, quantity_minor: int) -> Basis:
+        """The basis that selling ``quantity_minor`` would consume, consuming nothing."""
+        ...
+
+    def consume(self, quantity_minor: int) -> Basis:
+        """Consume ``quantity_minor`` units and return their basis in exact tiyn."""
+        ...
+
+
+class FifoPool:
+    """First in, first out: a queue of ``[quantity_left, cost_numerator]`` lots, oldest first.
+
+    Every lot's cost per minor unit is ``cost_numerator / self._den``: one denominator for the
+    pool (widened when a lot with more decimals arrives), so a sale's basis is a sum of integers.
+    """
+
+    __slots__ = ("_den", "_lots", "_quantity_minor")
+
+    def __init__(self) -> None:
+        self._lots: deque[list[int]] = deque()
+        self._den = 1
+        self._quantity_minor = 0
+
+    @property
+    def quantity_minor(self) -> int:
+        return self._quantity_minor
+
+    def add(self, quantity_minor: int, tiyn_per_minor: Fraction) -> None:
+        if quantity_minor <= 0:
+            return
+        den = tiyn_per_minor.denominator
+        if self._den % den:
+            wider = lcm(self._den, den)
+            factor = wider // self._den
+            for lot in self._lots:
+                lot[1] *= factor
+            self._den = wider
+        self._lots.append([quantity_minor, tiyn_per_minor.numerator * (self._den // den)])
+        self._quantity_minor += quantity_minor
+
+    def basis_of(self, quantity_minor: int) -> Basis:
+        basis = 0
+        left = quantity_minor
+        for qty, cost in self._lots:  # stops at the first lot that covers the rest
+            take = min(left, qty)
+            basis += take * cost
+            left -= take
+            if left == 0:
+                break
+        return basis, self._den  # any units beyond the lots carry zero basis (module docstring)
+
+    def consume(self, quantity_minor: int) -> Basis:
+        basis = 0
+        left = quantity_minor
+        lots = self._lots
+        while left and lots:
+            lot = lots[0]
+            qty = lot[0]
+            take = min(left, qty)
+            basis += take * lot[1]
+            left -= take
+            if take == qty:
+                lots.popleft()
+            else:
+                lot[0] = qty - take
+        self._quantity_minor = max(0, self._quantity_minor - quantity_minor)
+        return basis, self._den
+
+
+class AveragePool:
+    """Average cost: one running total of units and of their exact basis."""
+
+    __slots__ = ("_basis", "_quantity_minor")
+
+    def __init__(self) -> None:
+        self._quantity_minor = 0
+        self._basis = _ZERO
+
+    @property
+    def quantity_minor(self) -> int:
+        return self._quantity_minor
+
+    def add(self, quantity_minor: int, tiyn_per_minor: Fraction) -> None:
+        if quantity_minor <= 0:
+            return
+        self._quantity_minor += quantity_minor
+        self._basis += quantity_minor * tiyn_per_minor
+
+    def basis_of(self, quantity_minor: int) -> Basis:
+        covered = min(quantity_minor, self._quantity_minor)
+        if covered == 0:
+            return 0, 1
+        return self._basis.numerator * covered, self._basis.denominator * self._quantity_minor
+
+    def consume(self, quantity_minor: int) -> Basis:
+        num, den = self.basis_of(quantity_minor)
+        self._quantity_minor = max(0, self._quantity_minor - quantity_minor)
+        self._basis = self._basis - Fraction(num, den) if self._quantity_minor else _ZERO
+        return num, den
+
+
+def new_pool(method: CostMethod) -> FifoPool | AveragePool:
+    if method == "fifo":
+        return FifoPool()
+    if method == "average":
+        return AveragePool()
+    raise ValueError(f"cost basis method must be 'fifo' or 'average', got {method!r}")

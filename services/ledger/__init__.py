@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from services.ledger.memory import InMemoryLedger
 from services.ledger.model import (
     Account,
     AccountFlags,
@@ -21,7 +22,6 @@ from services.ledger.model import (
     TransferResult,
     Violation,
 )
-from services.ledger.memory import InMemoryLedger
 from services.ledger.repository import LedgerRepository
 
 __all__ = [

@@ -6,7 +6,13 @@ import heapq
 from collections.abc import Iterator, Sequence
 
 from services.clock import Clock, FixedClock
-from services.ledger.engine import Staging, apply_accounts, apply_expiry, apply_transfers, check_balances
+from services.ledger.engine import (
+    Staging,
+    apply_accounts,
+    apply_expiry,
+    apply_transfers,
+    check_balances,
+)
 from services.ledger.model import (
     Account,
     AccountResult,

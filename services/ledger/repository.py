@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
-from services.ledger.model import Account, AccountResult, PendingState, Transfer, TransferResult, Violation
+from services.ledger.model import (
+    Account,
+    AccountResult,
+    PendingState,
+    Transfer,
+    TransferResult,
+    Violation,
+)
 
 __all__ = ["LedgerRepository"]
 

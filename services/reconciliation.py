@@ -1,0 +1,135 @@
+"""Cross-party reconciliation: every message booked by every party that should book it, for the
+same amount.
+
+Each party books its own half of a message on its own ledger (design.md §3), tagging the transfer
+with the message id (``user_data``), the purpose (``code``) and its role in the transfer id's last
+segment. The reconciliation reads the halves back out of each party's journal — the books, not a
+side list of what was meant to happen — groups them by message id, and reports each break as a
+:class:`~services.contracts.ReconciliationBreak`:
+
+* ``one_side_only`` — some of the expected sides booked the message, others did not (a lost
+  message, a crash between two halves, a sale whose proceeds never arrived);
+* ``amount_differs`` — the sides booked different amounts.
+
+Expected sides by purpose: a payment is booked by the payer, the payer's bank, the payee's bank and
+the payee (merchants and cardholders keep no books, so their side is not expected); a presentment
+(capture, refund, chargeback) by the issuer, the network and the acquirer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from services.contracts import ReconciliationBreak
+from services.ledger import Transfer
+from services.messaging import Purpose
+from services.network.presentment import PresentmentKind
+
+__all__ = [
+    "EXPECTED_SIDES",
+    "Half",
+    "bank_halves",
+    "exchange_halves",
+    "party_halves",
+    "reconcile",
+]
+
+_PAYMENT = frozenset({"payer", "payer_bank", "payee_bank", "payee"})
+_PRESENTMENT = frozenset({"issuer", "network", "acquirer"})
+
+EXPECTED_SIDES: Mapping[str, frozenset[str]] = {
+    Purpose.PROCEEDS.value: _PAYMENT,
+    Purpose.REBUY.value: _PAYMENT,
+    Purpose.SETTLEMENT_IN.value: _PAYMENT,
+    Purpose.SETTLEMENT_OUT.value: _PAYMENT,
+    Purpose.CARD_LOAD.value: _PAYMENT - {"payer"},  # the cardholder keeps no books
+    Purpose.MERCHANT_PAYOUT.value: _PAYMENT - {"payee"},  # nor does the merchant
+    **{kind.value: _PRESENTMENT for kind in PresentmentKind},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Half:
+    """One party's booking of one message."""
+
+    message_id: str
+    purpose: str
+    side: str
+    party: str
+    amount_kzt: int
+
+
+def _halves(
+    party: str,
+    journal: Iterable[Transfer],
+    codes: Collection[str],
+    sides: Callable[[str], tuple[str, ...]],
+    message_id: Callable[[Transfer], str],
+) -> Iterator[Half]:
+    for t in journal:
+        if t.code not in codes:
+            continue
+        for side in sides(t.id.rpartition(":")[2]):
+            yield Half(message_id(t), t.code, side, party, t.amount)
+
+
+def bank_halves(bank_id: str, journal: Iterable[Transfer]) -> Iterator[Half]:
+    """A bank books ``{id}:out`` (payer's bank), ``{id}:in`` (payee's) or ``{id}:int`` (both)."""
+    roles = {"out": ("payer_bank",), "in": ("payee_bank",), "int": ("payer_bank", "payee_bank")}
+    return _halves(bank_id, journal, _PAYMENT_CODES, lambda s: roles.get(s, ()), _by_user_data)
+
+
+def party_halves(party: str, role: str, journal: Iterable[Transfer]) -> Iterator[Half]:
+    """Issuer, network, acquirer: ``{id}:pay`` (payer), ``{id}:recv`` (payee); presentments are
+    booked under ``role`` (the issuer's capture is its post of the hold, ``{hold}:post``)."""
+    roles = {"pay": ("payer",), "recv": ("payee",), "present": (role,), "post": (role,)}
+    return _halves(party, journal, EXPECTED_SIDES.keys(), lambda s: roles.get(s, ()), _by_user_data)
+
+
+def exchange_halves(party: str, journal: Iterable[Transfer]) -> Iterator[Half]:
+    """The exchange pays proceeds out as ``{sale}:payout`` and takes a re-buy's tenge back in as
+    ``{rebuy}:return``; the message id is the transfer id without that suffix."""
+    for t in journal:
+        if t.code == "payout" and t.id.endswith(":payout"):
+            yield Half(t.id.removesuffix(":payout"), Purpose.PROCEEDS.value, "payer", party, t.amount)
+        elif t.code == "rebuy" and t.id.endswith(":return"):
+            yield Half(t.id.removesuffix(":return"), Purpose.REBUY.value, "payee", party, t.amount)
+
+
+def reconcile(halves: Iterable[Half], in_transit: Collection[str] = ()) -> list[ReconciliationBreak]:
+    """Every break among ``halves``; an empty list means every message is booked on every side.
+
+    ``in_transit`` names messages legitimately still on their way (a presentment in an acquirer's
+    open batch): their missing sides are not reported, their amounts still must agree.
+    """
+    grouped: dict[str, dict[str, list[Half]]] = {}
+    for half in halves:
+        grouped.setdefault(half.message_id, {}).setdefault(half.side, []).append(half)
+    breaks: list[ReconciliationBreak] = []
+    for message_id, by_side in grouped.items():
+        purpose = next(iter(by_side.values()))[0].purpose
+        expected = EXPECTED_SIDES.get(purpose, frozenset())
+        amounts = {side: sum(h.amount_kzt for h in hs) for side, hs in by_side.items()}
+        parties = {side: hs[0].party for side, hs in by_side.items()}
+        missing = sorted(expected - by_side.keys())
+        if missing and message_id not in in_transit:
+            booked = ", ".join(f"{side} ({parties[side]})" for side in sorted(by_side))
+            breaks.append(
+                ReconciliationBreak(
+                    message_id,
+                    "one_side_only",
+                    f"{purpose}: booked by {booked}; not by {', '.join(missing)}",
+                )
+            )
+        if len(set(amounts.values())) > 1:
+            detail = ", ".join(f"{side} ({parties[side]}) {amounts[side]}" for side in sorted(amounts))
+            breaks.append(ReconciliationBreak(message_id, "amount_differs", f"{purpose}: {detail}"))
+    return breaks
+
+
+_PAYMENT_CODES = frozenset(p.value for p in Purpose)
+
+
+def _by_user_data(t: Transfer) -> str:
+    return t.user_data

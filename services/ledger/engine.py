@@ -36,14 +36,18 @@ __all__ = [
 ]
 
 ID_LENGTH_MAX = 128
-_DNEC = AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
-_CNED = AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS
-_PEND = TransferFlags.PENDING
-_POST = TransferFlags.POST_PENDING
-_VOID = TransferFlags.VOID_PENDING
-_EXPIRE = TransferFlags.EXPIRE_PENDING
-_LINKED = TransferFlags.LINKED
+# Plain ints on the hot path: IntFlag arithmetic builds a new enum member per operation.
+_DNEC = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+_CNED = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
+_PEND = int(TransferFlags.PENDING)
+_POST = int(TransferFlags.POST_PENDING)
+_VOID = int(TransferFlags.VOID_PENDING)
+_EXPIRE = int(TransferFlags.EXPIRE_PENDING)
+_LINKED = int(TransferFlags.LINKED)
+_KINDS = _PEND | _POST | _VOID | _EXPIRE
 R = TransferResult
+_OK = R.OK
+_EXISTS = R.EXISTS
 
 
 class LedgerView(Protocol):
@@ -162,8 +166,12 @@ def apply_transfers(
 ) -> tuple[list[TransferResult], Staging]:
     """Apply a batch of transfers; chains of ``LINKED`` events commit all or nothing."""
     staging = Staging(view)
-    results: list[TransferResult] = [R.OK] * len(batch)
-    for start, stop, closed in _chains(len(batch), lambda i: bool(batch[i].flags & _LINKED)):
+    results: list[TransferResult] = [_OK] * len(batch)
+    for start, stop, closed in _chains(len(batch), lambda i: bool(int(batch[i].flags) & _LINKED)):
+        if stop - start == 1 and closed:
+            # A lone event writes nothing unless every check passed, so it needs no overlay of its own.
+            results[start] = _apply_one(staging, batch[start], now, asset_known)
+            continue
         chain = Staging(staging)
         failed_at = -1
         for i in range(start, stop):
@@ -171,7 +179,7 @@ def apply_transfers(
                 results[i] = R.LINKED_EVENT_CHAIN_OPEN
             else:
                 results[i] = _apply_one(chain, batch[i], now, asset_known)
-            if not results[i].ok:
+            if results[i] is not _OK and results[i] is not _EXISTS:
                 failed_at = i
                 break
         if failed_at < 0:
@@ -183,24 +191,28 @@ def apply_transfers(
     return results, staging
 
 
+def _stored_flags(flags: int | TransferFlags) -> TransferFlags:
+    return flags if type(flags) is TransferFlags else TransferFlags(flags)
+
+
 def _apply_one(
     st: Staging, t: Transfer, now: float, asset_known: Callable[[str], bool]
 ) -> TransferResult:
-    flags = TransferFlags(t.flags)
+    flags = int(t.flags)
     if not t.id:
         return R.ID_MUST_NOT_BE_EMPTY
     if len(t.id) > ID_LENGTH_MAX:
         return R.ID_TOO_LONG
-    kinds = [f for f in (_PEND, _POST, _VOID, _EXPIRE) if flags & f]
-    if len(kinds) > 1:
+    kind = flags & _KINDS
+    if kind & (kind - 1):  # more than one of pending / post / void / expire
         return R.FLAGS_ARE_MUTUALLY_EXCLUSIVE
-    if flags & _EXPIRE:
+    if kind == _EXPIRE:
         return R.EXPIRE_IS_RESERVED_FOR_THE_LEDGER
-    if flags & (_POST | _VOID):
+    if kind & (_POST | _VOID):
         return _apply_resolution(st, t, flags, now)
     if t.pending_id:
         return R.PENDING_ID_MUST_BE_EMPTY
-    if t.timeout_s and not flags & _PEND:
+    if t.timeout_s and kind != _PEND:
         return R.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER
     if t.timeout_s < 0:
         return R.TIMEOUT_MUST_NOT_BE_NEGATIVE
@@ -225,21 +237,24 @@ def _apply_one(
     if existing is not None:
         return _compare_existing(existing, t, amount_given=True)
     amount = t.amount
-    if dr.flags & _DNEC and dr.debits_pending + dr.debits_posted + amount > dr.credits_posted:
+    if int(dr.flags) & _DNEC and dr.debits_pending + dr.debits_posted + amount > dr.credits_posted:
         return R.EXCEEDS_CREDITS
-    if cr.flags & _CNED and cr.credits_pending + cr.credits_posted + amount > cr.debits_posted:
+    if int(cr.flags) & _CNED and cr.credits_pending + cr.credits_posted + amount > cr.debits_posted:
         return R.EXCEEDS_DEBITS
     dr = st.writable_account(dr.id)
     cr = st.writable_account(cr.id)
-    if flags & _PEND:
+    if kind == _PEND:
         dr.debits_pending += amount
         cr.credits_pending += amount
         st.pending[t.id] = PendingState.PENDING
     else:
         dr.debits_posted += amount
         cr.credits_posted += amount
-    st.transfers[t.id] = replace(t, flags=flags, timestamp=now)
-    return R.OK
+    st.transfers[t.id] = Transfer(
+        t.id, t.debit_account_id, t.credit_account_id, amount, t.asset, t.code,
+        _stored_flags(t.flags), t.pending_id, t.timeout_s, t.user_data, now,
+    )
+    return _OK
 
 
 def _check_amount(amount: int) -> TransferResult | None:
@@ -255,7 +270,7 @@ def _check_amount(amount: int) -> TransferResult | None:
     return None
 
 
-def _apply_resolution(st: Staging, t: Transfer, flags: TransferFlags, now: float) -> TransferResult:
+def _apply_resolution(st: Staging, t: Transfer, flags: int, now: float) -> TransferResult:
     if not t.pending_id:
         return R.PENDING_ID_REQUIRED
     if t.pending_id == t.id:
@@ -271,7 +286,7 @@ def _apply_resolution(st: Staging, t: Transfer, flags: TransferFlags, now: float
     p = st.transfer(t.pending_id)
     if p is None:
         return R.PENDING_TRANSFER_NOT_FOUND
-    if not p.flags & _PEND:
+    if not int(p.flags) & _PEND:
         return R.PENDING_TRANSFER_NOT_PENDING
     if t.debit_account_id and t.debit_account_id != p.debit_account_id:
         return R.PENDING_TRANSFER_HAS_DIFFERENT_DEBIT_ACCOUNT_ID
@@ -294,11 +309,11 @@ def _apply_resolution(st: Staging, t: Transfer, flags: TransferFlags, now: float
         return R.EXCEEDS_PENDING_TRANSFER_AMOUNT
     _release(st, p, posted=amount if flags & _POST else 0)
     st.pending[p.id] = PendingState.POSTED if flags & _POST else PendingState.VOIDED
-    st.transfers[t.id] = replace(
-        t, debit_account_id=p.debit_account_id, credit_account_id=p.credit_account_id,
-        asset=p.asset, amount=amount, flags=flags, timestamp=now,
+    st.transfers[t.id] = Transfer(
+        t.id, p.debit_account_id, p.credit_account_id, amount, p.asset, t.code,
+        _stored_flags(t.flags), t.pending_id, t.timeout_s, t.user_data, now,
     )
-    return R.OK
+    return _OK
 
 
 def _release(st: Staging, p: Transfer, posted: int) -> None:
@@ -311,7 +326,7 @@ def _release(st: Staging, p: Transfer, posted: int) -> None:
 
 
 def _compare_existing(e: Transfer, t: Transfer, *, amount_given: bool) -> TransferResult:
-    if e.flags != TransferFlags(t.flags):
+    if int(e.flags) != int(t.flags):
         return R.EXISTS_WITH_DIFFERENT_FLAGS
     if t.debit_account_id and e.debit_account_id != t.debit_account_id:
         return R.EXISTS_WITH_DIFFERENT_DEBIT_ACCOUNT_ID
@@ -371,11 +386,12 @@ def replay_journal(journal: Iterable[Transfer]) -> tuple[Balances, dict[str, lis
     for t in journal:
         dr = balances.setdefault(t.debit_account_id, [0, 0, 0, 0])
         cr = balances.setdefault(t.credit_account_id, [0, 0, 0, 0])
-        if t.flags & _PEND:
+        tf = int(t.flags)
+        if tf & _PEND:
             pendings[t.id] = t
             dr[0] += t.amount
             cr[2] += t.amount
-        elif t.flags & (_POST | _VOID | _EXPIRE):
+        elif tf & (_POST | _VOID | _EXPIRE):
             p = pendings.get(t.pending_id)
             seen = resolutions.setdefault(t.pending_id, [])
             seen.append(t)
@@ -384,7 +400,7 @@ def replay_journal(journal: Iterable[Transfer]) -> tuple[Balances, dict[str, lis
                 continue
             if len(seen) > 1:
                 problems.append(Violation("holds_resolved_once", p.id, f"resolved {len(seen)} times"))
-            posted = t.amount if t.flags & _POST else 0
+            posted = t.amount if tf & _POST else 0
             if posted > p.amount:
                 problems.append(Violation("posted_le_held", p.id, f"posted {posted} > held {p.amount}"))
             dr[0] -= p.amount

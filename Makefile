@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/cryptocity_day.yaml
 
-.PHONY: install run test lint typecheck importlint pytest bench clean
+.PHONY: install browser run test lint typecheck importlint pytest docs bench clean
 
 install: $(STAMP)
 
@@ -14,6 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Headless Chromium for the browser tests comes from Debian's package (never a browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 run: install
 	$(BIN)/ccsim run $(SCENARIO)
@@ -27,13 +33,23 @@ typecheck: install
 importlint: install
 	$(BIN)/lint-imports
 
-pytest: install
+pytest: install browser
 	$(BIN)/pytest -q
 
-test: lint typecheck importlint pytest
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+test: lint typecheck importlint docs pytest
 
 bench: install
 	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+
+# Rewrite the real-report figures in docs/reading-the-report.md from a run of $(SCENARIO)
+# (a full CryptoCity day takes about half a minute; pass REPORT_DOCS_SET="--set k=v" to vary it).
+REPORT_DOCS_SET ?=
+.PHONY: report-docs
+report-docs: install
+	$(BIN)/python -m sim.report.docs_figures --scenario $(SCENARIO) $(REPORT_DOCS_SET)

@@ -1,0 +1,159 @@
+"""``ccsim``: the command line.
+
+    ccsim validate FILE
+    ccsim run SCENARIO [--seed N] [--out DIR] [--set dotted.key=value ...] [--quiet]
+    ccsim report RUN_DIR
+    ccsim compare RUN_DIR RUN_DIR ... [--out DIR]
+    ccsim export RUN_DIR --format csv|parquet [--out DIR]
+
+Exit codes: 0 ok; 1 a ledger invariant or the reconciliation failed; 2 bad input (nothing
+written); 3 an SLO was breached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sim.progress import print_headline, progress_display
+from sim.runner import EXIT_BAD_INPUT, EXIT_OK, simulate
+from sim.scenario_load import ScenarioError, load_scenario
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ccsim", description="Crypto-card payment settlement simulator")
+    sub = parser.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("validate", help="check a scenario file; exit 2 with the field path if it is bad")
+    v.add_argument("file", type=Path)
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    r = sub.add_parser("run", help="simulate a scenario and write summary.json, results.db and a report")
+    r.add_argument("scenario", type=Path)
+    r.add_argument("--seed", type=int, default=1)
+    r.add_argument("--out", type=Path, default=None, help="run directory (default runs/<scenario>-<seed>/)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario field, e.g. services.issuer.capacity=8 (repeatable)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    rep = sub.add_parser("report", help="(re)build report.html for a run directory")
+    rep.add_argument("run_dir", type=Path)
+    cmp_ = sub.add_parser("compare", help="compare two or more runs side by side")
+    cmp_.add_argument("run_dirs", type=Path, nargs="+")
+    cmp_.add_argument("--out", type=Path, default=None)
+    exp = sub.add_parser("export", help="export payments, legs and time series")
+    exp.add_argument("run_dir", type=Path)
+    exp.add_argument("--format", choices=("csv", "parquet"), required=True)
+    exp.add_argument("--out", type=Path, default=None)
+    return parser
+
+
+def _err(message: str) -> None:
+    print(f"ccsim: {message}", file=sys.stderr)
+
+
+def _report_module() -> Any | None:
+    try:
+        return importlib.import_module("sim.report")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("sim.report",):
+            raise
+        return None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        scenario, _ = load_scenario(args.file, args.overrides)
+    except ScenarioError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    print(f"{args.file}: ok — scenario {scenario.name!r}, {scenario.duration_s:g} s, "
+          f"{len(scenario.slos)} SLO(s)")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.seed < 0:
+        _err("--seed must not be negative")
+        return EXIT_BAD_INPUT
+    try:
+        scenario, text = load_scenario(args.scenario, args.overrides)
+    except ScenarioError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    run_dir = args.out or Path("runs") / f"{args.scenario.stem}-{args.seed}"
+    if run_dir.exists() and not run_dir.is_dir():
+        _err(f"{run_dir} exists and is not a directory")
+        return EXIT_BAD_INPUT
+    with progress_display(scenario.duration_s, quiet=args.quiet) as progress:
+        result = simulate(scenario, text, args.seed, run_dir, progress)
+    report = _report_module()
+    report_path = None
+    if report is not None:
+        try:
+            report_path = report.build_report(run_dir)
+        except report.ReportError as exc:
+            _err(f"the run finished but its report could not be built: {exc}")
+    if not args.quiet:
+        print_headline(result, report_path)
+    for problem in result.problems:
+        _err(problem)
+    return result.exit_code
+
+
+def _with_report(fn: Callable[[Any], int]) -> int:
+    report = _report_module()
+    if report is None:
+        _err("the report module (sim.report) is not installed in this build")
+        return EXIT_BAD_INPUT
+    try:
+        return fn(report)
+    except report.ReportError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+
+
+def _report(args: argparse.Namespace) -> int:
+    def go(report: Any) -> int:
+        print(report.build_report(args.run_dir))
+        return EXIT_OK
+    return _with_report(go)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    if len(args.run_dirs) < 2:
+        _err("compare needs at least two run directories")
+        return EXIT_BAD_INPUT
+    out = args.out or Path("runs") / ("compare-" + "-vs-".join(d.name for d in args.run_dirs))
+
+    def go(report: Any) -> int:
+        path = report.compare_runs(list(args.run_dirs), out)
+        print(report.format_compare_table(list(args.run_dirs)))
+        print(path)
+        return EXIT_OK
+    return _with_report(go)
+
+
+def _export(args: argparse.Namespace) -> int:
+    def go(report: Any) -> int:
+        for path in report.export_run(args.run_dir, args.format, args.out):
+            print(path)
+        return EXIT_OK
+    return _with_report(go)
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "validate": _validate, "run": _run, "report": _report, "compare": _compare, "export": _export,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return _COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""``compare_runs`` and ``format_compare_table``: two or more runs side by side.
+
+For questions like "JIT or pre-funded?" and "before and after the outage": the headline figures of
+every run with a difference column against the first run (the baseline), and overlaid charts.
+Runs of different ccsim versions are refused, because their figures may not mean the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Final
+
+from sim.report import queries
+from sim.report.charts_flow import CDF_QUANTILES, reason_label
+from sim.report.errors import ReportError
+from sim.report.figures import COLORS, Chart, new_figure
+from sim.report.fmt import kzt_decimal
+from sim.report.headline import HEADLINE, lookup
+from sim.report.page import Section, chart_html, esc, render_page, write_atomic
+from sim.report.rundata import RunData, open_run, read_summary
+
+__all__ = ["COMPARE_HTML", "compare_runs", "format_compare_table"]
+
+COMPARE_HTML: Final = "compare.html"
+
+
+def _labels(run_dirs: Sequence[Path]) -> list[str]:
+    return [f"{i + 1}: {Path(d).resolve().name}" for i, d in enumerate(run_dirs)]
+
+
+def _checked_summaries(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+    """Every run exists and has a summary; all share one ccsim version."""
+    if len(run_dirs) < 2:
+        raise ReportError("a comparison needs at least two run directories")
+    summaries = [read_summary(Path(d)) for d in run_dirs]
+    versions = {str(s.get("ccsim_version")) for s in summaries}
+    if len(versions) > 1:
+        listing = ", ".join(f"{Path(d)} = {s.get('ccsim_version')}"
+                            for d, s in zip(run_dirs, summaries, strict=True))
+        raise ReportError(f"runs come from different ccsim versions ({listing}); "
+                          "re-run them with one version before comparing")
+    return summaries
+
+
+def _rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[str], list[str]]]:
+    """Per headline metric: label, formatted values per run, formatted deltas vs the first."""
+    out = []
+    for metric in HEADLINE:
+        values = [metric.value(s) for s in summaries]
+        deltas = [metric.fmt_delta(metric.delta(values[0], v)) for v in values[1:]]
+        out.append((metric.label, [metric.fmt(v) for v in values], deltas))
+    return out
+
+
+def format_compare_table(run_dirs: Sequence[Path]) -> str:
+    """The comparison as a fixed-width text table for the terminal."""
+    run_dirs = [Path(d) for d in run_dirs]
+    summaries = _checked_summaries(run_dirs)
+    labels = _labels(run_dirs)
+    header = ["figure", labels[0]]
+    for label in labels[1:]:
+        header += [label, f"Δ {label.split(':')[0]}−1"]
+    table = [header]
+    for label, values, deltas in _rows(summaries):
+        row = [label, values[0]]
+        for value, delta in zip(values[1:], deltas, strict=True):
+            row += [value, delta]
+        table.append(row)
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(table):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:],
+                                                                            strict=True)]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"
+
+
+def _table_html(runs: Sequence[RunData], labels: Sequence[str]) -> str:
+    head = '<th>figure</th><th class="num">' + esc(labels[0]) + "</th>"
+    for i, label in enumerate(labels[1:], start=2):
+        head += f'<th class="num">{esc(label)}</th><th class="num">Δ {i}−1</th>'
+    body = ""
+    for metric in HEADLINE:
+        values = [metric.value(r.summary) for r in runs]
+        cells = (f'<td class="num" data-run="1" data-value="{esc(values[0])}">'
+                 f"{esc(metric.fmt(values[0]))}</td>")
+        for i, value in enumerate(values[1:], start=2):
+            delta = metric.delta(values[0], value)
+            cells += (f'<td class="num" data-run="{i}" data-value="{esc(value)}">'
+                      f"{esc(metric.fmt(value))}</td>"
+                      f'<td class="num delta" data-run="{i}" data-delta="{esc(delta)}">'
+                      f"{esc(metric.fmt_delta(delta))}</td>")
+        body += f'<tr data-metric="{esc(metric.key)}"><td>{esc(metric.label)}</td>{cells}</tr>'
+    return (f'<table id="compare-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table>")
+
+
+def _charts(runs: Sequence[RunData], labels: Sequence[str]) -> list[Chart]:
+    cdf = new_figure("Authorization latency CDF", "latency (ms)", "share of payments")
+    cdf.update_yaxes(tickformat=".1%")
+    spans = [queries.span_seconds(r.conn) for r in runs]
+    bucket_s = queries.bucket_seconds(max(spans))
+    thr = new_figure(f"Approvals per second, per {bucket_s:g} s", "simulated time (s)",
+                     "approvals per second")
+    reasons = sorted({str(k) for r in runs for k in (lookup(r.summary, "payments.declined") or {})})
+    dec = new_figure("Declines by reason", "reason", "payments", barmode="group")
+    costs = new_figure("Costs: exchange fees (KZT)", "run", "KZT")
+    slip = new_figure("Costs: mean slippage (bps)", "run", "basis points")
+    tax = new_figure("Tax", "", "KZT", barmode="group")
+    tax_keys = (("realized_gain_kzt", "realized gains"), ("pit_due_kzt", "PIT due"),
+                ("pit_withheld_kzt", "withheld"), ("tax_gap_kzt", "tax gap"))
+    deadline = runs[0].summary.get("deadline_ms")
+    for run, label, color in zip(runs, labels, COLORS * 10, strict=False):
+        points = queries.latency_quantiles(run.conn, CDF_QUANTILES)
+        cdf.add_scatter(x=[ms for _, ms in points], y=[q for q, _ in points], mode="lines",
+                        name=label, line={"color": color, "shape": "hv"})
+        approved = queries.payment_rates(run.conn, bucket_s)["approved"].get("")
+        if approved is not None:
+            thr.add_scatter(x=approved.t_s, y=approved.values, mode="lines", name=label,
+                            line={"color": color})
+        declined = lookup(run.summary, "payments.declined") or {}
+        dec.add_bar(x=[reason_label(c) for c in reasons],
+                    y=[int(declined.get(c, 0)) for c in reasons], name=label, marker_color=color)
+        fees = kzt_decimal(lookup(run.summary, "market.fees_kzt"))
+        costs.add_bar(x=[label], y=[float(fees or 0)], name=label, marker_color=color)
+        slip.add_bar(x=[label], y=[float(lookup(run.summary, "market.slippage_bps_mean") or 0)],
+                     name=label, marker_color=color)
+        tax.add_bar(x=[name for _, name in tax_keys],
+                    y=[float(kzt_decimal(lookup(run.summary, f"tax.{k}")) or 0)
+                       for k, _ in tax_keys],
+                    name=label, marker_color=color)
+    if deadline is not None:
+        cdf.add_vline(float(deadline), line={"color": "#b03a48", "width": 2},
+                      annotation_text=f"deadline {float(deadline):,.0f} ms")
+    return [
+        Chart("chart-compare-cdf", "The further left and the steeper, the faster.", cdf),
+        Chart("chart-compare-throughput", "Approvals per second over simulated time.", thr),
+        Chart("chart-compare-declines", "Declined payments per reason code.", dec),
+        Chart("chart-compare-fees", "Taker fees the cardholders paid.", costs),
+        Chart("chart-compare-slippage", "Mean price slippage on crypto sales.", slip),
+        Chart("chart-compare-tax", "Gains realized and personal income tax.", tax),
+    ]
+
+
+def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
+    """Write ``OUT_DIR/compare.html`` comparing the runs against the first; return its path."""
+    run_dirs = [Path(d) for d in run_dirs]
+    _checked_summaries(run_dirs)
+    labels = _labels(run_dirs)
+    with ExitStack() as stack:
+        runs = [stack.enter_context(open_run(d)) for d in run_dirs]
+        listing = "".join(f"<li>{esc(label)}: {esc(r.label)}, <code>{esc(r.run_dir)}</code></li>"
+                          for label, r in zip(labels, runs, strict=True))
+        sections = [
+            Section("runs", "Runs compared", f"<ul>{listing}</ul><p>Δ columns are each run minus "
+                    "run 1; rates in percentage points (pp).</p>"),
+            Section("headline", "Headline figures", _table_html(runs, labels)),
+            Section("charts", "Side by side",
+                    '<div class="grid">' + "".join(chart_html(c) for c in _charts(runs, labels))
+                    + "</div>"),
+        ]
+        text = render_page("ccsim comparison", f"{len(runs)} runs, ccsim "
+                           f"{esc(runs[0].summary.get('ccsim_version'))}", sections)
+    return write_atomic(Path(out_dir) / COMPARE_HTML, text)
+
+
+

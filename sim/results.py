@@ -1,0 +1,253 @@
+"""The results database of one run: table definitions and a batched writer.
+
+A run writes its per-payment rows, leg timings, time series, settlement positions and integrity
+checks into one SQLite file (``results.db``) through SQLAlchemy Core. Rows are buffered and inserted
+in batches (design §5: per-row commits cap near 2,000 rows/s, batched Core inserts reach >100,000),
+so a run of a million payments never holds them all in memory.
+
+The report (``sim.report``) reads these tables; their names and columns are a contract:
+
+- ``runs``: one row per run (scenario, seed, hash, version, wall time, summary and scenario text).
+- ``payments``: one row per authorization attempt (amounts in KZT minor units; ``crypto_minor`` is
+  text because 18-decimal assets overflow 64-bit integers and SQLite's NUMERIC would round them).
+- ``legs``: per payment and service, the queue wait and service time in milliseconds.
+- ``timeseries``: long format ``(t_s, metric, key, value)``; see :data:`TIMESERIES_METRICS`.
+- ``settlements``: net position per participant per settlement window (KZT minor; sums to 0).
+- ``integrity``: each ledger invariant and reconciliation check with ok/detail.
+- ``transfers``: every party's ledger journal at the end of the run (when ``metrics.write_transfers``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    select,
+    update,
+)
+
+__all__ = [
+    "BATCH_ROWS",
+    "TIMESERIES_METRICS",
+    "ResultsWriter",
+    "integrity",
+    "legs",
+    "metadata",
+    "open_engine",
+    "payment_events",
+    "payments",
+    "runs",
+    "settlements",
+    "timeseries",
+    "transfers",
+]
+
+BATCH_ROWS: Final = 5_000
+
+metadata = MetaData()
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("scenario_name", String, nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("scenario_sha256", String, nullable=False),
+    Column("ccsim_version", String, nullable=False),
+    Column("wall_s", Float, nullable=False),
+    Column("summary_json", Text, nullable=False),
+    Column("scenario_yaml", Text, nullable=False),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("payment_id", Integer, primary_key=True),
+    Column("t_arrival_s", Float, nullable=False),
+    Column("t_done_s", Float, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("outcome", String, nullable=False),  # 'approved' | 'declined'
+    Column("reason", String, nullable=False),  # ISO 8583 code ("00" when approved) or a fault name
+    Column("stand_in", Boolean, nullable=False),
+    Column("deadline_missed", Boolean, nullable=False),
+    Column("orphaned", Boolean, nullable=False),
+    Column("amount_kzt_minor", BigInteger, nullable=False),
+    Column("merchant_id", String, nullable=False),
+    Column("category", String, nullable=False),
+    Column("acquirer_id", String, nullable=False),
+    Column("funding_mode", String, nullable=False),
+    Column("residency", String, nullable=False),
+    Column("asset_sold", String, nullable=True),  # first asset sold; NULL when no sale
+    Column("crypto_minor", String, nullable=True),  # minor units of asset_sold, as decimal text
+    Column("slippage_bps", Float, nullable=True),
+    Column("fee_kzt_minor", BigInteger, nullable=False),
+    Column("gain_kzt_minor", BigInteger, nullable=False),
+    Column("pit_kzt_minor", BigInteger, nullable=False),
+    Column("captured_at_s", Float, nullable=True),
+    Column("settled_at_s", Float, nullable=True),
+)
+
+legs = Table(
+    "legs",
+    metadata,
+    Column("payment_id", Integer, nullable=False),
+    Column("service", String, nullable=False),
+    Column("wait_ms", Float, nullable=False),
+    Column("service_ms", Float, nullable=False),
+    Index("ix_legs_payment", "payment_id"),
+)
+
+timeseries = Table(
+    "timeseries",
+    metadata,
+    Column("t_s", Float, nullable=False),
+    Column("metric", String, nullable=False),
+    Column("key", String, nullable=False),  # "" when the metric has no key
+    Column("value", Float, nullable=False),
+    Index("ix_timeseries_metric", "metric", "t_s"),
+)
+
+settlements = Table(
+    "settlements",
+    metadata,
+    Column("window_id", String, nullable=False),
+    Column("t_s", Float, nullable=False),
+    Column("participant", String, nullable=False),
+    Column("net_kzt_minor", BigInteger, nullable=False),  # positive: receives
+)
+
+integrity = Table(
+    "integrity",
+    metadata,
+    Column("check", String, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("detail", Text, nullable=False),
+)
+
+# Every party's ledger journal at the end of the run (design §3: one ledger per party). Amounts are
+# decimal text: 18-decimal assets overflow 64-bit integers.
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("party", String, nullable=False),
+    Column("seq", Integer, nullable=False),  # commit order within the party's journal
+    Column("transfer_id", String, nullable=False),
+    Column("debit_account_id", String, nullable=False),
+    Column("credit_account_id", String, nullable=False),
+    Column("amount_minor", String, nullable=False),
+    Column("asset", String, nullable=False),
+    Column("code", String, nullable=False),
+    Column("flags", Integer, nullable=False),
+    Column("pending_id", String, nullable=False),
+    Column("user_data", String, nullable=False),
+    Column("t_s", Float, nullable=False),
+)
+
+# Capture and settlement happen hours after a payment's row is written; they are appended here as
+# events and folded into ``payments`` once at the end of the run (then the table is emptied).
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("payment_id", Integer, nullable=False),
+    Column("kind", String, nullable=False),  # 'captured' | 'settled'
+    Column("t_s", Float, nullable=False),
+    Index("ix_payment_events", "payment_id", "kind"),
+)
+
+TIMESERIES_METRICS: Final[Mapping[str, str]] = {
+    "arrivals_per_s": "payments arriving per second, per minute bucket (key '')",
+    "approved_per_s": "approvals per second, per minute bucket (key '')",
+    "declined_per_s": "declines per second, per minute bucket (key = reason code)",
+    "p50_ms": "median authorization latency of payments arriving in the minute (key '')",
+    "p99_ms": "99th percentile authorization latency of payments arriving in the minute (key '')",
+    "utilization": "busy workers / capacity over the sampling interval (key = service)",
+    "queue_len": "payments waiting for a worker at the sampling instant (key = service)",
+    "mid_price_kzt": "mid price in KZT per major unit (key = asset)",
+    "exchange_cash_kzt": "the exchange's tenge at its bank, in KZT (key '')",
+    "issuer_funding_kzt": "the issuer's settlement funding need, in KZT (key '')",
+    "stand_in_exposure_kzt": "approved-by-stand-in amount not yet covered by an advice (key '')",
+}
+
+
+def open_engine(path: Path) -> Engine:
+    """An SQLite engine tuned for one writer doing batched inserts."""
+    engine = create_engine(f"sqlite:///{path}")
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+class ResultsWriter:
+    """Buffers rows per table and inserts them in batches of :data:`BATCH_ROWS`."""
+
+    def __init__(self, path: Path, batch_rows: int = BATCH_ROWS) -> None:
+        self.path = path
+        self.engine = open_engine(path)
+        metadata.create_all(self.engine)
+        self._batch_rows = batch_rows
+        self._buffers: dict[str, list[dict[str, Any]]] = {t: [] for t in metadata.tables}
+
+    def add(self, table: Table, row: dict[str, Any]) -> None:
+        buf = self._buffers[table.name]
+        buf.append(row)
+        if len(buf) >= self._batch_rows:
+            self._flush_table(table)
+
+    def add_many(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        buf = self._buffers[table.name]
+        buf.extend(rows)
+        if len(buf) >= self._batch_rows:
+            self._flush_table(table)
+
+    def _flush_table(self, table: Table) -> None:
+        buf = self._buffers[table.name]
+        if not buf:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(table.insert(), buf)
+        self._buffers[table.name] = []
+
+    def flush(self) -> None:
+        for table in metadata.sorted_tables:
+            self._flush_table(table)
+
+    def fold_payment_events(self) -> None:
+        """Copy capture/settlement times into ``payments`` and empty the event table."""
+        self.flush()
+        with self.engine.begin() as conn:
+            for kind, column in (("captured", "captured_at_s"), ("settled", "settled_at_s")):
+                # One set-based UPDATE in SQLite: nothing is pulled into Python memory.
+                event_time = (
+                    select(payment_events.c.t_s)
+                    .where(payment_events.c.payment_id == payments.c.payment_id)
+                    .where(payment_events.c.kind == kind)
+                    .limit(1)
+                    .scalar_subquery()
+                )
+                conn.execute(update(payments).values({column: event_time}))
+            conn.execute(payment_events.delete())
+
+    def close(self) -> None:
+        self.flush()
+        self.engine.dispose()

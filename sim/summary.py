@@ -1,0 +1,114 @@
+"""``summary.json``: the headline figures of a run, and the SLO verdicts.
+
+Latencies are numbers (milliseconds or seconds, as their names say); amounts are KZT as decimal
+strings (``"1234.56"``), never floats. Statistics cover payments that arrived after warm-up and
+before cool-down; counts of stand-ins, orphaned sales and money cover the whole run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from services.money import DEFAULT_ASSETS, format_amount
+from services.tax import AuthoritySummary
+from sim.metrics import Metrics, percentiles
+from sim.scenario import Scenario
+
+__all__ = ["build_summary", "evaluate_slos", "kzt", "lookup"]
+
+_KZT = DEFAULT_ASSETS[0]
+
+
+def kzt(minor: int) -> str:
+    return format_amount(int(minor), _KZT)
+
+
+def build_summary(scenario: Scenario, metrics: Metrics, stations: dict[str, Any],
+                  tax: AuthoritySummary) -> dict[str, Any]:
+    m = metrics
+    lat = np.frombuffer(m.latency_ms, dtype=float)
+    span_s = scenario.measure_until_s - scenario.measure_from_s
+    legs: dict[str, Any] = {}
+    for name, st in stations.items():
+        waits = np.frombuffer(st.waits_s, dtype=float) * 1000.0
+        served_measured = st.measured_calls
+        legs[name] = {
+            "mean_wait_ms": float(waits.mean()) if waits.size else 0.0,
+            "p99_wait_ms": float(np.percentile(waits, 99.0)) if waits.size else 0.0,
+            "mean_service_ms": st.service_sum_s * 1000.0 / served_measured if served_measured else 0.0,
+            "utilization": (st.busy_area_s / (st.capacity * span_s)) if st.capacity is not None else None,
+            "mean_queue_len": st.queue_area_s / span_s,
+            "served": st.served,
+            "capacity": st.capacity if st.capacity is not None else "unlimited",
+            "timeouts": st.timeouts,
+            "failed_calls": st.failed_calls,
+        }
+    mean_rate, peak_rate = m.approved_rates()
+    settle = np.frombuffer(m.settlement_latency_s, dtype=float)
+    slip = np.frombuffer(m.slippage_bps, dtype=float)
+    exch_start = m.probe_start.get("exchange_cash_kzt", 0)
+    exch_min = m.probe_min.get("exchange_cash_kzt", exch_start)
+    fund_start = m.probe_start.get("issuer_funding_kzt", 0)
+    fund_min = m.probe_min.get("issuer_funding_kzt", fund_start)
+    return {
+        "payments": {
+            "attempted": m.attempted,
+            "measured": m.measured,
+            "approved": m.approved,
+            "declined": dict(sorted(m.declined.items())),
+            "approval_rate": m.approved / m.measured if m.measured else 0.0,
+            "stand_in": m.stand_in,
+            "stand_in_approved_kzt": kzt(m.stand_in_approved_kzt),
+            "orphaned_sales": m.orphaned,
+        },
+        "auth_latency_ms": percentiles(lat),
+        "deadline_miss_rate": m.deadline_missed / m.measured if m.measured else 0.0,
+        "legs": legs,
+        "throughput": {"approved_per_s_mean": mean_rate, "approved_per_s_peak": peak_rate},
+        "settlement_latency_s": {
+            "p50": float(np.percentile(settle, 50.0)) if settle.size else 0.0,
+            "p99": float(np.percentile(settle, 99.0)) if settle.size else 0.0,
+            "max": float(settle.max()) if settle.size else 0.0,
+        },
+        "market": {
+            "slippage_bps_mean": float(slip.mean()) if slip.size else 0.0,
+            "fees_kzt": kzt(m.fees_kzt),
+        },
+        "liquidity": {
+            # The most tenge each had to have put up front: opening balance minus its lowest point.
+            "exchange_peak_prefund_kzt": kzt(max(0, exch_start - exch_min)),
+            "issuer_peak_prefund_kzt": kzt(max(0, fund_start - fund_min)),
+            "stand_in_exposure_peak_kzt": kzt(m.probe_max.get("stand_in_exposure_kzt", 0)),
+        },
+        "tax": {  # the domain's tax book: every sale, including advice and top-up sales
+            "policy": scenario.tax.policy.value,
+            "sales": tax.sales,
+            "proceeds_kzt": kzt(tax.proceeds_kzt),
+            "realized_gain_kzt": kzt(tax.realized_gain_kzt),
+            "pit_due_kzt": kzt(tax.pit_due_kzt),
+            "pit_due_by_residency_kzt": {r.value: kzt(v) for r, v in sorted(tax.pit_due_by_residency_kzt.items())},
+            "pit_withheld_kzt": kzt(tax.pit_withheld_kzt),
+            "pit_declared_kzt": kzt(tax.pit_expected_declared_kzt),
+            "tax_gap_kzt": kzt(tax.tax_gap_kzt),
+        },
+    }
+
+
+def lookup(summary: dict[str, Any], path: str) -> float:
+    """The number at a dotted path of the summary (KZT strings are read as numbers)."""
+    node: Any = summary
+    for part in path.split("."):
+        node = node[part]
+    if node is None:
+        return 0.0
+    return float(node)
+
+
+def evaluate_slos(scenario: Scenario, summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for slo in scenario.parsed_slos():
+        value = lookup(summary, slo.metric)
+        out[slo.text] = {"pass": slo.holds(value), "value": value, "threshold": slo.threshold, "op": slo.op}
+    return out

@@ -86,7 +86,11 @@ def build_summary(scenario: Scenario, metrics: Metrics, stations: dict[str, Any]
             "policy": scenario.tax.policy.value,
             "sales": tax.sales,
             "proceeds_kzt": kzt(tax.proceeds_kzt),
-            "realized_gain_kzt": kzt(tax.realized_gain_kzt),
+            # PIT is charged per sale on its gain; a loss offsets nothing (docs/model-exchange-and-tax.md).
+            # So the headline gain is the taxable one, with the losses and the net beside it.
+            "realized_gain_kzt": kzt(tax.gains_kzt),
+            "realized_loss_kzt": kzt(tax.losses_kzt),
+            "net_gain_kzt": kzt(tax.realized_gain_kzt),
             "pit_due_kzt": kzt(tax.pit_due_kzt),
             "pit_due_by_residency_kzt": {r.value: kzt(v) for r, v in sorted(tax.pit_due_by_residency_kzt.items())},
             "pit_withheld_kzt": kzt(tax.pit_withheld_kzt),

@@ -122,6 +122,11 @@ def test_a_loss_pays_no_pit_and_is_not_offset() -> None:
     gain = book.realize("h", "BTC", 10_000_000, 3_000_000_00, 1.0, "gain")  # basis 2,000,000.00
     # The earlier loss is not netted against this gain.
     assert (gain.gain_kzt, gain.pit_kzt) == (1_000_000_00, 100_000_00)
+    # The authority sees the taxable gains and the losses apart, so PIT matches the gains it is on.
+    summary = book.authority_summary()
+    assert (summary.gains_kzt, summary.losses_kzt) == (1_000_000_00, 1_000_000_00)
+    assert summary.realized_gain_kzt == 0  # net
+    assert summary.pit_due_kzt == 100_000_00  # 10 % of the taxable gains, not of the net
 
 
 def test_pit_rounds_half_up_to_the_tiyn() -> None:

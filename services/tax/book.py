@@ -64,12 +64,14 @@ def _half_up(num: int, den: int) -> int:
 class _Totals:
     """Running aggregates for one (year, residency): keeps the authority summary O(1) per sale."""
 
-    __slots__ = ("gain_kzt", "pit_due_kzt", "pit_withheld_kzt", "proceeds_kzt", "sales")
+    __slots__ = ("gain_kzt", "gains_kzt", "losses_kzt", "pit_due_kzt", "pit_withheld_kzt", "proceeds_kzt", "sales")
 
     def __init__(self) -> None:
         self.sales = 0
         self.proceeds_kzt = 0
         self.gain_kzt = 0
+        self.gains_kzt = 0  # the taxable base: sales that realized a gain
+        self.losses_kzt = 0  # as a positive number; under the per-sale rule they offset nothing
         self.pit_due_kzt = 0
         self.pit_withheld_kzt = 0
 
@@ -195,6 +197,10 @@ class TaxBook:
         totals.sales += 1
         totals.proceeds_kzt += proceeds_kzt
         totals.gain_kzt += result.gain_kzt
+        if result.gain_kzt > 0:
+            totals.gains_kzt += result.gain_kzt
+        else:
+            totals.losses_kzt -= result.gain_kzt
         totals.pit_due_kzt += result.pit_kzt
         if withheld:
             totals.pit_withheld_kzt += result.pit_kzt
@@ -236,7 +242,7 @@ class TaxBook:
         """Everything due, withheld and (at ``compliance_rate``, 0..1) self-declared; the gap."""
         if not D(0) <= compliance_rate <= D(1):
             raise ValueError(f"compliance_rate must be within 0..1, got {compliance_rate}")
-        sales = proceeds = gain = withheld = 0
+        sales = proceeds = gain = gains = losses = withheld = 0
         due_by_residency = dict.fromkeys(Residency, 0)
         for (y, residency), t in self._totals.items():
             if year is not None and y != year:
@@ -244,12 +250,15 @@ class TaxBook:
             sales += t.sales
             proceeds += t.proceeds_kzt
             gain += t.gain_kzt
+            gains += t.gains_kzt
+            losses += t.losses_kzt
             withheld += t.pit_withheld_kzt
             due_by_residency[residency] += t.pit_due_kzt
         to_declare = sum(due_by_residency.values()) - withheld
         declared = round_half_up(to_declare * Fraction(compliance_rate))
         return AuthoritySummary(
             year=year, sales=sales, proceeds_kzt=proceeds, realized_gain_kzt=gain,
+            gains_kzt=gains, losses_kzt=losses,
             pit_due_by_residency_kzt=due_by_residency, pit_withheld_kzt=withheld,
             pit_to_self_declare_kzt=to_declare, pit_expected_declared_kzt=declared,
             tax_gap_kzt=to_declare - declared,

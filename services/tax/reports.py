@@ -74,6 +74,8 @@ class AuthoritySummary:
     sales: int
     proceeds_kzt: int
     realized_gain_kzt: int  # net of losses
+    gains_kzt: int = 0  # sum of the sales that realized a gain: the base PIT is charged on
+    losses_kzt: int = 0  # sum of the losses, as a positive number (they do not offset gains)
     pit_due_by_residency_kzt: dict[Residency, int] = field(default_factory=dict)
     pit_withheld_kzt: int = 0
     pit_to_self_declare_kzt: int = 0

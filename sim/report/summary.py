@@ -101,7 +101,7 @@ def summary_sentences(summary: dict[str, Any], integrity_ok: bool) -> list[str]:
             for key in ("realized_gain_kzt", "pit_due_kzt", "pit_withheld_kzt", "tax_gap_kzt")
         ]
         out.append(
-            f"{parts[0]} of gains were realized on crypto sales; {parts[1]} of personal income "
+            f"{parts[0]} of taxable gains were realized on crypto sales; {parts[1]} of personal income "
             f"tax is due, of which {parts[2]} was withheld at source; the tax gap is {parts[3]}."
         )
     liq = summary.get("liquidity") or {}

@@ -129,3 +129,53 @@ def ledger_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[L
 def sql_ledger_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerFactory]:
     """``make(clock) -> SqlLedger`` on SQLite and PostgreSQL (for thread-safety tests)."""
     yield from _factory(request, tmp_path)
+
+
+# -- party services over HTTP (services/api) -------------------------------------------------------
+
+
+class LedgerAppFactory:
+    """Makes ledger-service apps on one backend; checks invariants and drops their tables at the end."""
+
+    def __init__(self, backend: str, tmp_path: Path) -> None:
+        self.backend = backend
+        self._tmp_path = tmp_path
+        self._url = require_postgres() if backend == "postgres" else ""
+        self.made: list[Any] = []
+
+    def __call__(self, clock: Clock | None = None, **settings: Any) -> Any:
+        from services.api import ApiSettings, create_ledger_app  # noqa: PLC0415 — only API tests need it
+
+        clock = clock if clock is not None else FixedClock(1_000.0)
+        if self.backend == "postgres":
+            settings.setdefault("database_url", self._url)
+            settings.setdefault("table_prefix", f"t_{uuid.uuid4().hex[:12]}_")
+        else:
+            settings.setdefault("data_dir", self._tmp_path / f"api-{len(self.made)}")
+        settings.setdefault("party", "bank")
+        app = create_ledger_app(ApiSettings(**settings), clock=clock)
+        self.made.append(app)
+        return app
+
+    def finish(self) -> list[str]:
+        from services.api import close_app  # noqa: PLC0415
+
+        problems: list[str] = []
+        for app in self.made:
+            try:
+                problems.extend(f"{self.backend}: {v}" for v in app.state.ledger.check_invariants())
+            finally:
+                if self.backend == "postgres":
+                    app.state.ledger.drop_tables()
+                    app.state.ledger_service.keys.drop_table()
+                close_app(app)
+        return problems
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+def ledger_app_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerAppFactory]:
+    """``make(clock=None, **settings) -> FastAPI`` ledger service on SQLite and PostgreSQL."""
+    factory = LedgerAppFactory(request.param, tmp_path)
+    yield factory
+    problems = factory.finish()
+    assert not problems, "invariants violated at the end of the test:\n" + "\n".join(problems)

@@ -1,0 +1,243 @@
+"""``Idempotency-Key`` for POSTs that move money, remembered in the party's own database.
+
+A client that did not hear the answer sends the same request again with the same key. Semantics:
+
+- missing, empty, longer than 128 characters or not visible ASCII → 400;
+- the first request with a key claims it (a row in ``<prefix>idempotency_keys``, state ``in_flight``),
+  runs, and stores its status and body if it succeeded (2xx);
+- the same key with the same request (method, path and canonical JSON body) → the stored answer,
+  replayed byte for byte with ``Idempotent-Replayed: true``;
+- the same key with another request → 422; the same key while the first is still running → 409;
+- a rejection (4xx) or a fault (an exception, a 5xx) releases the key: a rejected request wrote
+  nothing, not even its key, so a corrected retry with the same key simply runs. A claim whose
+  process died is taken over after ``lease_s``.
+
+The key store and the ledger commit separately. If a process dies between the two commits, the
+retry runs again, and the ledger's own idempotency by transfer id makes that run write nothing
+(it answers ``exists``): the effect is once, only the status of the replay may differ (200, not 201).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+from fastapi import Depends, Header, Request, Response
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from services.api.problems import FieldError, ProblemError
+from services.clock import Clock, SystemClock
+
+__all__ = [
+    "IDEMPOTENCY_HEADER",
+    "IDEMPOTENCY_KEY_LENGTH_MAX",
+    "Claim",
+    "ClaimState",
+    "IdempotencyKey",
+    "IdempotencyStore",
+    "request_fingerprint",
+    "run_idempotent",
+]
+
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+IDEMPOTENCY_KEY_LENGTH_MAX: Final = 128
+IDEMPOTENCY_KEY_PATTERN: Final = r"^[\x21-\x7e]{1,128}$"  # visible ASCII: no spaces, no control characters
+REPLAYED_HEADER: Final = "Idempotent-Replayed"
+_SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+
+
+class ClaimState(StrEnum):
+    STARTED = "started"  # this request owns the key: run it, then finish() or release()
+    REPLAY = "replay"  # the same request already finished: send the stored answer
+    IN_FLIGHT = "in_flight"  # the same request is running elsewhere
+    MISMATCH = "mismatch"  # the key was used for another request
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    state: ClaimState
+    status: int = 0
+    body: bytes = b""
+    media_type: str = ""
+
+
+def request_fingerprint(method: str, path: str, payload: Any) -> str:
+    """SHA-256 of the method, the path and the body as canonical JSON (key order and spaces ignored)."""
+    canonical = json.dumps([method.upper(), path, payload], sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+class IdempotencyStore:
+    """The table of keys in one party's database (SQLite file or PostgreSQL)."""
+
+    def __init__(self, url: str, *, table_prefix: str = "", clock: Clock | None = None,
+                 lease_s: float = 60.0) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.lease_s = lease_s
+        parsed = make_url(url)
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        metadata = MetaData()
+        self.table = Table(
+            f"{table_prefix}idempotency_keys", metadata,
+            Column("key", String(IDEMPOTENCY_KEY_LENGTH_MAX), primary_key=True),
+            Column("request_hash", String(64), nullable=False),
+            Column("state", String(16), nullable=False),
+            Column("status", Integer, nullable=True),
+            Column("media_type", String(64), nullable=True),
+            Column("body", Text, nullable=True),
+            Column("created_at", Float, nullable=False),
+            Column("claimed_at", Float, nullable=False),
+        )
+        self._metadata = metadata
+        self._engine = _engine(parsed)
+        metadata.create_all(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def drop_table(self) -> None:
+        self._metadata.drop_all(self._engine)
+
+    def count(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(self.table)).scalar_one())
+
+    def claim(self, key: str, request_hash: str) -> Claim:
+        """Claim ``key`` for this request, or say why not (replay, in flight, mismatch)."""
+        now = self.clock.now()
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(self.table).values(
+                    key=key, request_hash=request_hash, state="in_flight", created_at=now,
+                    claimed_at=now))
+            return Claim(ClaimState.STARTED)
+        except IntegrityError:
+            pass  # the key exists: decide below, in a transaction of its own
+        with self._engine.begin() as conn:
+            return self._existing(conn, key, request_hash, now)
+
+    def _existing(self, conn: Connection, key: str, request_hash: str, now: float) -> Claim:
+        t = self.table
+        stmt = select(t).where(t.c.key == key)
+        if conn.dialect.name != "sqlite":
+            stmt = stmt.with_for_update()  # SQLite: BEGIN IMMEDIATE already holds the write lock
+        row = conn.execute(stmt).first()
+        if row is None:  # released between our insert and this read: take it now
+            conn.execute(insert(t).values(key=key, request_hash=request_hash, state="in_flight",
+                                          created_at=now, claimed_at=now))
+            return Claim(ClaimState.STARTED)
+        if row.request_hash != request_hash:
+            return Claim(ClaimState.MISMATCH)
+        if row.state == "done":
+            return Claim(ClaimState.REPLAY, int(row.status), str(row.body).encode("utf-8"),
+                         str(row.media_type))
+        if now - row.claimed_at > self.lease_s:  # the claimer died: this request takes over
+            conn.execute(update(t).where(t.c.key == key).values(claimed_at=now))
+            return Claim(ClaimState.STARTED)
+        return Claim(ClaimState.IN_FLIGHT)
+
+    def finish(self, key: str, status: int, body: bytes, media_type: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(update(self.table).where(self.table.c.key == key).values(
+                state="done", status=status, body=body.decode("utf-8"), media_type=media_type))
+
+    def release(self, key: str) -> None:
+        """Forget a claim whose request failed with a fault, so that a retry runs again."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(self.table).where(
+                self.table.c.key == key, self.table.c.state == "in_flight"))
+
+
+def _engine(url: Any) -> Engine:
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_size=5, max_overflow=15, pool_timeout=60)
+    engine = create_engine(url, connect_args={"check_same_thread": False,
+                                              "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    # As in SqlLedger: take SQLite's write lock before the first read (BEGIN IMMEDIATE), so a
+    # read-then-update never fails on a lock upgrade.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _idempotency_key(
+    key: Annotated[str, Header(
+        alias=IDEMPOTENCY_HEADER, min_length=1, max_length=IDEMPOTENCY_KEY_LENGTH_MAX,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="a client-chosen key, the same on every retry of one request (1-128 visible ASCII)",
+    )],
+) -> str:
+    return key
+
+
+IdempotencyKey = Annotated[str, Depends(_idempotency_key)]
+"""A route parameter: the validated ``Idempotency-Key`` header (missing or malformed → 400)."""
+
+
+def run_idempotent(
+    store: IdempotencyStore, key: str, request: Request, payload: Any, work: Callable[[], Response],
+) -> Response:
+    """Run ``work`` at most once per key; replay its answer for the same request, refuse another.
+
+    ``work`` returns the response or raises :class:`ProblemError`. Only a success (2xx) is
+    remembered; otherwise the key is released and the problem sent, or the exception propagates.
+    """
+    claim = store.claim(key, request_fingerprint(request.method, request.url.path, payload))
+    field = [FieldError(field=IDEMPOTENCY_HEADER, reason=f"key {key!r}")]
+    if claim.state is ClaimState.MISMATCH:
+        raise ProblemError(422, "this Idempotency-Key was used for another request", field,
+                           slug="idempotency-key-reused")
+    if claim.state is ClaimState.IN_FLIGHT:
+        raise ProblemError(409, "a request with this Idempotency-Key is still running; retry later",
+                           field, slug="idempotency-key-in-flight")
+    if claim.state is ClaimState.REPLAY:
+        return Response(claim.body, status_code=claim.status, media_type=claim.media_type,
+                        headers={REPLAYED_HEADER: "true"})
+    try:
+        response = work()
+    except BaseException:  # a ProblemError (a rejection) or a fault: nothing to remember
+        store.release(key)
+        raise
+    if not 200 <= response.status_code < 300:
+        store.release(key)
+        return response
+    store.finish(key, response.status_code, bytes(response.body), response.media_type or "")
+    return response

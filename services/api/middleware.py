@@ -1,0 +1,131 @@
+"""The outermost layer of every party service: request id, body limit, canonical log line, metrics.
+
+A pure ASGI middleware (not ``BaseHTTPMiddleware``) because it must see the body as it streams:
+a ``Content-Length`` over the limit is refused at once, and a body that turns out longer than it
+said, or a chunked one, is cut off at the limit while it is read. It also catches anything the app
+let escape, so a bug answers a logged 500 problem instead of a dropped connection.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Final
+
+import structlog
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.api.metrics import ApiMetrics
+from services.api.problems import FieldError, ProblemError, problem_response
+from services.logging import get_logger
+
+__all__ = ["REQUEST_ID_HEADER", "RequestMiddleware"]
+
+REQUEST_ID_HEADER: Final = "X-Request-ID"
+_REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_log = get_logger(__name__)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+def _body_error(limit: int) -> list[FieldError]:
+    return [FieldError(field="body", reason=f"at most {limit} bytes are accepted")]
+
+
+def _request_id(scope: Scope) -> str:
+    """The caller's ``X-Request-ID`` when it is a sane token, else a fresh one."""
+    given = _header(scope, b"x-request-id")
+    if given is not None:
+        text = given.decode("latin-1")
+        if _REQUEST_ID_RE.fullmatch(text):
+            return text
+    return uuid.uuid4().hex
+
+
+class RequestMiddleware:
+    """Per request: id, limits, one ``http_request`` log line and a latency observation."""
+
+    def __init__(self, app: ASGIApp, *, metrics: ApiMetrics, body_limit_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.body_limit_bytes = body_limit_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started_at = time.perf_counter()
+        status = 500
+        response_started = False
+        bytes_in = 0
+        limit = self.body_limit_bytes
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                response_started = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("ascii")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        async def receive_limited() -> Message:
+            nonlocal bytes_in
+            message = await receive()
+            if message["type"] == "http.request":
+                bytes_in += len(message.get("body", b""))
+                if bytes_in > limit:
+                    raise ProblemError(413, f"the body is longer than {limit} bytes", _body_error(limit))
+            return message
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                early = self._refuse_early(scope, request_id)
+                if early is not None:
+                    await early(scope, receive, send_with_id)
+                else:
+                    await self.app(scope, receive_limited, send_with_id)
+            except Exception:
+                # A bug, by definition: every expected failure is answered as a problem earlier.
+                _log.exception("unhandled_error", request_id=request_id, method=scope.get("method"),
+                               path=scope.get("path"))
+                if not response_started:
+                    await problem_response(None, 500, "internal error; it has been logged",
+                                           request_id=request_id)(
+                        scope, receive, send_with_id)
+            finally:
+                self._finish(scope, request_id, status, bytes_in, time.perf_counter() - started_at)
+
+    def _refuse_early(self, scope: Scope, request_id: str) -> JSONResponse | None:
+        """A declared length that is malformed or over the limit is refused before any read."""
+        declared = _header(scope, b"content-length")
+        if declared is None:
+            return None
+        text = declared.decode("latin-1").strip()
+        if not text.isascii() or not text.isdigit() or len(text) > 18:
+            return problem_response(None, 400, "Content-Length is not a number", request_id=request_id,
+                                    errors=[FieldError(field="Content-Length", reason=f"got {text[:40]!r}")])
+        if int(text) > self.body_limit_bytes:
+            return problem_response(None, 413, f"the body is longer than {self.body_limit_bytes} bytes",
+                                    _body_error(self.body_limit_bytes), request_id=request_id)
+        return None
+
+    def _finish(self, scope: Scope, request_id: str, status: int, bytes_in: int, duration_s: float) -> None:
+        route_obj = scope.get("route")
+        route = str(getattr(route_obj, "path", "")) or "unmatched"  # never the raw path: no label explosion
+        method = str(scope.get("method", ""))
+        self.metrics.observe_request(method, route, status, duration_s)
+        log = _log.error if status >= 500 else _log.info
+        log("http_request", request_id=request_id, party=self.metrics.party, method=method, path=scope.get("path", ""),
+            route=route, status=status, duration_ms=round(duration_s * 1000, 3), bytes_in=bytes_in)
+

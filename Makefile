@@ -53,3 +53,24 @@ REPORT_DOCS_SET ?=
 .PHONY: report-docs
 report-docs: install
 	$(BIN)/python -m sim.report.docs_figures --scenario $(SCENARIO) $(REPORT_DOCS_SET)
+
+# Regenerate docs/scenario-reference.md from the scenario schema (tests/test_docs_reference.py
+# fails when the page and the schema differ).
+.PHONY: scenario-reference
+scenario-reference: install
+	$(BIN)/python -m sim.scenario_reference > docs/scenario-reference.md
+
+# Fault injection (docs/reliability.md): the tests/faults suite (short bank check, proxy), then the
+# long Jepsen-style bank check on SQLite and PostgreSQL with SIGKILLs of the ledger service.
+# Reports: tests/artifacts/bank_check_<db>.json, tests/artifacts/proxy_duplicates_<db>.json.
+FAULTS_DURATION_S ?= 120
+FAULTS_KILLS ?= 30
+.PHONY: faults
+faults: install
+	$(BIN)/pytest -q tests/faults
+	$(BIN)/python -m tests.faults.bank_check --duration-s $(FAULTS_DURATION_S) --kills $(FAULTS_KILLS)
+
+# Regenerate docs/api-reference.md from the live services' OpenAPI documents.
+.PHONY: api-reference
+api-reference: install
+	$(BIN)/python -m sim.live.api_reference > docs/api-reference.md

@@ -18,8 +18,8 @@ the payee (merchants and cardholders keep no books, so their side is not expecte
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 from services.contracts import ReconciliationBreak
 from services.ledger import Transfer
@@ -49,9 +49,8 @@ EXPECTED_SIDES: Mapping[str, frozenset[str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Half:
-    """One party's booking of one message."""
+class Half(NamedTuple):
+    """One party's booking of one message (a named tuple: a run reads one per booked transfer)."""
 
     message_id: str
     purpose: str
@@ -64,27 +63,28 @@ def _halves(
     party: str,
     journal: Iterable[Transfer],
     codes: Collection[str],
-    sides: Callable[[str], tuple[str, ...]],
-    message_id: Callable[[Transfer], str],
+    roles: Mapping[str, tuple[str, ...]],
 ) -> Iterator[Half]:
+    """The halves ``party`` booked: the transfer id's last segment names the role(s), the
+    ``user_data`` the message."""
+    no_role: tuple[str, ...] = ()
     for t in journal:
         if t.code not in codes:
             continue
-        for side in sides(t.id.rpartition(":")[2]):
-            yield Half(message_id(t), t.code, side, party, t.amount)
+        for side in roles.get(t.id.rpartition(":")[2], no_role):
+            yield Half(t.user_data, t.code, side, party, t.amount)
 
 
 def bank_halves(bank_id: str, journal: Iterable[Transfer]) -> Iterator[Half]:
     """A bank books ``{id}:out`` (payer's bank), ``{id}:in`` (payee's) or ``{id}:int`` (both)."""
-    roles = {"out": ("payer_bank",), "in": ("payee_bank",), "int": ("payer_bank", "payee_bank")}
-    return _halves(bank_id, journal, _PAYMENT_CODES, lambda s: roles.get(s, ()), _by_user_data)
+    return _halves(bank_id, journal, _PAYMENT_CODES, _BANK_ROLES)
 
 
 def party_halves(party: str, role: str, journal: Iterable[Transfer]) -> Iterator[Half]:
     """Issuer, network, acquirer: ``{id}:pay`` (payer), ``{id}:recv`` (payee); presentments are
     booked under ``role`` (the issuer's capture is its post of the hold, ``{hold}:post``)."""
     roles = {"pay": ("payer",), "recv": ("payee",), "present": (role,), "post": (role,)}
-    return _halves(party, journal, EXPECTED_SIDES.keys(), lambda s: roles.get(s, ()), _by_user_data)
+    return _halves(party, journal, _EXPECTED_CODES, roles)
 
 
 def exchange_halves(party: str, journal: Iterable[Transfer]) -> Iterator[Half]:
@@ -105,11 +105,21 @@ def reconcile(halves: Iterable[Half], in_transit: Collection[str] = ()) -> list[
     """
     grouped: dict[str, dict[str, list[Half]]] = {}
     for half in halves:
-        grouped.setdefault(half.message_id, {}).setdefault(half.side, []).append(half)
+        by_side = grouped.get(half.message_id)
+        if by_side is None:
+            grouped[half.message_id] = {half.side: [half]}
+            continue
+        same_side = by_side.get(half.side)
+        if same_side is None:
+            by_side[half.side] = [half]
+        else:
+            same_side.append(half)
     breaks: list[ReconciliationBreak] = []
     for message_id, by_side in grouped.items():
         purpose = next(iter(by_side.values()))[0].purpose
         expected = EXPECTED_SIDES.get(purpose, frozenset())
+        if expected <= by_side.keys() and _one_amount(by_side.values()):
+            continue  # the common case: every side booked it, for the same amount
         amounts = {side: sum(h.amount_kzt for h in hs) for side, hs in by_side.items()}
         parties = {side: hs[0].party for side, hs in by_side.items()}
         missing = sorted(expected - by_side.keys())
@@ -129,7 +139,17 @@ def reconcile(halves: Iterable[Half], in_transit: Collection[str] = ()) -> list[
 
 
 _PAYMENT_CODES = frozenset(p.value for p in Purpose)
+_EXPECTED_CODES = frozenset(EXPECTED_SIDES)
+_BANK_ROLES = {"out": ("payer_bank",), "in": ("payee_bank",), "int": ("payer_bank", "payee_bank")}
 
 
-def _by_user_data(t: Transfer) -> str:
-    return t.user_data
+def _one_amount(sides: Iterable[list[Half]]) -> bool:
+    """Whether every side booked the same total."""
+    first: int | None = None
+    for hs in sides:
+        total = hs[0].amount_kzt if len(hs) == 1 else sum(h.amount_kzt for h in hs)
+        if first is None:
+            first = total
+        elif total != first:
+            return False
+    return True

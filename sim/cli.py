@@ -5,6 +5,8 @@
     ccsim report RUN_DIR
     ccsim compare RUN_DIR RUN_DIR ... [--out DIR]
     ccsim export RUN_DIR --format csv|parquet [--out DIR]
+    ccsim sweep SCENARIO --grid KEY=V1,V2,... [--replications N] [--scheduler ADDRESS] [--out DIR] [--resume]
+    ccsim capacity SCENARIO --target "METRIC<NUMBER" --vary KEY [--low N --high N]
 
 Exit codes: 0 ok; 1 a ledger invariant or the reconciliation failed; 2 bad input (nothing
 written); 3 an SLO was breached.
@@ -22,6 +24,8 @@ from typing import Any
 from sim.progress import print_headline, progress_display
 from sim.runner import EXIT_BAD_INPUT, EXIT_OK, simulate
 from sim.scenario_load import ScenarioError, load_scenario
+from sim.sweep.cli import add_parsers as add_sweep_parsers
+from sim.sweep.cli import capacity_command, sweep_command
 
 __all__ = ["main"]
 
@@ -48,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("run_dir", type=Path)
     exp.add_argument("--format", choices=("csv", "parquet"), required=True)
     exp.add_argument("--out", type=Path, default=None)
+    add_sweep_parsers(sub)  # sweep and capacity (sim/sweep/cli.py; exit 130 when interrupted)
+    importlib.import_module("sim.live.cli_ops").add_live_ops_commands(sub, _COMMANDS)  # load, calibrate
+    importlib.import_module("sim.live.cli").add_serve_command(sub, _COMMANDS)  # serve (docs/live-mode.md)
     return parser
 
 
@@ -147,6 +154,7 @@ def _export(args: argparse.Namespace) -> int:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": _validate, "run": _run, "report": _report, "compare": _compare, "export": _export,
+    "sweep": sweep_command, "capacity": capacity_command,
 }
 
 

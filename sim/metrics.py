@@ -24,7 +24,16 @@ from sim.components.station import Station
 from sim.results import ResultsWriter, legs, payment_events, payments, settlements, timeseries
 from sim.scenario import Scenario
 
-__all__ = ["Metrics", "percentiles"]
+__all__ = ["LEG_COLUMNS", "PAYMENT_COLUMNS", "Metrics", "percentiles"]
+
+# The column order of the tuples written to ``payments`` (checked against the table by the tests).
+PAYMENT_COLUMNS = (
+    "payment_id", "t_arrival_s", "t_done_s", "latency_ms", "outcome", "reason", "stand_in",
+    "deadline_missed", "orphaned", "amount_kzt_minor", "merchant_id", "category", "acquirer_id",
+    "funding_mode", "residency", "asset_sold", "crypto_minor", "slippage_bps", "fee_kzt_minor",
+    "gain_kzt_minor", "pit_kzt_minor", "captured_at_s", "settled_at_s",
+)
+LEG_COLUMNS = ("payment_id", "service", "wait_ms", "service_ms")
 
 _PCTS = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
 
@@ -125,30 +134,23 @@ class Metrics:
             self.gain_kzt += gain
             self.pit_kzt += pit
         card = self.population.cardholders[p.card_index]
-        self.writer.add(payments, {
-            "payment_id": p.pid, "t_arrival_s": p.t_arrival_s, "t_done_s": p.t_done_s,
-            "latency_ms": latency_ms, "outcome": "approved" if approved else "declined",
-            "reason": reason, "stand_in": p.stand_in, "deadline_missed": p.deadline_missed,
-            "orphaned": p.orphaned, "amount_kzt_minor": p.req.amount_kzt,
-            "merchant_id": p.req.merchant_id, "category": p.req.category,
-            "acquirer_id": p.req.acquirer_id, "funding_mode": card.funding_mode.value,
-            "residency": card.residency.value, "asset_sold": asset_sold, "crypto_minor": crypto,
-            "slippage_bps": slippage, "fee_kzt_minor": fee, "gain_kzt_minor": gain,
-            "pit_kzt_minor": pit, "captured_at_s": None, "settled_at_s": None,
-        })
+        req = p.req
         pid = p.pid
-        self.writer.add_many(legs, [
-            {"payment_id": pid, "service": name, "wait_ms": wait_s * 1000.0, "service_ms": svc_s * 1000.0}
-            for name, wait_s, svc_s in p.legs
-        ])
+        add_row = self.writer.add_row
+        add_row(payments, (  # PAYMENT_COLUMNS order
+            pid, p.t_arrival_s, p.t_done_s, latency_ms, "approved" if approved else "declined",
+            reason, p.stand_in, p.deadline_missed, p.orphaned, req.amount_kzt,
+            req.merchant_id, req.category, req.acquirer_id, card.funding_mode.value,
+            card.residency.value, asset_sold, crypto, slippage, fee, gain, pit, None, None,
+        ))
+        self.writer.add_rows(legs, [(pid, name, wait_s * 1000.0, svc_s * 1000.0) for name, wait_s, svc_s in p.legs])
 
     def captured(self, pid: int, t_s: float) -> None:
-        self.writer.add(payment_events, {"payment_id": pid, "kind": "captured", "t_s": t_s})
+        self.writer.add_row(payment_events, (pid, "captured", t_s))
 
     def settled(self, items: list[tuple[int, float]], t_s: float, window_id: str,
                 net_positions_kzt: dict[str, int]) -> None:
-        self.writer.add_many(payment_events, [{"payment_id": pid, "kind": "settled", "t_s": t_s}
-                                              for pid, _ in items])
+        self.writer.add_rows(payment_events, [(pid, "settled", t_s) for pid, _ in items])
         for _, t_auth in items:
             if self.from_s <= t_auth < self.until_s:
                 self.settlement_latency_s.append(t_s - t_auth)
@@ -166,13 +168,13 @@ class Metrics:
 
     def sample(self) -> None:
         t = self.env.now
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[float, str, str, float]] = []  # timeseries columns: t_s, metric, key, value
         for name, st in self.stations.items():
             if st.capacity is not None:
-                rows.append({"t_s": t, "metric": "utilization", "key": name, "value": st.busy / st.capacity})
-            rows.append({"t_s": t, "metric": "queue_len", "key": name, "value": float(st.queue_len)})
+                rows.append((t, "utilization", name, st.busy / st.capacity))
+            rows.append((t, "queue_len", name, float(st.queue_len)))
         for code, price in self.prices().items():
-            rows.append({"t_s": t, "metric": "mid_price_kzt", "key": code, "value": price})
+            rows.append((t, "mid_price_kzt", code, price))
         for name, probe in self.probes.items():
             value = probe()
             self.probe_start.setdefault(name, value)
@@ -180,8 +182,8 @@ class Metrics:
                 self.probe_min[name] = value
             if value > self.probe_max.get(name, value - 1):
                 self.probe_max[name] = value
-            rows.append({"t_s": t, "metric": name, "key": "", "value": value / 100.0})
-        self.writer.add_many(timeseries, rows)
+            rows.append((t, name, "", value / 100.0))
+        self.writer.add_rows(timeseries, rows)
 
     # -- end of run --------------------------------------------------------------------------
     def bucket_series(self) -> None:

@@ -19,7 +19,7 @@ The report (``sim.report``) reads these tables; their names and columns are a co
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -199,34 +199,65 @@ def open_engine(path: Path) -> Engine:
 
 
 class ResultsWriter:
-    """Buffers rows per table and inserts them in batches of :data:`BATCH_ROWS`."""
+    """Buffers rows per table and inserts them in batches of :data:`BATCH_ROWS`.
+
+    Rows are buffered as tuples in the table's column order and inserted with the driver's
+    ``executemany`` (one compiled ``INSERT`` per table): SQLAlchemy's per-row parameter processing
+    cost more than SQLite's insert itself. The hot path (:mod:`sim.metrics`) hands over tuples with
+    :meth:`add_row` / :meth:`add_rows`; :meth:`add` / :meth:`add_many` take dicts keyed by column
+    name for everything else. The values are the same either way (booleans are stored as 0/1, as
+    SQLAlchemy's ``Boolean`` does on SQLite).
+    """
 
     def __init__(self, path: Path, batch_rows: int = BATCH_ROWS) -> None:
         self.path = path
         self.engine = open_engine(path)
         metadata.create_all(self.engine)
         self._batch_rows = batch_rows
-        self._buffers: dict[str, list[dict[str, Any]]] = {t: [] for t in metadata.tables}
+        self._buffers: dict[str, list[tuple[Any, ...]]] = {t: [] for t in metadata.tables}
+        self._columns = {name: tuple(c.name for c in t.columns) for name, t in metadata.tables.items()}
+        self._insert_sql = {
+            name: 'INSERT INTO "{}" ({}) VALUES ({})'.format(
+                name, ", ".join(f'"{c}"' for c in cols), ", ".join("?" * len(cols)))
+            for name, cols in self._columns.items()
+        }
+
+    def _tuple(self, table: Table, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(row.get(c) for c in self._columns[table.name])
 
     def add(self, table: Table, row: dict[str, Any]) -> None:
+        self.add_row(table, self._tuple(table, row))
+
+    def add_many(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        self.add_rows(table, [self._tuple(table, row) for row in rows])
+
+    def add_row(self, table: Table, row: tuple[Any, ...]) -> None:
+        """One row as a tuple in the table's column order (``table.columns``)."""
         buf = self._buffers[table.name]
         buf.append(row)
         if len(buf) >= self._batch_rows:
             self._flush_table(table)
 
-    def add_many(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    def add_rows(self, table: Table, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Rows as tuples in the table's column order; a long iterable is inserted batch by batch."""
         buf = self._buffers[table.name]
-        buf.extend(rows)
-        if len(buf) >= self._batch_rows:
-            self._flush_table(table)
+        size = self._batch_rows
+        if isinstance(rows, list) and len(buf) + len(rows) < size:
+            buf.extend(rows)
+            return
+        for row in rows:
+            buf.append(row)
+            if len(buf) >= size:
+                self._flush_table(table)
+                buf = self._buffers[table.name]
 
     def _flush_table(self, table: Table) -> None:
         buf = self._buffers[table.name]
         if not buf:
             return
-        with self.engine.begin() as conn:
-            conn.execute(table.insert(), buf)
         self._buffers[table.name] = []
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(self._insert_sql[table.name], buf)
 
     def flush(self) -> None:
         for table in metadata.sorted_tables:

@@ -14,21 +14,24 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Table
+
 from services.ledger import Transfer
 from sim.results import ResultsWriter, integrity, runs, transfers
 from sim.scenario import Scenario
 from sim.scenario_load import scenario_sha256
 from sim.summary import build_summary, evaluate_slos
-from sim.world import Progress, World
+from sim.world import Progress, World, few_collections
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INTEGRITY", "EXIT_OK", "EXIT_SLO", "RunResult", "ccsim_version", "simulate"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTEGRITY", "EXIT_OK", "EXIT_SLO", "RunResult", "ccsim_version", "simulate",
+           "simulate_summary"]
 
 EXIT_OK = 0
 EXIT_INTEGRITY = 1
@@ -45,7 +48,7 @@ def ccsim_version() -> str:
 
 @dataclass
 class RunResult:
-    run_dir: Path
+    run_dir: Path | None  # None for an in-memory run (simulate_summary)
     summary: dict[str, Any]
     exit_code: int
     problems: list[str] = field(default_factory=list)  # integrity failures and SLO breaches, for people
@@ -80,76 +83,104 @@ def _party_journals(world: World) -> Iterator[tuple[str, Iterator[Transfer]]]:
 
 def _write_transfers(world: World, writer: ResultsWriter) -> None:
     for party, journal in _party_journals(world):
-        writer.add_many(transfers, [
-            {"party": party, "seq": seq, "transfer_id": t.id, "debit_account_id": t.debit_account_id,
-             "credit_account_id": t.credit_account_id, "amount_minor": str(t.amount), "asset": t.asset,
-             "code": t.code, "flags": int(t.flags), "pending_id": t.pending_id, "user_data": t.user_data,
-             "t_s": t.timestamp}
+        # Tuples in the table's column order, streamed: the writer inserts them batch by batch.
+        writer.add_rows(transfers, (
+            (party, seq, t.id, t.debit_account_id, t.credit_account_id, str(t.amount), t.asset, t.code,
+             int(t.flags), t.pending_id, t.user_data, t.timestamp)
             for seq, t in enumerate(journal)
-        ])
+        ))
 
 
-def simulate(
-    scenario: Scenario, scenario_text: str, seed: int, run_dir: Path, progress: Progress | None = None
-) -> RunResult:
-    """Run ``scenario`` with ``seed`` and write ``summary.json`` and ``results.db`` into ``run_dir``."""
+class _SummaryOnlyWriter(ResultsWriter):
+    """A results writer that keeps no rows: a sweep replication needs only the summary.
+
+    It subclasses :class:`ResultsWriter` (an in-memory SQLite engine, never written to) so the
+    world and the metrics see the type they expect. Rows handed over by any method are dropped
+    when their batch would be inserted, so memory stays at one batch per table.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(Path(":memory:"))
+
+    def _flush_table(self, table: Table) -> None:
+        self._buffers[table.name] = []
+
+    def add(self, table: Table, row: dict[str, Any]) -> None:
+        return None
+
+    def add_many(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        return None
+
+    def add_row(self, table: Table, row: tuple[Any, ...]) -> None:
+        return None
+
+    def add_rows(self, table: Table, rows: Iterable[tuple[Any, ...]]) -> None:
+        return None
+
+    def fold_payment_events(self) -> None:
+        return None
+
+
+def _simulate_with(
+    scenario: Scenario, scenario_text: str, seed: int, writer: ResultsWriter, progress: Progress | None,
+    *, write_rows: bool, on_world: Callable[[World], None] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Run the world into ``writer``; the summary and the integrity violations."""
     started = datetime.now(UTC)
     wall0 = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    db_path = run_dir / "results.db"
-    for stale in (db_path, run_dir / "results.db-wal", run_dir / "results.db-shm"):
-        stale.unlink(missing_ok=True)
-    writer = ResultsWriter(db_path)
-    try:
-        world = World(scenario, seed, writer)
-        world.run(progress)
-        world.metrics.bucket_series()
-        checks = _integrity(world)
-        for check, ok, detail in checks:
-            writer.add(integrity, {"check": check, "ok": ok, "detail": detail})
-        if scenario.metrics.write_transfers:
-            _write_transfers(world, writer)
-        body = build_summary(scenario, world.metrics, world.stations, world.chain.tax_summary())
-        wall_s = time.perf_counter() - wall0
-        sha = scenario_sha256(scenario_text)
-        summary: dict[str, Any] = {
-            "scenario": scenario.name,
-            "scenario_name": scenario.name,
-            "scenario_sha256": sha,
-            "seed": seed,
-            "ccsim_version": ccsim_version(),
-            "started_at": started.isoformat(timespec="seconds"),
-            "sim_duration_s": scenario.duration_s,
-            "sim_end_s": world.env.now,
-            "warmup_s": scenario.warmup_s,
-            "cooldown_s": scenario.cooldown_s,
-            "deadline_ms": scenario.network.deadline_ms,
-            "wall_s": wall_s,
-            "payments_per_wall_s": world.metrics.attempted / wall_s if wall_s > 0 else 0.0,
-            **body,
-            "clearing": {
-                "captured": world.after.counts.captured,
-                "capture_failed": world.after.counts.capture_failed,
-                "reversals": world.after.counts.reversals,
-                "refunds": world.after.counts.refunds,
-                "refund_failed": world.after.counts.refund_failed,
-                "chargebacks": world.after.counts.chargebacks,
-                "settlement_windows": world.after.counts.windows,
-            },
-        }
-        summary["payments"]["advices_applied"] = world.path.advices_applied
-        violations = [f"{check}: {detail}" for check, ok, detail in checks if not ok]
-        summary["ledger"] = {"invariants_ok": not violations, "violations": violations}
-        summary["slo"] = evaluate_slos(scenario, summary)
+    world = World(scenario, seed, writer)
+    if on_world is not None:
+        on_world(world)  # the live gateway reads KPIs in ``progress`` and tax statements after the run
+    world.run(progress)
+    world.metrics.bucket_series()
+    checks = _integrity(world)
+    for check, ok, detail in checks:
+        writer.add(integrity, {"check": check, "ok": ok, "detail": detail})
+    if write_rows and scenario.metrics.write_transfers:
+        _write_transfers(world, writer)
+    body = build_summary(scenario, world.metrics, world.stations, world.chain.tax_summary())
+    wall_s = time.perf_counter() - wall0
+    sha = scenario_sha256(scenario_text)
+    summary: dict[str, Any] = {
+        "scenario": scenario.name,
+        "scenario_name": scenario.name,
+        "scenario_sha256": sha,
+        "seed": seed,
+        "ccsim_version": ccsim_version(),
+        "started_at": started.isoformat(timespec="seconds"),
+        "sim_duration_s": scenario.duration_s,
+        "sim_end_s": world.env.now,
+        "warmup_s": scenario.warmup_s,
+        "cooldown_s": scenario.cooldown_s,
+        "deadline_ms": scenario.network.deadline_ms,
+        "wall_s": wall_s,
+        "payments_per_wall_s": world.metrics.attempted / wall_s if wall_s > 0 else 0.0,
+        **body,
+        "clearing": {
+            "captured": world.after.counts.captured,
+            "capture_failed": world.after.counts.capture_failed,
+            "reversals": world.after.counts.reversals,
+            "refunds": world.after.counts.refunds,
+            "refund_failed": world.after.counts.refund_failed,
+            "chargebacks": world.after.counts.chargebacks,
+            "settlement_windows": world.after.counts.windows,
+        },
+    }
+    summary["payments"]["advices_applied"] = world.path.advices_applied
+    violations = [f"{check}: {detail}" for check, ok, detail in checks if not ok]
+    summary["ledger"] = {"invariants_ok": not violations, "violations": violations}
+    summary["slo"] = evaluate_slos(scenario, summary)
+    if write_rows:
         writer.add(runs, {
             "run_id": f"{scenario.name}-{seed}", "scenario_name": scenario.name, "seed": seed,
             "scenario_sha256": sha, "ccsim_version": summary["ccsim_version"], "wall_s": wall_s,
             "summary_json": json.dumps(summary, sort_keys=True), "scenario_yaml": scenario_text,
         })
         writer.fold_payment_events()
-    finally:
-        writer.close()
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return summary, violations
+
+
+def _result(run_dir: Path | None, summary: dict[str, Any], violations: list[str]) -> RunResult:
     breached = [f"SLO breached: {name} (value {v['value']:.6g})" for name, v in summary["slo"].items()
                 if not v["pass"]]
     if violations:
@@ -157,3 +188,43 @@ def simulate(
     if breached:
         return RunResult(run_dir, summary, EXIT_SLO, breached)
     return RunResult(run_dir, summary, EXIT_OK)
+
+
+def simulate_summary(scenario: Scenario, scenario_text: str, seed: int, progress: Progress | None = None) -> RunResult:
+    """Run ``scenario`` with ``seed`` in memory: no files, only the summary (``run_dir`` is None).
+
+    The summary is the one :func:`simulate` writes for the same scenario and seed (apart from the
+    wall-clock fields); sweeps run thousands of these and need no per-payment rows.
+    """
+    writer = _SummaryOnlyWriter()
+    try:
+        with few_collections():  # see sim.world.GC_THRESHOLDS
+            summary, violations = _simulate_with(scenario, scenario_text, seed, writer, progress,
+                                                 write_rows=False)
+    finally:
+        writer.close()
+    return _result(None, summary, violations)
+
+
+def simulate(
+    scenario: Scenario, scenario_text: str, seed: int, run_dir: Path, progress: Progress | None = None,
+    *, on_world: Callable[[World], None] | None = None,
+) -> RunResult:
+    """Run ``scenario`` with ``seed`` and write ``summary.json`` and ``results.db`` into ``run_dir``.
+
+    ``on_world`` (optional) is handed the world once it is built, before it runs: a caller that
+    watches a run (the live gateway) reads its metrics from ``progress`` and its books afterwards.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    db_path = run_dir / "results.db"
+    for stale in (db_path, run_dir / "results.db-wal", run_dir / "results.db-shm"):
+        stale.unlink(missing_ok=True)
+    writer = ResultsWriter(db_path)
+    try:
+        with few_collections():  # see sim.world.GC_THRESHOLDS
+            summary, violations = _simulate_with(scenario, scenario_text, seed, writer, progress,
+                                                 write_rows=True, on_world=on_world)
+    finally:
+        writer.close()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return _result(run_dir, summary, violations)

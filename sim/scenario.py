@@ -51,17 +51,17 @@ SERVICE_NAMES: Final = ("acquirer", "network", "issuer", "exchange", "custody", 
 
 # -- market ----------------------------------------------------------------------------------
 class Jumps(Model):
-    rate_per_day: NonNeg = 0.0  # Poisson rate of price jumps
-    mean_pct: float = 0.0  # mean jump in log-return percent
-    sd_pct: NonNeg = 0.0
+    rate_per_day: NonNeg = Field(0.0, description="Poisson rate of price jumps")
+    mean_pct: float = Field(0.0, description="mean size of a jump, as a log-return in percent")
+    sd_pct: NonNeg = Field(0.0, description="standard deviation of a jump's size (normal in log space)")
 
 
 class PriceMove(Model):
     """A scripted move: the mid changes by ``change_pct`` spread evenly over ``over_s``."""
 
-    at_s: NonNeg
-    change_pct: Annotated[float, Field(gt=-100)]
-    over_s: NonNeg = 0.0
+    at_s: NonNeg = Field(description="when the move starts")
+    change_pct: Annotated[float, Field(gt=-100)] = Field(description="total change of the mid, e.g. -30")
+    over_s: NonNeg = Field(0.0, description="spread evenly (in log space) over this long; 0: a jump")
 
 
 class BookSpec(Model):
@@ -71,11 +71,13 @@ class BookSpec(Model):
     when full; ``replenish_per_s`` of the missing depth is restored per second.
     """
 
-    spread_bps: Annotated[int, Field(ge=0, le=5_000)] = 10
-    levels: Annotated[int, Field(ge=1, le=1_000)] = 10
-    level_step_bps: Annotated[int, Field(ge=0, le=1_000)] = 5
-    depth_per_level_kzt: Kzt = Decimal("50000000")
-    replenish_per_s: Share = 0.02
+    spread_bps: Annotated[int, Field(ge=0, le=5_000)] = Field(
+        10, description="bid-ask spread; the best bid is half of it below the mid")
+    levels: Annotated[int, Field(ge=1, le=1_000)] = Field(10, description="price levels on the bid side")
+    level_step_bps: Annotated[int, Field(ge=0, le=1_000)] = Field(
+        5, description="each level bids this much further below the mid than the one above")
+    depth_per_level_kzt: Kzt = Field(Decimal("50000000"), description="tenge a full level pays for crypto")
+    replenish_per_s: Share = Field(0.02, description="share of a level's missing depth restored per second")
 
     @model_validator(mode="after")
     def _positive_prices(self) -> BookSpec:
@@ -86,13 +88,15 @@ class BookSpec(Model):
 
 
 class AssetMarket(Model):
-    start_price_kzt: PriceKzt
-    mu_per_year: float = 0.0  # drift of the geometric Brownian motion
-    sigma_per_year: NonNeg = 0.6  # annualised volatility
-    jumps: Jumps = Jumps()
-    moves: tuple[PriceMove, ...] = ()
-    halts: tuple[Window, ...] = ()
-    book: BookSpec = BookSpec()
+    """One traded asset: its mid-price process (GBM with jumps and scripted moves) and its book."""
+
+    start_price_kzt: PriceKzt = Field(description="the mid price of one whole unit at t = 0")
+    mu_per_year: float = Field(0.0, description="drift of the geometric Brownian motion")
+    sigma_per_year: NonNeg = Field(0.6, description="annualised volatility of the geometric Brownian motion")
+    jumps: Jumps = Field(Jumps(), description="Poisson price jumps (Merton's model)")
+    moves: tuple[PriceMove, ...] = Field((), description="scripted moves, e.g. a crash at 18:00")
+    halts: tuple[Window, ...] = Field((), description="trading halts: no sales of this asset inside them")
+    book: BookSpec = Field(BookSpec(), description="the bid side the market makers keep")
 
 
 def _default_market_assets() -> dict[str, AssetMarket]:
@@ -104,10 +108,14 @@ def _default_market_assets() -> dict[str, AssetMarket]:
 
 
 class MarketSpec(Model):
-    tick_s: Pos = 10.0  # how often the mid price moves and books are replenished
-    # Windows in which market makers stop refilling the books (a crash: liquidity is pulled).
-    maker_withdrawals: tuple[Window, ...] = ()
-    assets: dict[str, AssetMarket] = Field(default_factory=_default_market_assets)
+    """The crypto market the exchange sells into: one mid-price path and one order book per asset."""
+
+    tick_s: Pos = Field(10.0, description="how often the mid prices move and the books are replenished")
+    maker_withdrawals: tuple[Window, ...] = Field(
+        (), description="windows in which market makers stop refilling the books (liquidity pulled in a crash)")
+    assets: dict[str, AssetMarket] = Field(
+        default_factory=_default_market_assets,
+        description="traded assets by code; the tenge stablecoin has no entry (it is redeemed 1:1)")
 
 
 # -- population ------------------------------------------------------------------------------
@@ -115,12 +123,13 @@ class LotSpec(Model):
     """Purchase lots of a holding: how many, and how their prices spread around
     ``today × (1 − mean_discount_pct)`` (uniformly within ± ``price_spread_pct``)."""
 
-    count_min: Annotated[int, Field(ge=1, le=50)] = 1
-    count_max: Annotated[int, Field(ge=1, le=50)] = 3
-    price_spread_pct: Annotated[float, Field(ge=0, lt=100)] = 40.0
-    # Holders bought, on average, this much below today's price (positive: the day's sales realize
-    # gains on average; 0: as many losses as gains).
-    mean_discount_pct: Annotated[float, Field(gt=-100, lt=100)] = 20.0
+    count_min: Annotated[int, Field(ge=1, le=50)] = Field(1, description="fewest purchase lots per holding")
+    count_max: Annotated[int, Field(ge=1, le=50)] = Field(3, description="most purchase lots per holding")
+    price_spread_pct: Annotated[float, Field(ge=0, lt=100)] = Field(
+        40.0, description="lot prices spread uniformly within ± this around the centre price")
+    # Positive: the day's sales realize gains on average; 0: as many losses as gains.
+    mean_discount_pct: Annotated[float, Field(gt=-100, lt=100)] = Field(
+        20.0, description="holders bought, on average, this much below today's price")
 
     @model_validator(mode="after")
     def _ordered(self) -> LotSpec:
@@ -130,15 +139,21 @@ class LotSpec(Model):
 
 
 class HoldingSpec(Model):
-    share: Share = 1.0  # share of cardholders who hold this asset
-    value_kzt: AmountDist = LognormalAmount(dist="lognormal", mean_kzt=300_000, cv=1.5,
-                                            min_kzt=1_000, max_kzt=100_000_000)
-    lots: LotSpec = LotSpec()
+    """Who holds one asset, how much (valued at the start price), and the lots it was bought in."""
+
+    share: Share = Field(1.0, description="share of cardholders who hold this asset")
+    value_kzt: AmountDist = Field(
+        LognormalAmount(dist="lognormal", mean_kzt=300_000, cv=1.5, min_kzt=1_000, max_kzt=100_000_000),
+        description="value of a holder's position at the start price")
+    lots: LotSpec = Field(LotSpec(), description="the purchase lots that make up the cost basis")
 
 
 class PriorityOption(Model):
-    order: Annotated[tuple[str, ...], Field(min_length=1)]
-    weight: Pos = 1.0
+    """One liquidation order (which asset a JIT sale takes first) and how common it is."""
+
+    order: Annotated[tuple[str, ...], Field(min_length=1)] = Field(
+        description="asset codes, sold first to last (restricted to what each holder holds)")
+    weight: Pos = Field(1.0, description="relative share of cardholders with this order")
 
 
 def _default_holdings() -> dict[str, HoldingSpec]:
@@ -146,23 +161,36 @@ def _default_holdings() -> dict[str, HoldingSpec]:
 
 
 class CardholdersSpec(Model):
-    count: Annotated[int, Field(ge=1, le=10_000_000)] = 20_000
-    resident_share: Share = 0.7  # the rest are non-residents (PIT 20 %)
+    """The Crypto Card holders: one card each, linked to a custodial wallet at the exchange."""
+
+    count: Annotated[int, Field(ge=1, le=10_000_000)] = Field(20_000, description="cardholders, one card each")
+    resident_share: Share = Field(
+        0.7, description="share of tax residents (PIT 10 %); the rest are non-residents (PIT 20 %)")
     kyc_tiers: dict[str, Pos] = Field(
-        default_factory=lambda: {"basic": 0.5, "standard": 0.4, "premium": 0.1}
+        default_factory=lambda: {"basic": 0.5, "standard": 0.4, "premium": 0.1},
+        description="relative shares of KYC tiers; each tier needs an issuer.tiers entry",
     )
     funding_modes: dict[FundingMode, NonNeg] = Field(
-        default_factory=lambda: {FundingMode.JIT: 1.0}
+        default_factory=lambda: {FundingMode.JIT: 1.0},
+        description="relative shares of the funding modes; at least one positive",
     )
-    card_balance_kzt: AmountDist = UniformAmount(dist="uniform", min_kzt=1, max_kzt=5_000)
-    prefund_kzt: AmountDist = LognormalAmount(dist="lognormal", mean_kzt=150_000, cv=0.8,
-                                              min_kzt=10_000, max_kzt=5_000_000)
-    stablecoin_kzt: AmountDist = LognormalAmount(dist="lognormal", mean_kzt=200_000, cv=0.8,
-                                                 min_kzt=10_000, max_kzt=10_000_000)
-    holdings: dict[str, HoldingSpec] = Field(default_factory=_default_holdings)
-    asset_priority: Annotated[tuple[PriorityOption, ...], Field(min_length=1)] = (
-        PriorityOption(order=("BTC", "ETH", "USDT"), weight=0.6),
-        PriorityOption(order=("USDT", "ETH", "BTC"), weight=0.4),
+    card_balance_kzt: AmountDist = Field(
+        UniformAmount(dist="uniform", min_kzt=1, max_kzt=5_000),
+        description="tenge already on every card at the start")
+    prefund_kzt: AmountDist = Field(
+        LognormalAmount(dist="lognormal", mean_kzt=150_000, cv=0.8, min_kzt=10_000, max_kzt=5_000_000),
+        description="extra tenge loaded on pre-funded cards at the start")
+    stablecoin_kzt: AmountDist = Field(
+        LognormalAmount(dist="lognormal", mean_kzt=200_000, cv=0.8, min_kzt=10_000, max_kzt=10_000_000),
+        description="tenge stablecoin held by stablecoin-mode cardholders")
+    holdings: dict[str, HoldingSpec] = Field(
+        default_factory=_default_holdings, description="crypto holdings by asset code")
+    asset_priority: Annotated[tuple[PriorityOption, ...], Field(min_length=1)] = Field(
+        (
+            PriorityOption(order=("BTC", "ETH", "USDT"), weight=0.6),
+            PriorityOption(order=("USDT", "ETH", "BTC"), weight=0.4),
+        ),
+        description="liquidation orders and their weights",
     )
 
     @field_validator("funding_modes")
@@ -174,8 +202,11 @@ class CardholdersSpec(Model):
 
 
 class CategorySpec(Model):
-    weight: Pos = 1.0  # share of payments made at merchants of this category
-    amount: AmountDist = LognormalAmount(dist="lognormal", mean_kzt=8_000, cv=1.2)
+    """A merchant category: how many payments go to it and how large they are."""
+
+    weight: Pos = Field(1.0, description="relative share of merchants (and so of payments) in this category")
+    amount: AmountDist = Field(
+        LognormalAmount(dist="lognormal", mean_kzt=8_000, cv=1.2), description="payment amounts")
 
 
 def _default_categories() -> dict[str, CategorySpec]:
@@ -188,34 +219,45 @@ def _default_categories() -> dict[str, CategorySpec]:
 
 
 class MerchantsSpec(Model):
-    count: Annotated[int, Field(ge=1, le=1_000_000)] = 2_000
-    categories: dict[str, CategorySpec] = Field(default_factory=_default_categories, min_length=1)
-    cryptocity_share: Share = 0.3  # share of merchants inside the CryptoCity pilot zone
+    """The merchants: category, CryptoCity zone flag and acquirer of each."""
+
+    count: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        2_000, description="merchants; at least one per category")
+    categories: dict[str, CategorySpec] = Field(
+        default_factory=_default_categories, min_length=1, description="merchant categories by name")
+    cryptocity_share: Share = Field(
+        0.3, description="share of merchants inside the CryptoCity pilot zone (a flag; no direct-pay flow)")
     acquirers: dict[str, Pos] = Field(
-        default_factory=lambda: {"acq-1": 0.5, "acq-2": 0.3, "acq-3": 0.2}, min_length=1
+        default_factory=lambda: {"acq-1": 0.5, "acq-2": 0.3, "acq-3": 0.2}, min_length=1,
+        description="acquirer ids and the relative share of merchants each serves",
     )
 
 
 class PopulationSpec(Model):
-    cardholders: CardholdersSpec = CardholdersSpec()
-    merchants: MerchantsSpec = MerchantsSpec()
+    """Who pays and who is paid."""
+
+    cardholders: CardholdersSpec = Field(CardholdersSpec(), description="the Crypto Card holders")
+    merchants: MerchantsSpec = Field(MerchantsSpec(), description="the merchants they pay")
 
 
 # -- arrivals --------------------------------------------------------------------------------
 class Burst(Model):
-    start_s: NonNeg
-    duration_s: Pos
-    multiplier: Pos
+    """A window in which the arrival rate is multiplied (a rush after fireworks, a crash)."""
+
+    start_s: NonNeg = Field(description="when the burst starts")
+    duration_s: Pos = Field(description="how long it lasts")
+    multiplier: Pos = Field(description="the arrival rate is multiplied by this inside it")
 
 
 class ArrivalsSpec(Model):
     """Open-loop Poisson arrivals: rate × rate_scale × hourly multiplier (× burst multiplier)."""
 
-    rate_per_s: Pos = 0.5
-    rate_scale: Pos = 1.0
-    hourly_profile: Annotated[tuple[NonNeg, ...], Field(min_length=24, max_length=24)] = (1.0,) * 24
-    start_hour: Annotated[int, Field(ge=0, le=23)] = 0  # wall-clock hour at simulated t = 0
-    bursts: tuple[Burst, ...] = ()
+    rate_per_s: Pos = Field(0.5, description="base arrival rate of payments")
+    rate_scale: Pos = Field(1.0, description="multiplies the rate (load sweeps: 2 = twice the payments)")
+    hourly_profile: Annotated[tuple[NonNeg, ...], Field(min_length=24, max_length=24)] = Field(
+        (1.0,) * 24, description="24 multipliers of the rate, for 00:00 … 23:00")
+    start_hour: Annotated[int, Field(ge=0, le=23)] = Field(0, description="hour of the day at simulated t = 0")
+    bursts: tuple[Burst, ...] = Field((), description="windows of multiplied arrival rate")
 
 
 # -- services --------------------------------------------------------------------------------
@@ -231,29 +273,52 @@ Capacity = Annotated[int | Literal["unlimited"], PlainValidator(_capacity)]
 
 
 class ServiceSpec(Model):
-    capacity: Capacity = 16  # workers; "unlimited": no queue
-    service_time: TimeDist = ConstantTime(mean_ms=10.0)
-    timeout_ms: Pos | None = None  # the caller gives up an attempt after this (queue + service)
-    retries: Annotated[int, Field(ge=0, le=20)] = 0
-    backoff_ms: NonNeg = 100.0  # wait before a retry; doubles each attempt
-    outages: tuple[Window, ...] = ()
-    # The return trip (responses back through network and acquirer): None = no worker needed.
-    return_service_time: TimeDist | None = None
+    """One service of the chain: a pool of workers with a service-time distribution and faults."""
+
+    capacity: Capacity = Field(16, description="workers serving in parallel; unlimited: no queue")
+    service_time: TimeDist = Field(ConstantTime(mean_ms=10.0), description="time a worker spends on one leg")
+    timeout_ms: Pos | None = Field(
+        None, description="the caller gives up an attempt after this (queue + service); null: waits forever")
+    retries: Annotated[int, Field(ge=0, le=20)] = Field(0, description="further attempts after a timeout")
+    backoff_ms: NonNeg = Field(100.0, description="wait before the first retry; doubles each attempt")
+    outages: tuple[Window, ...] = Field((), description="windows in which the service serves nothing")
+    return_service_time: TimeDist | None = Field(
+        None, description="a worker leg for the response on its way back (network, acquirer); null: none")
 
 
-def _svc(capacity: int | Literal["unlimited"], dist: str, mean_ms: float, **kw: Any) -> Any:
+def _svc(description: str, capacity: int | Literal["unlimited"], dist: str, mean_ms: float, **kw: Any) -> Any:
     return Field(default_factory=lambda: ServiceSpec.model_validate(
         {"capacity": capacity, "service_time": {"dist": dist, "mean_ms": mean_ms, **kw}}
-    ))
+    ), description=description)
 
 
 class ServicesSpec(Model):
-    acquirer: ServiceSpec = _svc(64, "lognormal", 15.0, cv=0.5)
-    network: ServiceSpec = _svc(128, "lognormal", 10.0, cv=0.4)
-    issuer: ServiceSpec = _svc(32, "lognormal", 40.0, cv=0.6)
-    exchange: ServiceSpec = _svc(16, "lognormal", 80.0, cv=0.8)
-    custody: ServiceSpec = _svc(16, "lognormal", 30.0, cv=0.5)
-    bank: ServiceSpec = _svc(16, "lognormal", 60.0, cv=0.7)
+    """The six services a payment's legs pass through, each with its own workers and faults."""
+
+    acquirer: ServiceSpec = _svc("the acquirer's front end: POS to network, and back", 64, "lognormal", 15.0,
+                                 cv=0.5)
+    network: ServiceSpec = _svc("the card network's switch", 128, "lognormal", 10.0, cv=0.4)
+    issuer: ServiceSpec = _svc("the issuer's authorization host (screening and finalizing)", 32, "lognormal",
+                               40.0, cv=0.6)
+    exchange: ServiceSpec = _svc("the AIFC exchange's matching of a JIT sale", 16, "lognormal", 80.0, cv=0.8)
+    custody: ServiceSpec = _svc("the exchange's custody: moving the sold crypto", 16, "lognormal", 30.0, cv=0.5)
+    bank: ServiceSpec = _svc("the banks moving the sale's tenge to the issuer", 16, "lognormal", 60.0, cv=0.7)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_onto_service_defaults(cls, data: Any) -> Any:
+        """A written service block changes only the fields it names; the rest keep that service's
+        defaults. Without this, ``--set services.exchange.capacity=4`` on a file with no exchange
+        block would also swap the exchange's 80 ms lognormal for the generic class default."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field_info in cls.model_fields.items():
+            given = data.get(name)
+            if isinstance(given, dict) and field_info.default_factory is not None:
+                default = field_info.default_factory()  # type: ignore[call-arg]
+                merged[name] = {**default.model_dump(exclude_unset=True), **given}
+        return merged
 
     def get(self, name: str) -> ServiceSpec:
         spec: ServiceSpec = getattr(self, name)
@@ -262,22 +327,32 @@ class ServicesSpec(Model):
 
 # -- the chain's rules -----------------------------------------------------------------------
 class StandIn(Model):
-    enabled: bool = True  # false: the network declines (91) when the issuer is late
-    limit_kzt: Kzt = Decimal("50000")
+    """What the network does alone when the issuer misses the deadline."""
+
+    enabled: bool = Field(True, description="approve up to the limit; false: the network declines (91)")
+    limit_kzt: Kzt = Field(Decimal("50000"), description="the largest payment the network approves alone")
 
 
 class NetworkSpec(Model):
-    deadline_ms: Pos = 3_000.0  # how long the network waits for the issuer (2, 3, 5 or 10 s)
-    stand_in: StandIn = StandIn()
-    network_float_kzt: Kzt = Decimal(0)
-    acquirer_float_kzt: Kzt = Decimal("10000000")  # covers merchants whose refunds exceed sales
-    bank_count: Annotated[int, Field(ge=1, le=100)] = 3  # banks the parties are spread over
+    """The card network's deadline and stand-in, and the opening balances of the scheme side."""
+
+    deadline_ms: Pos = Field(
+        3_000.0, description="how long the network waits for the issuer (real networks: 2, 3, 5 or 10 s)")
+    stand_in: StandIn = Field(StandIn(), description="the network's decision when the issuer is late")
+    network_float_kzt: Kzt = Field(Decimal(0), description="the network's opening balance at its bank")
+    acquirer_float_kzt: Kzt = Field(
+        Decimal("10000000"), description="each acquirer's opening balance; covers merchants whose refunds "
+                                         "exceed their sales")
+    bank_count: Annotated[int, Field(ge=1, le=100)] = Field(
+        3, description="banks the parties are spread over, round-robin")
 
 
 class TierLimits(Model):
-    per_txn_kzt: Kzt
-    daily_kzt: Kzt
-    monthly_kzt: Kzt
+    """Spending limits of one KYC tier (a payment over any of them is declined 61)."""
+
+    per_txn_kzt: Kzt = Field(description="largest single payment")
+    daily_kzt: Kzt = Field(description="approved per card per day (buckets of 86,400 s)")
+    monthly_kzt: Kzt = Field(description="approved per card per 30-day month")
 
     @model_validator(mode="after")
     def _ordered(self) -> TierLimits:
@@ -298,26 +373,35 @@ def _default_tiers() -> dict[str, TierLimits]:
 
 
 class AmlSpec(Model):
-    velocity_max_payments: Annotated[int, Field(ge=1)] = 20
-    velocity_window_s: Pos = 3_600.0
-    structuring_band_bps: Bps = 500
-    structuring_max_near: Annotated[int, Field(ge=1)] = 3
-    structuring_window_s: Pos = 86_400.0
+    """The issuer's anti-money-laundering rules: velocity (declined 65) and structuring (declined 59)."""
+
+    velocity_max_payments: Annotated[int, Field(ge=1)] = Field(
+        20, description="approvals per card within the velocity window; the next is declined 65")
+    velocity_window_s: Pos = Field(3_600.0, description="the velocity rule's window")
+    structuring_band_bps: Bps = Field(
+        500, description="an amount this close under the per-transaction limit counts as near it")
+    structuring_max_near: Annotated[int, Field(ge=1)] = Field(
+        3, description="near-limit approvals within the window; the next near-limit payment is declined 59")
+    structuring_window_s: Pos = Field(86_400.0, description="the structuring rule's window")
 
 
 class IssuerSpec(Model):
-    hold_padding_bps: Bps = 200  # JIT sells shortfall + padding; the room for over-capture
-    hold_expiry_s: Pos = 7 * 86_400.0
-    max_slippage_bps: Bps = 100
-    quote_ttl_s: Pos = 2.0
-    tiers: dict[str, TierLimits] = Field(default_factory=_default_tiers, min_length=1)
-    aml: AmlSpec = AmlSpec()
-    orphan_policy: OrphanPolicy = OrphanPolicy.KEEP_TENGE
-    float_kzt: Kzt = Decimal("1000000000")  # the issuer's opening balance at its bank
-    # Pre-funded cards: when the card's tenge falls below this after a payment, sell crypto to
-    # bring it back up to top_up_to_kzt (0: no auto top-up).
-    top_up_below_kzt: Kzt = Decimal(0)
-    top_up_to_kzt: Kzt = Decimal(0)
+    """The card issuer's rules: holds, the sale it asks for, limits, AML, orphans, auto top-up."""
+
+    hold_padding_bps: Bps = Field(
+        200, description="JIT sells the shortfall plus this share of the amount; the room for over-capture")
+    hold_expiry_s: Pos = Field(7 * 86_400.0, description="an uncaptured hold is released after this")
+    max_slippage_bps: Bps = Field(100, description="the issuer's cap on each sale leg's slippage (else 05)")
+    quote_ttl_s: Pos = Field(2.0, description="lifetime of the exchange's quote (an expired quote: 05)")
+    tiers: dict[str, TierLimits] = Field(
+        default_factory=_default_tiers, min_length=1, description="limits by KYC tier name")
+    aml: AmlSpec = Field(AmlSpec(), description="anti-money-laundering rules")
+    orphan_policy: OrphanPolicy = Field(
+        OrphanPolicy.KEEP_TENGE, description="what happens to a sale that finished after the deadline")
+    float_kzt: Kzt = Field(Decimal("1000000000"), description="the issuer's opening balance at its bank")
+    top_up_below_kzt: Kzt = Field(
+        Decimal(0), description="pre-funded cards: after a payment leaves less than this, sell crypto (0: off)")
+    top_up_to_kzt: Kzt = Field(Decimal(0), description="the auto top-up brings the card back up to this")
 
     @model_validator(mode="after")
     def _top_up(self) -> IssuerSpec:
@@ -327,16 +411,21 @@ class IssuerSpec(Model):
 
 
 class ExchangeSpec(Model):
-    kzt_cash_kzt: Kzt = Decimal("500000000")  # the exchange's tenge at its bank at the start
-    stablecoin_asset: str = "KZTE"
+    """The AIFC exchange's own money and its tenge stablecoin."""
+
+    kzt_cash_kzt: Kzt = Field(
+        Decimal("500000000"), description="the exchange's tenge at its bank at the start, to pay out proceeds")
+    stablecoin_asset: str = Field("KZTE", description="the tenge stablecoin's asset code (redeemed 1:1)")
 
 
 class FeesSpec(Model):
-    taker_fee_bps: Bps = 10  # the exchange's fee on each sale
-    stablecoin_fee_bps: Bps = 5  # redemption fee of the tenge stablecoin
-    mdr_bps: Bps = 150  # merchant discount rate
-    interchange_bps: Bps = 80
-    scheme_fee_bps: Bps = 10
+    """Fees of the exchange and of the card scheme."""
+
+    taker_fee_bps: Bps = Field(10, description="the exchange's fee on each sale leg's gross proceeds")
+    stablecoin_fee_bps: Bps = Field(5, description="the redemption fee of the tenge stablecoin")
+    mdr_bps: Bps = Field(150, description="merchant discount rate, kept by the acquirer from each capture")
+    interchange_bps: Bps = Field(80, description="paid by the acquirer to the issuer per cleared payment")
+    scheme_fee_bps: Bps = Field(10, description="the network's fee per cleared payment, paid by the acquirer")
 
     @model_validator(mode="after")
     def _mdr_covers(self) -> FeesSpec:
@@ -346,14 +435,17 @@ class FeesSpec(Model):
 
 
 class ClearingSpec(Model):
-    delay_min_s: NonNeg = 600.0  # presentment arrives uniformly between these after approval
-    delay_max_s: NonNeg = 7_200.0
-    partial_rate: Share = 0.03  # share of captures below the authorized amount
-    partial_min_pct: Annotated[float, Field(gt=0, le=100)] = 50.0
-    over_capture_rate: Share = 0.02  # share of captures above it, within the hold padding
-    reversal_rate: Share = 0.005  # share of approvals the merchant reverses instead of capturing
-    capture_rate: Share = 1.0  # share of approvals ever presented (the rest expire)
-    expiry_check_s: Pos = 3_600.0
+    """What merchants do after an approval: capture (in full, partly, a little more), reverse, or nothing."""
+
+    delay_min_s: NonNeg = Field(600.0, description="presentment arrives uniformly between this and delay_max_s")
+    delay_max_s: NonNeg = Field(7_200.0, description="latest presentment after approval")
+    partial_rate: Share = Field(0.03, description="share of captures below the authorized amount")
+    partial_min_pct: Annotated[float, Field(gt=0, le=100)] = Field(
+        50.0, description="a partial capture takes uniformly between this and 100 % of the amount")
+    over_capture_rate: Share = Field(0.02, description="share of captures above the amount, within the padding")
+    reversal_rate: Share = Field(0.005, description="share of approvals reversed instead of captured")
+    capture_rate: Share = Field(1.0, description="share of approvals ever presented (the rest expire)")
+    expiry_check_s: Pos = Field(3_600.0, description="how often expired holds are released")
 
     @model_validator(mode="after")
     def _ordered(self) -> ClearingSpec:
@@ -365,28 +457,40 @@ class ClearingSpec(Model):
 
 
 class SettlementSpec(Model):
-    every_s: Pos = 21_600.0  # a settlement window closes every this many seconds
-    offset_s: NonNeg = 0.0  # the first window closes at offset_s + every_s
-    settle_at_end: bool = True  # close one last window when the run ends
+    """When the network nets positions and the money moves between banks."""
+
+    every_s: Pos = Field(21_600.0, description="a settlement window closes every this many seconds")
+    offset_s: NonNeg = Field(0.0, description="the first window closes at offset_s + every_s")
+    settle_at_end: bool = Field(True, description="close one last window when the run ends")
 
 
 class DisputesSpec(Model):
-    refund_rate: Share = 0.01  # share of captured payments refunded
-    refund_delay_s: NonNeg = 7_200.0  # after capture
-    chargeback_rate: Share = 0.001
-    chargeback_delay_s: NonNeg = 14_400.0
+    """Money going back to the card after a capture."""
+
+    refund_rate: Share = Field(0.01, description="share of captured payments refunded (20–100 % of the capture)")
+    refund_delay_s: NonNeg = Field(7_200.0, description="a refund comes this long after the capture")
+    chargeback_rate: Share = Field(0.001, description="share of captured payments charged back in full")
+    chargeback_delay_s: NonNeg = Field(14_400.0, description="a chargeback comes this long after the capture")
 
 
 class TaxSpec(Model):
-    policy: TaxPolicy = TaxPolicy.WITHHOLD
-    compliance_rate: Share = 1.0  # with self_declare: share of holders who declare
-    cost_basis: Literal["fifo", "average"] = "fifo"
+    """Personal income tax on gains from crypto sales (seed §2.2): who collects it and how gains are costed."""
+
+    policy: TaxPolicy = Field(
+        TaxPolicy.WITHHOLD, description="withhold: the exchange withholds PIT at source; self_declare: holders do")
+    compliance_rate: Share = Field(
+        1.0, description="with self_declare: share of the PIT to self-declare that is declared; the rest is the gap")
+    cost_basis: Literal["fifo", "average"] = Field(
+        "fifo", description="which purchase lots a sale consumes: oldest first, or the running average cost")
 
 
 class MetricsSpec(Model):
-    sample_s: Pos = 10.0  # utilization, queue length and liquidity sampling interval
-    bucket_s: Pos = 60.0  # throughput and latency-percentile buckets
-    write_transfers: bool = True  # copy every party's ledger journal into results.db at the end
+    """What the run records besides the payments."""
+
+    sample_s: Pos = Field(10.0, description="utilization, queue length and liquidity sampling interval")
+    bucket_s: Pos = Field(60.0, description="width of the throughput and latency-percentile buckets")
+    write_transfers: bool = Field(
+        True, description="copy every party's ledger journal into results.db at the end")
 
 
 # -- SLOs ------------------------------------------------------------------------------------
@@ -439,32 +543,38 @@ SloText = Annotated[str, AfterValidator(_slo_text)]
 
 # -- the scenario ----------------------------------------------------------------------------
 class AssetSpec(Model):
-    code: str
-    scale: Annotated[int, Field(ge=0, le=18)]
-    name: str = ""
+    """An asset added to the built-in registry (KZT, BTC, ETH, USDT, KZTE)."""
+
+    code: str = Field(description="the asset's code, e.g. SOL")
+    scale: Annotated[int, Field(ge=0, le=18)] = Field(description="decimal places of its minor unit")
+    name: str = Field("", description="a name for people")
 
 
 class Scenario(Model):
-    name: str = ""
-    description: str = ""
-    duration_s: Pos = 86_400.0  # arrivals run from 0 to duration_s; in-flight payments then drain
-    warmup_s: NonNeg = 600.0  # payments arriving before this are excluded from the statistics
-    cooldown_s: NonNeg = 0.0  # and those arriving in the last cooldown_s
-    assets: tuple[AssetSpec, ...] = ()  # additions to the registry (KZT, BTC, ETH, USDT, KZTE)
-    market: MarketSpec = MarketSpec()
-    population: PopulationSpec = PopulationSpec()
-    arrivals: ArrivalsSpec = ArrivalsSpec()
-    services: ServicesSpec = ServicesSpec()
-    network: NetworkSpec = NetworkSpec()
-    issuer: IssuerSpec = IssuerSpec()
-    exchange: ExchangeSpec = ExchangeSpec()
-    fees: FeesSpec = FeesSpec()
-    clearing: ClearingSpec = ClearingSpec()
-    settlement: SettlementSpec = SettlementSpec()
-    disputes: DisputesSpec = DisputesSpec()
-    tax: TaxSpec = TaxSpec()
-    metrics: MetricsSpec = MetricsSpec()
-    slos: tuple[SloText, ...] = ()
+    """A simulated world: who pays whom, how fast each service is, and the rules of the chain."""
+
+    name: str = Field("", description="the scenario's name in reports (the file's stem when empty)")
+    description: str = Field("", description="one line for people")
+    duration_s: Pos = Field(
+        86_400.0, description="arrivals run from 0 to this; in-flight payments then drain (at most an hour)")
+    warmup_s: NonNeg = Field(600.0, description="payments arriving before this are left out of the statistics")
+    cooldown_s: NonNeg = Field(0.0, description="and so are those arriving in the last cooldown_s")
+    assets: tuple[AssetSpec, ...] = Field((), description="additions to the asset registry")
+    market: MarketSpec = Field(MarketSpec(), description="prices and order books")
+    population: PopulationSpec = Field(PopulationSpec(), description="cardholders and merchants")
+    arrivals: ArrivalsSpec = Field(ArrivalsSpec(), description="when payments arrive")
+    services: ServicesSpec = Field(ServicesSpec(), description="workers, service times and faults per service")
+    network: NetworkSpec = Field(NetworkSpec(), description="deadline and stand-in")
+    issuer: IssuerSpec = Field(IssuerSpec(), description="the issuer's rules")
+    exchange: ExchangeSpec = Field(ExchangeSpec(), description="the exchange's tenge and stablecoin")
+    fees: FeesSpec = Field(FeesSpec(), description="exchange and scheme fees")
+    clearing: ClearingSpec = Field(ClearingSpec(), description="captures, reversals and expiry")
+    settlement: SettlementSpec = Field(SettlementSpec(), description="settlement windows")
+    disputes: DisputesSpec = Field(DisputesSpec(), description="refunds and chargebacks")
+    tax: TaxSpec = Field(TaxSpec(), description="personal income tax on sales")
+    metrics: MetricsSpec = Field(MetricsSpec(), description="what is recorded")
+    slos: tuple[SloText, ...] = Field(
+        (), description="service-level objectives 'metric.path OP number'; a breach makes ccsim run exit 3")
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:

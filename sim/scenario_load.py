@@ -96,6 +96,9 @@ def read_raw(path: Path) -> tuple[dict[str, Any], yaml.Node | None, str]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # found by tests/test_fuzz.py
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                            f"{exc.start})") from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
@@ -108,6 +111,8 @@ def read_raw(path: Path) -> tuple[dict[str, Any], yaml.Node | None, str]:
         raise ScenarioError(f"{where}: YAML syntax error: {exc.problem or exc}{context}") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{path}: YAML error: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # a date like 2024-02-30; nesting too deep (test_fuzz.py)
+        raise ScenarioError(f"{path}: YAML error: {type(exc).__name__}: {str(exc)[:200]}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -129,8 +134,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             raise ScenarioError(f"--set {item!r}: expected dotted.key=value")
         try:
             value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ScenarioError(f"--set {item!r}: value is not valid YAML: {exc}") from None
+        except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: 2024-02-30
+            raise ScenarioError(f"--set {item!r}: value is not valid YAML: {str(exc)[:200]}") from None
         parts = key.split(".")
         node: Any = out
         for depth, part in enumerate(parts[:-1]):

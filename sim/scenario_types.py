@@ -42,9 +42,10 @@ _KZT: Final = Asset("KZT", 2)
 
 
 class Model(BaseModel):
-    """Frozen, and unknown keys are errors."""
+    """Frozen, unknown keys are errors, and no number may be infinite or NaN (``duration_s: .inf``
+    would otherwise validate and run forever)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 # -- money -----------------------------------------------------------------------------------
@@ -94,31 +95,41 @@ Bps = Annotated[int, Field(ge=0, le=10_000)]
 
 # -- distributions ---------------------------------------------------------------------------
 class ConstantTime(Model):
-    dist: Literal["constant"] = "constant"
-    mean_ms: NonNeg = 0.0
+    """Every draw takes exactly ``mean_ms``: no randomness (a zero-time leg costs no events)."""
+
+    dist: Literal["constant"] = Field("constant", description="the distribution's name")
+    mean_ms: NonNeg = Field(0.0, description="the fixed duration")
 
 
 class ExponentialTime(Model):
-    dist: Literal["exponential"]
-    mean_ms: Pos
+    """Memoryless service times (M/M/c queues): the textbook case the queueing tests check against."""
+
+    dist: Literal["exponential"] = Field(description="the distribution's name")
+    mean_ms: Pos = Field(description="the mean duration")
 
 
 class LognormalTime(Model):
-    dist: Literal["lognormal"]
-    mean_ms: Pos
-    cv: Pos = 0.5  # coefficient of variation: standard deviation / mean
+    """Right-skewed service times with a long tail, as measured service latencies usually are."""
+
+    dist: Literal["lognormal"] = Field(description="the distribution's name")
+    mean_ms: Pos = Field(description="the mean duration (not the median)")
+    cv: Pos = Field(0.5, description="coefficient of variation: standard deviation / mean")
 
 
 class GammaTime(Model):
-    dist: Literal["gamma"]
-    mean_ms: Pos
-    cv: Pos = 0.5
+    """Skewed service times with a lighter tail than the lognormal (cv 1 is the exponential)."""
+
+    dist: Literal["gamma"] = Field(description="the distribution's name")
+    mean_ms: Pos = Field(description="the mean duration")
+    cv: Pos = Field(0.5, description="coefficient of variation: standard deviation / mean")
 
 
 class UniformTime(Model):
-    dist: Literal["uniform"]
-    min_ms: NonNeg
-    max_ms: NonNeg
+    """Durations spread evenly between two bounds."""
+
+    dist: Literal["uniform"] = Field(description="the distribution's name")
+    min_ms: NonNeg = Field(description="the shortest duration")
+    max_ms: NonNeg = Field(description="the longest duration; not below min_ms")
 
     @model_validator(mode="after")
     def _ordered(self) -> UniformTime:
@@ -132,8 +143,11 @@ class UniformTime(Model):
 
 
 class EmpiricalTime(Model):
-    dist: Literal["empirical"]
-    values_ms: Annotated[tuple[NonNeg, ...], Field(min_length=1)]
+    """Measured durations, resampled uniformly with replacement (e.g. from a live calibration run)."""
+
+    dist: Literal["empirical"] = Field(description="the distribution's name")
+    values_ms: Annotated[tuple[NonNeg, ...], Field(min_length=1)] = Field(
+        description="the measured durations to resample")
 
     @property
     def mean_ms(self) -> float:
@@ -147,22 +161,28 @@ TimeDist = Annotated[
 
 
 class ConstantAmount(Model):
-    dist: Literal["constant"]
-    value_kzt: Pos
+    """Every draw is the same amount."""
+
+    dist: Literal["constant"] = Field(description="the distribution's name")
+    value_kzt: Pos = Field(description="the amount")
 
 
 class LognormalAmount(Model):
-    dist: Literal["lognormal"]
-    mean_kzt: Pos
-    cv: Pos = 1.0
-    min_kzt: Pos = 1.0
-    max_kzt: Pos = 5_000_000.0
+    """Many small amounts and a few large ones, as card tickets and wallet balances are spread."""
+
+    dist: Literal["lognormal"] = Field(description="the distribution's name")
+    mean_kzt: Pos = Field(description="the mean amount before clipping (not the median)")
+    cv: Pos = Field(1.0, description="coefficient of variation: standard deviation / mean")
+    min_kzt: Pos = Field(1.0, description="draws below this are raised to it")
+    max_kzt: Pos = Field(5_000_000.0, description="draws above this are lowered to it")
 
 
 class UniformAmount(Model):
-    dist: Literal["uniform"]
-    min_kzt: Pos
-    max_kzt: Pos
+    """Amounts spread evenly between two bounds."""
+
+    dist: Literal["uniform"] = Field(description="the distribution's name")
+    min_kzt: Pos = Field(description="the smallest amount")
+    max_kzt: Pos = Field(description="the largest amount; not below min_kzt")
 
     @model_validator(mode="after")
     def _ordered(self) -> UniformAmount:
@@ -172,10 +192,12 @@ class UniformAmount(Model):
 
 
 class EmpiricalAmount(Model):
-    dist: Literal["empirical"]
-    values_kzt: Annotated[tuple[Pos, ...], Field(min_length=1)]
-    min_kzt: Pos = 1.0
-    max_kzt: Pos = 1e12
+    """Observed amounts, resampled uniformly with replacement, then clipped."""
+
+    dist: Literal["empirical"] = Field(description="the distribution's name")
+    values_kzt: Annotated[tuple[Pos, ...], Field(min_length=1)] = Field(description="the amounts to resample")
+    min_kzt: Pos = Field(1.0, description="draws below this are raised to it")
+    max_kzt: Pos = Field(1e12, description="draws above this are lowered to it")
 
 
 AmountDist = Annotated[
@@ -186,7 +208,7 @@ AmountDist = Annotated[
 class Window(Model):
     """A time window in simulated seconds since the start of the run."""
 
-    start_s: NonNeg
-    duration_s: Pos
+    start_s: NonNeg = Field(description="when the window opens, seconds since the start of the run")
+    duration_s: Pos = Field(description="how long it lasts")
 
 

@@ -119,6 +119,10 @@ BAD_INPUTS = [
                  r"s\.yaml:3: services\.bank\.service_time\.mean_ms: Input should be greater than 0",
                  id="negative-mean"),
     pytest.param("- just\n- a list\n", r"s\.yaml: a scenario must be a YAML mapping", id="not-a-mapping"),
+    pytest.param("duration_s: .inf\n", r"s\.yaml:1: duration_s: Input should be a finite number",
+                 id="infinite-duration"),
+    pytest.param("arrivals:\n  rate_per_s: .nan\n", r"s\.yaml:2: arrivals\.rate_per_s: Input should be a finite",
+                 id="nan-rate"),
 ]
 
 

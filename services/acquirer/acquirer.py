@@ -17,7 +17,7 @@ has paid the acquirer.
 from __future__ import annotations
 
 from services.clock import Clock
-from services.ledger import Account, AccountFlags, InMemoryLedger, Transfer, TransferResult
+from services.ledger import Account, AccountFlags, InMemoryLedger, LedgerRepository, Transfer, TransferResult
 from services.messaging import PaymentMessage, Purpose
 from services.money import AssetRegistry
 from services.network import FeeSchedule, Presentment
@@ -46,10 +46,13 @@ def payable_account(merchant_id: str) -> str:
 class Acquirer:
     """One acquirer's books, its merchants and its open presentment batch."""
 
-    def __init__(self, acquirer_id: str, fees: FeeSchedule, clock: Clock, assets: AssetRegistry | None = None) -> None:
+    def __init__(self, acquirer_id: str, fees: FeeSchedule, clock: Clock, assets: AssetRegistry | None = None,
+                 *, ledger: LedgerRepository | None = None) -> None:
         self.id = acquirer_id
         self.fees = fees
-        self.ledger = InMemoryLedger(assets, clock, name=acquirer_id)
+        # Live services pass a SqlLedger; simulations and tests get an in-memory one.
+        self.ledger: LedgerRepository = ledger if ledger is not None else InMemoryLedger(
+            assets, clock, name=acquirer_id)
         self.ledger.create_accounts(
             [
                 Account(BANK, _KZT, acquirer_id, "bank", AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS),

@@ -9,6 +9,7 @@ idempotency key of a rejected request is released.
 Endpoints (``Idempotency-Key`` required on the POSTs that move money)::
 
     POST /v1/accounts                       create an account (idempotent by id)
+    GET  /v1/snapshot/accounts?ids=a,b,c     several accounts' balances, read in one snapshot
     GET  /v1/accounts/{account_id}          balances as decimal strings
     GET  /v1/accounts/{account_id}/statement?after_seq=&limit=
     POST /v1/transfers                      one transfer or a linked batch        (Idempotency-Key)
@@ -20,14 +21,17 @@ Endpoints (``Idempotency-Key`` required on the POSTs that move money)::
 
 from __future__ import annotations
 
-from typing import Annotated, Any, cast
+from decimal import Decimal
+from typing import Annotated, Any, Final, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import Engine, MetaData, Table, create_engine, select
+from sqlalchemy.engine import make_url
 
 from services.api.common import create_base_app, on_shutdown
-from services.api.fields import IdentifierRef, parse_amount_field, resolve_asset
+from services.api.fields import API_MODEL_CONFIG, IdentifierRef, parse_amount_field, resolve_asset
 from services.api.idempotency import IdempotencyKey, IdempotencyStore, run_idempotent
 from services.api.ledger_results import ACCOUNT_OUTCOMES, TRANSFER_OUTCOMES
 from services.api.ledger_schemas import (
@@ -51,13 +55,60 @@ from services.api.routing import StrictJsonRoute
 from services.api.settings import ApiSettings
 from services.api.statement import StatementReader
 from services.clock import Clock
-from services.ledger import Transfer, TransferFlags, TransferResult, linked
+from services.ledger import Account, AccountFlags, Transfer, TransferFlags, TransferResult, linked
 from services.ledger.sql import SqlLedger
 from services.money import AssetRegistry
 
-__all__ = ["STATEMENT_PAGE_MAX", "LedgerService", "create_ledger_app", "create_ledger_app_from_env", "ledger_router"]
+__all__ = ["ACCOUNTS_PER_READ_MAX", "STATEMENT_PAGE_MAX", "AccountSnapshotReader", "AccountsOut", "LedgerService",
+           "create_ledger_app", "create_ledger_app_from_env", "ledger_router"]
 
 STATEMENT_PAGE_MAX = 10_000  # the schema's bound; ApiSettings.statement_page_max may cap lower
+ACCOUNTS_PER_READ_MAX: Final = 100
+_ID: Final = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
+_IDS_PATTERN: Final = rf"^{_ID}(,{_ID}){{0,{ACCOUNTS_PER_READ_MAX - 1}}}$"
+
+
+class AccountsOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    accounts: list[AccountOut]
+
+
+def _minor(value: Any) -> int:
+    """Exact text on SQLite, NUMERIC on PostgreSQL (as ``SqlLedger`` stores them); never a float."""
+    if isinstance(value, float):
+        raise TypeError("the database returned a float amount; the column type is wrong")
+    return int(value) if isinstance(value, Decimal) else int(str(value))
+
+
+class AccountSnapshotReader:
+    """Several accounts read by ONE ``SELECT``: one snapshot, so their balances are from one instant.
+
+    Reading accounts one request at a time while transfers run would see a transfer's debit and
+    miss its credit (sums that are wrong for a moment); a single statement cannot, on SQLite (WAL)
+    or PostgreSQL (READ COMMITTED takes one snapshot per statement). The bank check of
+    docs/reliability.md relies on it. The table is reflected from the one ``SqlLedger`` created.
+    """
+
+    def __init__(self, url: str, *, table_prefix: str = "") -> None:
+        parsed = make_url(url)
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        connect_args = {"timeout": 30} if parsed.get_backend_name() == "sqlite" else {}
+        self._engine: Engine = create_engine(parsed, connect_args=connect_args)
+        self._a = Table(f"{table_prefix}accounts", MetaData(), autoload_with=self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def accounts(self, ids: list[str]) -> dict[str, Account]:
+        a = self._a
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(a).where(a.c.id.in_(ids))).all()
+        return {r.id: Account(
+            id=r.id, asset=r.asset, owner=r.owner, kind=r.kind, flags=AccountFlags(int(r.flags)),
+            debits_pending=_minor(r.debits_pending), debits_posted=_minor(r.debits_posted),
+            credits_pending=_minor(r.credits_pending), credits_posted=_minor(r.credits_posted),
+            timestamp=float(r.timestamp)) for r in rows}
 
 
 def _slug(result: TransferResult | Any) -> str:
@@ -68,8 +119,10 @@ class LedgerService:
     """Ledger commands and queries in API terms; raises :class:`ProblemError` for every rejection."""
 
     def __init__(self, ledger: SqlLedger, statements: StatementReader, keys: IdempotencyStore,
-                 party: str, metrics: ApiMetrics) -> None:
+                 party: str, metrics: ApiMetrics, *, snapshots: AccountSnapshotReader | None = None) -> None:
         self.ledger = ledger
+        # The owner closes it (create_ledger_app registers it on shutdown).
+        self.snapshots = snapshots or AccountSnapshotReader(ledger.url, table_prefix=ledger.table_prefix)
         self._results = metrics.counter("ledger_transfer_results", "Transfers submitted, by ledger result",
                                         ("result",))
         self.assets: AssetRegistry = ledger.assets
@@ -93,6 +146,17 @@ class LedgerService:
             raise ProblemError(404, f"no account {account_id}",
                                [FieldError(field="account_id", reason="not found")])
         return AccountOut.of(found, self.assets)
+
+    def accounts_snapshot(self, ids: list[str]) -> AccountsOut:
+        """The accounts in the order asked (each once), all from one snapshot; 404 if any is unknown."""
+        wanted = list(dict.fromkeys(ids))
+        found = self.snapshots.accounts(wanted)
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise ProblemError(404, f"no account {missing[0]}" + (f" (and {len(missing) - 1} more)"
+                                                                  if len(missing) > 1 else ""),
+                               [FieldError(field="ids", reason=f"not found: {i}") for i in missing])
+        return AccountsOut(accounts=[AccountOut.of(found[i], self.assets) for i in wanted])
 
     # -- transfers ---------------------------------------------------------------------------
     def _to_transfer(self, t: TransferIn, prefix: str, errors: list[FieldError]) -> Transfer | None:
@@ -224,6 +288,16 @@ def ledger_router(settings: ApiSettings) -> APIRouter:
     def create_account(body: AccountIn, svc: Service) -> Response:
         return _json(*svc.create_account(body))
 
+    # Its own path, not GET /v1/accounts: Starlette answers a 405 with the Allow header of the first
+    # route that matched the path only, so two routes on one path would list one method each.
+    @router.get("/v1/snapshot/accounts", responses=problem_responses(404))
+    def get_accounts_snapshot(
+        ids: Annotated[str, Query(pattern=_IDS_PATTERN, max_length=129 * ACCOUNTS_PER_READ_MAX,
+                                  description=f"comma-separated account ids, 1 to {ACCOUNTS_PER_READ_MAX}")],
+        svc: Service,
+    ) -> AccountsOut:
+        return svc.accounts_snapshot(ids.split(","))
+
     @router.get("/v1/accounts/{account_id}", responses=problem_responses(404))
     def get_account(account_id: AccountId, svc: Service) -> AccountOut:
         return svc.account(account_id)
@@ -283,9 +357,11 @@ def create_ledger_app(
     keys = IdempotencyStore(settings.database_url, table_prefix=settings.table_prefix, clock=clock,
                             lease_s=settings.idempotency_lease_s)
     on_shutdown(app, keys.close)
+    snapshots = AccountSnapshotReader(settings.database_url, table_prefix=settings.table_prefix)
+    on_shutdown(app, snapshots.close)
     app.state.ledger = ledger
     app.state.ledger_service = LedgerService(ledger, statements, keys, settings.party,
-                                                 app.state.metrics)
+                                                 app.state.metrics, snapshots=snapshots)
     app.include_router(ledger_router(settings))
     return app
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 from services.clock import Clock
-from services.ledger import Account, AccountFlags, InMemoryLedger, Transfer, TransferResult
+from services.ledger import Account, AccountFlags, InMemoryLedger, LedgerRepository, Transfer, TransferResult
 from services.messaging import PaymentMessage, Transport
 from services.money import AssetRegistry
 
@@ -46,9 +46,11 @@ class BankResult(IntEnum):
 class Bank:
     """One bank's books and its message handler; deposits are the bank's liabilities."""
 
-    def __init__(self, bank_id: str, clock: Clock, transport: Transport, assets: AssetRegistry | None = None) -> None:
+    def __init__(self, bank_id: str, clock: Clock, transport: Transport, assets: AssetRegistry | None = None,
+                 *, ledger: LedgerRepository | None = None) -> None:
         self.id = bank_id
-        self.ledger = InMemoryLedger(assets, clock, name=bank_id)
+        # Live services pass a SqlLedger; simulations and tests get an in-memory one.
+        self.ledger: LedgerRepository = ledger if ledger is not None else InMemoryLedger(assets, clock, name=bank_id)
         self.transport = transport
         self.ledger.create_accounts(
             [

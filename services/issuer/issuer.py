@@ -46,6 +46,7 @@ from services.ledger import (
     Account,
     AccountFlags,
     InMemoryLedger,
+    LedgerRepository,
     PendingState,
     Transfer,
     TransferFlags,
@@ -104,11 +105,15 @@ class Issuer:
         clock: Clock,
         assets: AssetRegistry | None = None,
         tradable: Callable[[str], bool] | None = None,
+        *,
+        ledger: LedgerRepository | None = None,
     ) -> None:
         self.config = config
         self.id = config.issuer_id
         self.clock = clock
-        self.ledger = InMemoryLedger(assets, clock, name=config.issuer_id)
+        # Live services pass a SqlLedger; simulations and tests get an in-memory one.
+        self.ledger: LedgerRepository = ledger if ledger is not None else InMemoryLedger(
+            assets, clock, name=config.issuer_id)
         self.cards: dict[str, Card] = {}
         self.auths: dict[str, Authorization] = {}
         self.tracker = SpendTracker(config)

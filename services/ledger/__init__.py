@@ -9,7 +9,6 @@ SQLAlchemy.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 from services.ledger.memory import InMemoryLedger
 from services.ledger.model import (
@@ -39,10 +38,25 @@ __all__ = [
 ]
 
 
+_LINKED = int(TransferFlags.LINKED)
+_FLAGS: dict[int, TransferFlags] = {}  # int -> member: IntFlag arithmetic is slow on the hot path
+
+
+def _flags(value: int) -> TransferFlags:
+    member = _FLAGS.get(value)
+    if member is None:
+        member = _FLAGS[value] = TransferFlags(value)
+    return member
+
+
+def _with_flags(t: Transfer, value: int) -> Transfer:
+    """``t`` with its flags set to ``value`` (``dataclasses.replace`` in effect, positionally)."""
+    return Transfer(t.id, t.debit_account_id, t.credit_account_id, t.amount, t.asset, t.code,
+                    _flags(value), t.pending_id, t.timeout_s, t.user_data, t.timestamp)
+
+
 def linked(transfers: Sequence[Transfer]) -> list[Transfer]:
     """Mark a batch as one chain: every transfer but the last gets ``LINKED``."""
-    out = [replace(t, flags=TransferFlags(t.flags) | TransferFlags.LINKED) for t in transfers[:-1]]
-    if transfers:
-        last = transfers[-1]
-        out.append(replace(last, flags=TransferFlags(last.flags) & ~TransferFlags.LINKED))
-    return out
+    last = len(transfers) - 1
+    return [_with_flags(t, int(t.flags) | _LINKED if i < last else int(t.flags) & ~_LINKED)
+            for i, t in enumerate(transfers)]

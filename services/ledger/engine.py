@@ -73,13 +73,32 @@ class Staging:
         self.pending: dict[str, PendingState] = {}
 
     def account(self, account_id: str) -> Account | None:
-        acc = self.accounts.get(account_id)
-        if acc is not None:
-            return acc
-        acc = self.new_accounts.get(account_id)
-        if acc is not None:
-            return acc
-        return self.base.account(account_id)
+        st = self  # walk down nested overlays in a loop: a frame per level costs more than the lookups
+        while True:
+            acc = st.accounts.get(account_id)
+            if acc is not None:
+                return acc
+            acc = st.new_accounts.get(account_id)
+            if acc is not None:
+                return acc
+            base = st.base
+            if type(base) is not Staging:
+                return base.account(account_id)
+            st = base
+
+    def writable(self, acc: Account) -> Account:
+        """``acc`` (as :meth:`account` returned it) made writable in this overlay: the overlay's own
+        copy, or a new copy of the committed one. Same as ``writable_account(acc.id)`` without
+        looking the base up again."""
+        account_id = acc.id
+        own = self.accounts.get(account_id)
+        if own is not None:
+            return own
+        own = self.new_accounts.get(account_id)
+        if own is not None:
+            return own
+        own = self.accounts[account_id] = acc.copy()
+        return own
 
     def writable_account(self, account_id: str) -> Account:
         acc = self.accounts.get(account_id) or self.new_accounts.get(account_id)
@@ -90,8 +109,19 @@ class Staging:
         return acc
 
     def transfer(self, transfer_id: str) -> Transfer | None:
-        t = self.transfers.get(transfer_id)
-        return t if t is not None else self.base.transfer(transfer_id)
+        st = self
+        while True:
+            t = st.transfers.get(transfer_id)
+            if t is not None:
+                return t
+            base = st.base
+            if type(base) is not Staging:
+                return base.transfer(transfer_id)
+            st = base
+
+    @property
+    def empty(self) -> bool:
+        return not (self.accounts or self.new_accounts or self.transfers or self.pending)
 
     def pending_state(self, transfer_id: str) -> PendingState | None:
         s = self.pending.get(transfer_id)
@@ -166,13 +196,18 @@ def apply_transfers(
 ) -> tuple[list[TransferResult], Staging]:
     """Apply a batch of transfers; chains of ``LINKED`` events commit all or nothing."""
     staging = Staging(view)
+    if len(batch) == 1 and not int(batch[0].flags) & _LINKED:
+        # The common case (one closed event): what the loop below does for it, minus the chain scan.
+        return [_apply_one(staging, batch[0], now, asset_known)], staging
     results: list[TransferResult] = [_OK] * len(batch)
     for start, stop, closed in _chains(len(batch), lambda i: bool(int(batch[i].flags) & _LINKED)):
         if stop - start == 1 and closed:
             # A lone event writes nothing unless every check passed, so it needs no overlay of its own.
             results[start] = _apply_one(staging, batch[start], now, asset_known)
             continue
-        chain = Staging(staging)
+        # A chain gets its own overlay, dropped if any event fails; when nothing is staged yet (the
+        # usual batch is one chain) the batch's overlay serves, and a failure starts it afresh.
+        chain = Staging(staging) if not staging.empty else staging
         failed_at = -1
         for i in range(start, stop):
             if i == stop - 1 and not closed:
@@ -183,8 +218,11 @@ def apply_transfers(
                 failed_at = i
                 break
         if failed_at < 0:
-            staging.merge(chain)
+            if chain is not staging:
+                staging.merge(chain)
             continue
+        if chain is staging:
+            staging = Staging(view)
         for i in range(start, stop):
             if i != failed_at:
                 results[i] = R.LINKED_EVENT_FAILED
@@ -216,42 +254,45 @@ def _apply_one(
         return R.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER
     if t.timeout_s < 0:
         return R.TIMEOUT_MUST_NOT_BE_NEGATIVE
-    amount_error = _check_amount(t.amount)
-    if amount_error is not None:
-        return amount_error
-    if t.debit_account_id == t.credit_account_id:
+    amount = t.amount
+    if type(amount) is not int or amount <= 0 or amount > AMOUNT_MAX:  # the checks, in order, only when one fails
+        amount_error = _check_amount(amount)
+        if amount_error is not None:
+            return amount_error
+    debit_id, credit_id, asset = t.debit_account_id, t.credit_account_id, t.asset
+    if debit_id == credit_id:
         return R.ACCOUNTS_MUST_BE_DIFFERENT
-    if not asset_known(t.asset):
+    if not asset_known(asset):
         return R.ASSET_UNKNOWN
-    dr = st.account(t.debit_account_id)
+    dr = st.account(debit_id)
     if dr is None:
         return R.DEBIT_ACCOUNT_NOT_FOUND
-    cr = st.account(t.credit_account_id)
+    cr = st.account(credit_id)
     if cr is None:
         return R.CREDIT_ACCOUNT_NOT_FOUND
     if dr.asset != cr.asset:
         return R.ACCOUNTS_MUST_HAVE_THE_SAME_ASSET
-    if t.asset != dr.asset:
+    if asset != dr.asset:
         return R.TRANSFER_MUST_HAVE_THE_SAME_ASSET_AS_ACCOUNTS
-    existing = st.transfer(t.id)
+    tid = t.id
+    existing = st.transfer(tid)
     if existing is not None:
         return _compare_existing(existing, t, amount_given=True)
-    amount = t.amount
     if int(dr.flags) & _DNEC and dr.debits_pending + dr.debits_posted + amount > dr.credits_posted:
         return R.EXCEEDS_CREDITS
     if int(cr.flags) & _CNED and cr.credits_pending + cr.credits_posted + amount > cr.debits_posted:
         return R.EXCEEDS_DEBITS
-    dr = st.writable_account(dr.id)
-    cr = st.writable_account(cr.id)
+    dr = st.writable(dr)
+    cr = st.writable(cr)
     if kind == _PEND:
         dr.debits_pending += amount
         cr.credits_pending += amount
-        st.pending[t.id] = PendingState.PENDING
+        st.pending[tid] = PendingState.PENDING
     else:
         dr.debits_posted += amount
         cr.credits_posted += amount
-    st.transfers[t.id] = Transfer(
-        t.id, t.debit_account_id, t.credit_account_id, amount, t.asset, t.code,
+    st.transfers[tid] = Transfer(
+        tid, debit_id, credit_id, amount, asset, t.code,
         _stored_flags(t.flags), t.pending_id, t.timeout_s, t.user_data, now,
     )
     return _OK

@@ -74,9 +74,14 @@ class InMemoryLedger:
         return written
 
     def _commit(self, staging: Staging) -> None:
-        self._accounts.update(staging.accounts)
-        self._accounts.update(staging.new_accounts)
-        self._transfers.update(staging.transfers)
+        if staging.accounts:
+            self._accounts.update(staging.accounts)
+        if staging.new_accounts:
+            self._accounts.update(staging.new_accounts)
+        if staging.transfers:
+            self._transfers.update(staging.transfers)
+        if not staging.pending:
+            return
         for pid, state in staging.pending.items():
             self._pending[pid] = state
             if state is PendingState.PENDING:

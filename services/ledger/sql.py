@@ -31,7 +31,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -84,9 +84,13 @@ from services.ledger.model import (
 )
 from services.money import AssetRegistry
 
-__all__ = ["SqlLedger"]
+__all__ = ["SqlLedger", "TransactionHook"]
 
 T = TypeVar("T")
+
+TransactionHook = Callable[[Connection, Staging], None]
+"""Extra rows for a batch's own transaction: called with the connection and the batch's overlay
+after the batch is written and before it commits (see :meth:`SqlLedger.also_in_transaction`)."""
 
 _ID_COLUMN_LENGTH = ID_LENGTH_MAX + 32  # room for the ledger's own "<hold id>#expired[#n]" ids
 _IN_CHUNK = 500  # ids per IN (...) list: well below SQLite's bound-parameter limit
@@ -287,6 +291,7 @@ class SqlLedger:
             self._lock_rows = True
             self._read_options = {"isolation_level": "REPEATABLE READ"}
         self._metadata.create_all(self._writer)
+        self._hooks = threading.local()  # per thread: the hook of also_in_transaction, if any
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -307,6 +312,22 @@ class SqlLedger:
         self.close()
 
     # -- commands ----------------------------------------------------------------------------
+    @contextmanager
+    def also_in_transaction(self, hook: TransactionHook) -> Iterator[None]:
+        """While open, every batch this thread writes here also runs ``hook`` in its transaction.
+
+        Why: a party that books its half of a cross-party step must record the message it owes
+        (an outbox row) atomically with the booking, or a crash between two commits loses it.
+        The engine rules stay here; the hook only adds rows (it sees the batch's ``Staging`` to
+        decide, e.g. "the sale's payout transfer is new"). A retried transaction runs it again.
+        """
+        previous = getattr(self._hooks, "hook", None)
+        self._hooks.hook = hook
+        try:
+            yield
+        finally:
+            self._hooks.hook = previous
+
     def create_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         def work(conn: Connection, now: float) -> list[AccountResult]:
             view = self._view(conn)
@@ -478,6 +499,9 @@ class SqlLedger:
                 .values(pending_state=bindparam("b_state")),
                 changed,
             )
+        hook: TransactionHook | None = getattr(self._hooks, "hook", None)
+        if hook is not None:
+            hook(conn, st)
 
 
 def _account_row(x: Account) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from services.clock import Clock
 from services.contracts import AuthorizationRequest, AuthorizationResponse, ReasonCode
-from services.ledger import Account, AccountFlags, InMemoryLedger, Transfer, TransferResult
+from services.ledger import Account, AccountFlags, InMemoryLedger, LedgerRepository, Transfer, TransferResult
 from services.messaging import PaymentMessage, Purpose
 from services.money import AssetRegistry
 from services.network.fees import FeeSchedule
@@ -71,13 +71,16 @@ class Network:
         *,
         stand_in_enabled: bool = True,
         stand_in_limit_kzt: int = 0,
+        ledger: LedgerRepository | None = None,
     ) -> None:
         self.id = network_id
         self.fees = fees
         self.stand_in_enabled = stand_in_enabled
         self.stand_in_limit_kzt = stand_in_limit_kzt
         self._stand_ins: dict[str, AuthorizationResponse] = {}
-        self.ledger = InMemoryLedger(assets, clock, name=network_id)
+        # Live services pass a SqlLedger; simulations and tests get an in-memory one.
+        self.ledger: LedgerRepository = ledger if ledger is not None else InMemoryLedger(
+            assets, clock, name=network_id)
         self.ledger.create_accounts(
             [
                 Account(BANK, _KZT, network_id, "bank", AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS),

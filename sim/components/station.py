@@ -23,8 +23,9 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import simpy
-from simpy.resources.resource import Request
+from simpy.events import Event
 
+from sim.components.workers import Workers
 from sim.scenario import ServiceSpec
 
 __all__ = ["LegLog", "Station"]
@@ -34,11 +35,11 @@ LegLog = list[tuple[str, float, float]]  # (service, wait_s, service_s) per leg 
 _INF = math.inf
 
 
-def _releaser(res: simpy.Resource, req: Request) -> Callable[[simpy.Event], None]:
+def _releaser(res: Workers) -> Callable[[Event], None]:
     """A callback that frees the worker of an attempt its caller abandoned mid-service."""
 
-    def release(_ev: simpy.Event) -> None:
-        res.release(req)
+    def release(_ev: Event) -> None:
+        res.release()
 
     return release
 
@@ -60,7 +61,7 @@ class Station:
         self.name = name
         self.spec = spec
         self.capacity: int | None = None if spec.capacity == "unlimited" else int(spec.capacity)
-        self.resource = simpy.Resource(env, self.capacity) if self.capacity is not None else None
+        self.resource = Workers(env, self.capacity) if self.capacity is not None else None
         self.sample = sample
         self.sample_return = sample_return
         self.timeout_s = spec.timeout_ms / 1000.0 if spec.timeout_ms is not None else None
@@ -96,7 +97,7 @@ class Station:
 
     @property
     def queue_len(self) -> int:
-        return len(self.resource.queue) if self.resource is not None else 0
+        return len(self.resource.queue) if self.resource is not None else 0  # waiting, not in service
 
     @property
     def busy(self) -> int:
@@ -129,19 +130,20 @@ class Station:
             if attempt:
                 yield env.timeout(self.backoff_s * (2 ** (attempt - 1)))
             limit = env.now + timeout_s if timeout_s is not None else _INF
-            req = None
+            holding = False  # this attempt holds (or waits for) a worker
             if res is not None:
                 req = res.request()
+                holding = True
                 if self.win_from_s <= env.now < self.win_until_s:
                     self.queue_arrivals += 1
-                if not req.triggered:
+                if req is not None and not req.triggered:
                     self._queue_change(1)
                     if timeout_s is None:
                         yield req
                     else:
                         yield req | env.timeout(limit - env.now)
                         if not req.triggered:
-                            req.cancel()
+                            res.cancel(req)
                             self._queue_change(-1)
                             self.timeouts += 1
                             continue
@@ -151,8 +153,8 @@ class Station:
                 if up > env.now:
                     if up >= limit:
                         yield env.timeout(limit - env.now)
-                        if req is not None and res is not None:
-                            res.release(req)
+                        if holding and res is not None:
+                            res.release()
                         self.timeouts += 1
                         continue
                     yield env.timeout(up - env.now)
@@ -161,15 +163,15 @@ class Station:
             self.busy_area_s += self._overlap(start, start + service_s)
             if start + service_s > limit:
                 yield env.timeout(limit - start)
-                if req is not None and res is not None:
+                if holding and res is not None:
                     rest = env.timeout(start + service_s - env.now)
-                    rest.callbacks.append(_releaser(res, req))
+                    rest.callbacks.append(_releaser(res))
                 self.timeouts += 1
                 continue
             if service_s > 0.0:
                 yield env.timeout(service_s)
-            if req is not None and res is not None:
-                res.release(req)
+            if holding and res is not None:
+                res.release()
             self.served += 1
             wait_s = start - t_call
             legs.append((self.name, wait_s, service_s))

@@ -1,0 +1,316 @@
+"""A durable outbox per party service, its relay, and the start-up recovery report.
+
+Why: a party books its half of a cross-party step (the exchange's sale and payout, the issuer's
+re-buy or settlement payment, an acquirer's merchant payout) and then owes the next party a
+message. If the message lives only in memory, a process killed between the commit and the
+delivery loses it: the money left one party's books and never arrives. So the message is written
+to ``<prefix>outbox`` **in the same database transaction as the booking**
+(:meth:`Outbox.stage`, called from :meth:`services.ledger.sql.SqlLedger.also_in_transaction`):
+either both are committed or neither is.
+
+The :class:`Relay` then delivers every pending row with the **same id** (hence the same
+``Idempotency-Key`` at every hop) until the receiver acknowledges it, with exponential backoff per
+row, and marks it delivered. Duplicates are harmless: each hop books only what it lacks. A row
+is one of two kinds:
+
+- ``message``: a :class:`~services.messaging.PaymentMessage` for ``receiver`` (a bank), sent with
+  :meth:`HttpTransport.asend`;
+- ``post``: a JSON body POSTed to a peer service (``peer`` + ``path``) with a fixed key — the
+  network's stand-in advices and the settlement payments the issuer books on request.
+
+:class:`RecoveryReport` is what the start-up pass found (rows left pending by an earlier run) and
+has resolved since; services serve it on ``GET /v1/recovery``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import anyio.to_thread
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from services.api.transport_http import HttpTransport, idempotency_key, message_from_json, message_to_json
+from services.clock import Clock, SystemClock
+from services.logging import get_logger
+from services.messaging import PaymentMessage
+from services.money import AssetRegistry
+
+__all__ = ["Outbox", "OutboxEntry", "RecoveryReport", "Relay"]
+
+_log = get_logger(__name__)
+_SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+PENDING: Final = "pending"
+DELIVERED: Final = "delivered"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One owed delivery: a message to a receiver, or a POST to a peer service."""
+
+    id: str
+    kind: str  # "message" | "post"
+    target: str  # the receiver (message) or the peer service name (post)
+    path: str
+    key: str
+    body: dict[str, Any]
+    attempts: int
+
+    def message(self, assets: AssetRegistry) -> PaymentMessage:
+        return message_from_json(self.body, assets)
+
+
+class Outbox:
+    """The ``<prefix>outbox`` table in the party's own database (the one its ledgers use)."""
+
+    def __init__(self, url: str, *, table_prefix: str = "", assets: AssetRegistry | None = None,
+                 clock: Clock | None = None) -> None:
+        self.assets = assets or AssetRegistry()
+        self.clock: Clock = clock or SystemClock()
+        parsed = make_url(url)
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self._metadata = MetaData()
+        self.table = Table(
+            f"{table_prefix}outbox", self._metadata,
+            Column("id", String(200), primary_key=True),
+            Column("kind", String(16), nullable=False),
+            Column("target", String(160), nullable=False),
+            Column("path", String(300), nullable=False),
+            Column("key", String(160), nullable=False),
+            Column("body", Text, nullable=False),
+            Column("state", String(16), nullable=False),
+            Column("attempts", Integer, nullable=False),
+            Column("created_at", Float, nullable=False),
+            Column("delivered_at", Float, nullable=True),
+        )
+        self._engine = _engine(parsed)
+        self._metadata.create_all(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def drop_table(self) -> None:
+        self._metadata.drop_all(self._engine)
+
+    # -- writing (inside the booking's transaction) ------------------------------------------
+    def stage_message(self, conn: Connection, receiver: str, msg: PaymentMessage) -> None:
+        """Record ``msg`` for ``receiver`` on ``conn`` (the ledger batch's own transaction)."""
+        self._insert(conn, msg.id, "message", receiver, f"/v1/inbox/{receiver}",
+                     idempotency_key("msg", receiver, msg.id), message_to_json(msg, self.assets))
+
+    def stage_post(self, conn: Connection | None, row_id: str, peer: str, path: str, key: str,  # noqa: PLR0917
+                   body: dict[str, Any]) -> bool:
+        """Record a POST owed to ``peer``; ``conn`` None: in a transaction of its own. ``False``
+        when a row with this id exists (it was recorded before)."""
+        if conn is not None:
+            return self._insert(conn, row_id, "post", peer, path, key, body)
+        with self._engine.begin() as own:
+            return self._insert(own, row_id, "post", peer, path, key, body)
+
+    def _insert(self, conn: Connection, row_id: str, kind: str, target: str, path: str, key: str,  # noqa: PLR0917
+                body: dict[str, Any]) -> bool:
+        t = self.table
+        if conn.execute(select(t.c.id).where(t.c.id == row_id)).first() is not None:
+            return False
+        conn.execute(insert(t).values(id=row_id, kind=kind, target=target, path=path, key=key,
+                                      body=json.dumps(body, sort_keys=True), state=PENDING, attempts=0,
+                                      created_at=self.clock.now(), delivered_at=None))
+        return True
+
+    # -- reading and marking -----------------------------------------------------------------
+    def pending(self, limit: int = 500) -> list[OutboxEntry]:
+        t = self.table
+        stmt = select(t).where(t.c.state == PENDING).order_by(t.c.created_at, t.c.id).limit(limit)
+        with self._engine.connect() as conn:
+            return [OutboxEntry(r.id, r.kind, r.target, r.path, r.key, json.loads(r.body), r.attempts)
+                    for r in conn.execute(stmt)]
+
+    def state(self, row_id: str) -> str | None:
+        with self._engine.connect() as conn:
+            value = conn.execute(select(self.table.c.state).where(self.table.c.id == row_id)).scalar()
+        return None if value is None else str(value)
+
+    def undelivered(self) -> list[str]:
+        return sorted(e.id for e in self.pending(limit=100_000))
+
+    def counts(self) -> dict[str, int]:
+        t = self.table
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(t.c.state, func.count()).group_by(t.c.state)).all()
+        out = {PENDING: 0, DELIVERED: 0}
+        out.update({str(state): int(n) for state, n in rows})
+        return out
+
+    def mark(self, row_id: str, *, delivered: bool) -> None:
+        t = self.table
+        with self._engine.begin() as conn:
+            if delivered:
+                conn.execute(update(t).where(t.c.id == row_id, t.c.state == PENDING).values(
+                    state=DELIVERED, delivered_at=self.clock.now(), attempts=t.c.attempts + 1))
+            else:
+                conn.execute(update(t).where(t.c.id == row_id).values(attempts=t.c.attempts + 1))
+
+
+@dataclass
+class RecoveryReport:
+    """What the start-up recovery pass found left over by an earlier run, and what it resolved."""
+
+    service: str
+    outbox_found: list[str] = field(default_factory=list)
+    outbox_resolved: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    found_ids: frozenset[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.found_ids = frozenset(self.outbox_found)
+
+    def resolved(self, row_id: str) -> None:
+        with self._lock:
+            if row_id in self.found_ids and row_id not in self.outbox_resolved:
+                self.outbox_resolved.add(row_id)
+                _log.info("in_doubt_resolved", service=self.service, id=row_id,
+                          left=len(self.found_ids) - len(self.outbox_resolved))
+
+    def as_dict(self, outbox: Outbox) -> dict[str, Any]:
+        with self._lock:
+            found, resolved = list(self.outbox_found), sorted(self.outbox_resolved)
+        counts = outbox.counts()
+        return {"service": self.service, "in_doubt_found": len(found), "in_doubt_resolved": len(resolved),
+                "in_doubt_left": len(found) - len(resolved), "outbox_pending": counts[PENDING],
+                "outbox_delivered": counts[DELIVERED], "found": found, "resolved": resolved,
+                "notes": list(self.notes)}
+
+
+Deliverer = Callable[[OutboxEntry], Awaitable[bool]]
+
+
+class Relay:
+    """Delivers pending outbox rows until acknowledged; backoff per row, one pass at a time."""
+
+    def __init__(self, outbox: Outbox, deliver: Deliverer, *, report: RecoveryReport | None = None,
+                 interval_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
+        self.outbox = outbox
+        self._deliver = deliver
+        self.report = report
+        self.interval_s = interval_s
+        self.backoff_max_s = backoff_max_s
+        self._next_at: dict[str, float] = {}  # row id → loop time of its next attempt
+        self._pass_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.delivered = 0
+        self.failed_attempts = 0
+
+    async def run_once(self, *, force: bool = False) -> list[str]:
+        """One pass over the pending rows (``force``: ignore the backoff); the ids still pending."""
+        async with self._pass_lock:
+            now = asyncio.get_running_loop().time()
+            left: list[str] = []
+            for entry in await anyio.to_thread.run_sync(self.outbox.pending):
+                if not force and entry.id not in self._next_at and not self._left_by_earlier_run(entry.id):
+                    # A row just staged is being sent in line by the request that booked it: give
+                    # that sender one interval before the relay sends the same message too.
+                    self._next_at[entry.id] = now + self.interval_s
+                if not force and self._next_at.get(entry.id, 0.0) > now:
+                    left.append(entry.id)
+                    continue
+                ok = await self._deliver(entry)
+                await anyio.to_thread.run_sync(functools.partial(self.outbox.mark, entry.id, delivered=ok))
+                if ok:
+                    self.delivered += 1
+                    self._next_at.pop(entry.id, None)
+                    if self.report is not None:
+                        self.report.resolved(entry.id)
+                else:
+                    self.failed_attempts += 1
+                    pause_s = min(self.backoff_max_s, self.interval_s * 2 ** min(entry.attempts, 10))
+                    self._next_at[entry.id] = now + pause_s
+                    left.append(entry.id)
+            return sorted(left)
+
+    def _left_by_earlier_run(self, row_id: str) -> bool:
+        return self.report is not None and row_id in self.report.found_ids
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception as exc:
+                _log.warning("outbox_relay_pass_failed", error=repr(exc))
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self.run_forever())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def transport_deliverer(transport: HttpTransport, base_url: Callable[[str], str]) -> Deliverer:
+    """Deliver ``message`` rows with :meth:`HttpTransport.asend` and ``post`` rows with ``apost``
+    to ``base_url(peer)``; acknowledged means 200/201 from the receiver."""
+
+    async def deliver(entry: OutboxEntry) -> bool:
+        try:
+            if entry.kind == "message":
+                return await transport.asend(entry.target, entry.message(transport.assets))
+            response = await transport.apost(base_url(entry.target), entry.path, entry.body, key=entry.key)
+        except Exception as exc:
+            _log.warning("outbox_delivery_failed", id=entry.id, error=repr(exc))
+            return False
+        return response is not None and response.status_code in (200, 201)
+
+    return deliver
+
+
+def _engine(url: Any) -> Engine:
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_size=3, max_overflow=5, pool_timeout=60)
+    engine = create_engine(url, connect_args={"check_same_thread": False,
+                                              "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,415 @@
+"""What the four party services share: their start-up, their locks, the message inbox and the
+integrity endpoints.
+
+- :class:`PartyContext` holds one service's settings, seed, topology, clock, outbound transport,
+  idempotency store and a *domain lock*. The domain objects (``Issuer``, ``Exchange``, …) keep
+  state in memory besides their ledger and are written for one driver, so every call into them
+  runs under that lock; the lock is never held while waiting for another service, which may be
+  calling back (the exchange's proceeds reach the issuer while the issuer waits for the sale).
+- :func:`open_ledger` gives the party a ``SqlLedger`` on its own database (or its own table
+  prefix in a shared PostgreSQL database). On books an earlier run left behind it starts only
+  when the party keeps no state outside the database and ``resume`` is set (the bank service);
+  the others refuse, naming what lives only in memory (cards, tax lots, book depth, …).
+- :func:`open_outbox` gives the party its durable outbox, the relay that delivers it and the
+  start-up recovery report (``GET /v1/recovery``); :func:`staging_hook` stages a message in the
+  transaction of the booking that owes it (:mod:`services.api.outbox`).
+- ``POST /v1/inbox/{receiver}`` takes a :class:`~services.messaging.PaymentMessage` for a receiver
+  this service hosts; ``GET /v1/ledger/invariants`` and ``GET /v1/ledger/halves`` are what
+  :mod:`services.api.parties.integrity` reads to check the whole system.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, TypeVar, cast
+
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, FastAPI, Path, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from services.api.common import create_base_app, on_shutdown
+from services.api.fields import API_MODEL_CONFIG, AmountText, Identifier, Text, parse_amount_field
+from services.api.idempotency import (
+    IDEMPOTENCY_HEADER,
+    REPLAYED_HEADER,
+    ClaimState,
+    IdempotencyKey,
+    IdempotencyStore,
+    request_fingerprint,
+    run_idempotent,
+)
+from services.api.ledger_schemas import InvariantsOut, ViolationOut
+from services.api.metrics import ApiMetrics
+from services.api.outbox import PENDING, Outbox, RecoveryReport, Relay, transport_deliverer
+from services.api.parties.seed import PartySeed, Topology, read_seed
+from services.api.parties.settings import PartySettings
+from services.api.problems import FieldError, ProblemError, problem_responses
+from services.api.routing import StrictJsonRoute
+from services.api.transport_http import HttpTransport
+from services.clock import Clock, SystemClock
+from services.ledger import Violation
+from services.ledger.engine import Staging
+from services.ledger.sql import SqlLedger, TransactionHook
+from services.logging import get_logger
+from services.messaging import Handler, PaymentMessage, Purpose
+from services.money import AssetRegistry
+from services.reconciliation import Half
+
+__all__ = [
+    "AckOut",
+    "HalfOut",
+    "HalvesOut",
+    "MessageIn",
+    "PartyContext",
+    "ServiceInvariantsOut",
+    "StartupError",
+    "create_party_base",
+    "integrity_router",
+    "json_response",
+    "open_ledger",
+    "open_outbox",
+    "problem",
+    "recovery_router",
+    "run_idempotent_async",
+    "send_staged",
+    "staging_hook",
+]
+
+T = TypeVar("T")
+_log = get_logger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The service cannot start as configured; the message says what to change."""
+
+
+@dataclass
+class PartyContext:
+    """One service's shared parts (see the module docstring)."""
+
+    settings: PartySettings
+    seed: PartySeed
+    topology: Topology
+    assets: AssetRegistry
+    clock: Clock
+    transport: HttpTransport
+    keys: IdempotencyStore
+    metrics: ApiMetrics
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def locked(self, fn: Callable[..., T], *args: Any) -> T:
+        with self.lock:
+            return fn(*args)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a domain call under the domain lock in a worker thread (the loop stays free)."""
+        return await anyio.to_thread.run_sync(self.locked, fn, *args)
+
+    def url(self, party: Literal["exchange", "issuer", "network", "bank"]) -> str:
+        url = str(getattr(self.settings, f"{party}_url"))
+        if not url:
+            raise ProblemError(503, f"this service was started without the {party} service's URL",
+                               [FieldError(field=f"{party}_url", reason="not configured")], slug="peer-unknown")
+        return url.rstrip("/")
+
+    @property
+    def deadline_s(self) -> float:
+        return (self.settings.deadline_ms or self.seed.deadline_ms) / 1000.0
+
+
+def create_party_base(
+    settings: PartySettings, *, title: str, clock: Clock | None, http_client: Any | None,
+) -> tuple[FastAPI, PartyContext]:
+    """The base app (problem+json, limits, /healthz, /metrics) and the party's context."""
+    settings.ensure_data_dir()
+    seed = read_seed(settings.seed_file) if settings.seed_file is not None else PartySeed()
+    topology = Topology(seed)
+    assets = seed.registry()
+    app = create_base_app(settings, title=title)
+    keys = IdempotencyStore(settings.database_url, table_prefix=settings.table_prefix, clock=clock,
+                            lease_s=settings.idempotency_lease_s)
+    if settings.reset:
+        keys.drop_table()
+        keys.close()
+        keys = IdempotencyStore(settings.database_url, table_prefix=settings.table_prefix, clock=clock,
+                                lease_s=settings.idempotency_lease_s)
+    on_shutdown(app, keys.close)
+    routes = {
+        party: url.rstrip("/") for party, url in (
+            (seed.config.exchange_id, settings.exchange_url), (seed.config.issuer_id, settings.issuer_url),
+            (seed.config.network_id, settings.network_url),
+            *((a, settings.network_url) for a in seed.config.acquirer_ids),
+            *((b, settings.bank_url) for b in topology.bank_ids),
+        ) if url
+    }
+    transport = HttpTransport(routes, assets=assets, client=http_client, timeout_s=settings.outbound_timeout_s,
+                              connect_timeout_s=settings.outbound_connect_timeout_s,
+                              retries_max=settings.outbound_retries_max)
+    on_shutdown(app, transport.close_sync)  # the async pool closes with the process (or the test's client)
+    ctx = PartyContext(settings, seed, topology, assets, clock or SystemClock(), transport, keys, app.state.metrics)
+    app.state.party = ctx
+    return app, ctx
+
+
+def open_ledger(ctx: PartyContext, name: str, suffix: str = "", *, in_memory_state: str = "") -> SqlLedger:
+    """The ledger ``name`` of this party (tables ``<prefix><suffix>accounts``/``transfers``).
+
+    With ``reset`` its tables are dropped first. Books left by an earlier run are used as they are
+    when the party keeps no state outside its database (``in_memory_state`` empty) and ``resume``
+    is set; otherwise they stop the start-up (:class:`StartupError`, naming the state that lives
+    only in memory) rather than being silently mixed with a fresh in-memory state.
+    """
+    s = ctx.settings
+    prefix = s.table_prefix + suffix
+    ledger = SqlLedger(s.database_url, assets=ctx.assets, clock=ctx.clock, name=name, table_prefix=prefix)
+    if s.reset:
+        ledger.drop_tables()
+        ledger.close()
+        ledger = SqlLedger(s.database_url, assets=ctx.assets, clock=ctx.clock, name=name, table_prefix=prefix)
+    elif len(ledger) > 0 and (in_memory_state or not s.resume):
+        ledger.close()
+        why = (f"its state outside the database ({in_memory_state}) cannot be rebuilt from them" if in_memory_state
+               else "start with --resume (CCSIM_RESUME=1) to continue on them")
+        raise StartupError(
+            f"{name}: the database {ledger.url.split('@')[-1]} (tables {prefix}*) holds books from an earlier "
+            f"run; {why}. Start with --reset (CCSIM_RESET=1) to drop them, or use another data directory.")
+    return ledger
+
+
+def open_outbox(app: FastAPI, ctx: PartyContext) -> tuple[Outbox, Relay, RecoveryReport]:
+    """This service's durable outbox (``<prefix>outbox``, in its own database), the relay that
+    delivers it (started with the app's lifespan; tests run passes themselves) and the start-up
+    recovery report, served on ``GET /v1/recovery``.
+
+    The recovery pass: rows left pending by an earlier run are the in-doubt operations (booked
+    here, not known to be acknowledged there); they are counted and logged now, re-sent with
+    their own ids by the relay, and counted as resolved when acknowledged.
+    """
+    s = ctx.settings
+    outbox = Outbox(s.database_url, table_prefix=s.table_prefix, assets=ctx.assets, clock=ctx.clock)
+    if s.reset:
+        outbox.drop_table()
+        outbox.close()
+        outbox = Outbox(s.database_url, table_prefix=s.table_prefix, assets=ctx.assets, clock=ctx.clock)
+    on_shutdown(app, outbox.close)
+    report = RecoveryReport(service=s.party, outbox_found=outbox.undelivered())
+    if report.outbox_found:  # nothing in doubt is the normal start: the report says so, the log stays quiet
+        _log.warning("recovery_pass", service=s.party, in_doubt_found=len(report.outbox_found),
+                     ids=report.outbox_found[:20])
+    relay = Relay(outbox, transport_deliverer(ctx.transport, lambda peer: ctx.url(cast(Any, peer))),
+                  report=report,
+                  interval_s=s.relay_interval_s)
+    original = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
+        async with original(a) as state:
+            relay.start()
+            try:
+                yield state
+            finally:
+                await relay.stop()
+
+    app.router.lifespan_context = lifespan
+    app.state.outbox, app.state.relay, app.state.recovery = outbox, relay, report
+    return outbox, relay, report
+
+
+def staging_hook(outbox: Outbox, msg: PaymentMessage, booking_id: str) -> TransactionHook:
+    """A ledger hook that stages ``msg`` in the transaction that writes transfer ``booking_id``
+    (the payer's half): booked and owed commit together, or neither does."""
+
+    def hook(conn: Any, staging: Staging) -> None:
+        if booking_id in staging.transfers:
+            outbox.stage_message(conn, msg.payer_bank, msg)
+
+    return hook
+
+
+def send_staged(ctx: PartyContext, outbox: Outbox, msg: PaymentMessage) -> bool:
+    """Try a staged message now (never under the domain lock); the relay keeps trying if this
+    fails. ``True`` when nothing is owed any more (delivered now or before)."""
+    if outbox.state(msg.id) != PENDING:
+        return True
+    ok = ctx.transport.send(msg.payer_bank, msg)
+    outbox.mark(msg.id, delivered=ok)
+    return ok
+
+
+def recovery_router(ctx: PartyContext, report: Callable[[], dict[str, Any]]) -> APIRouter:
+    router = APIRouter(route_class=StrictJsonRoute, tags=["integrity"])
+
+    @router.get("/v1/recovery")
+    def get_recovery() -> dict[str, Any]:
+        """What the start-up recovery pass found in doubt (left by an earlier run) and has resolved."""
+        return report()
+
+    return router
+
+
+def problem(status: int, detail: str, field: str, reason: str) -> ProblemError:
+    """A problem about one field (the common case)."""
+    return ProblemError(status, detail, [FieldError(field=field, reason=reason)])
+
+
+def json_response(status: int, body: BaseModel) -> JSONResponse:
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+
+
+async def run_idempotent_async(
+    store: IdempotencyStore, key: str, request: Request, payload: Any, work: Callable[[], Awaitable[Response]],
+) -> Response:
+    """:func:`services.api.idempotency.run_idempotent` for handlers that wait on other services."""
+    fingerprint = request_fingerprint(request.method, request.url.path, payload)
+    claim = await anyio.to_thread.run_sync(store.claim, key, fingerprint)
+    errors = [FieldError(field=IDEMPOTENCY_HEADER, reason=f"key {key!r}")]
+    if claim.state is ClaimState.MISMATCH:
+        raise ProblemError(422, "this Idempotency-Key was used for another request", errors,
+                           slug="idempotency-key-reused")
+    if claim.state is ClaimState.IN_FLIGHT:
+        raise ProblemError(409, "a request with this Idempotency-Key is still running; retry later", errors,
+                           slug="idempotency-key-in-flight")
+    if claim.state is ClaimState.REPLAY:
+        return Response(claim.body, status_code=claim.status, media_type=claim.media_type,
+                        headers={REPLAYED_HEADER: "true"})
+    try:
+        response = await work()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(store.release, key)
+        raise
+    if not 200 <= response.status_code < 300:
+        await anyio.to_thread.run_sync(store.release, key)
+        return response
+    await anyio.to_thread.run_sync(store.finish, key, response.status_code, bytes(response.body),
+                                   response.media_type or "")
+    return response
+
+
+# -- messages ------------------------------------------------------------------------------------
+
+PurposeName = Literal["proceeds", "rebuy", "card_load", "settlement_in", "settlement_out", "merchant_payout"]
+
+
+class MessageIn(BaseModel):
+    """A payment order between parties; ``id`` is the idempotency key at every hop."""
+
+    model_config = API_MODEL_CONFIG
+    id: Identifier
+    purpose: PurposeName
+    payer: Identifier
+    payee: Identifier
+    payer_bank: Identifier
+    payee_bank: Identifier
+    amount: AmountText = Field(description="KZT, at most 2 decimals")
+    ref: Text = ""
+
+    def to_message(self, assets: AssetRegistry) -> PaymentMessage:
+        errors: list[FieldError] = []
+        amount = parse_amount_field(self.amount, assets.get("KZT"), "amount", errors)
+        if amount is None:
+            raise ProblemError(422, "the amount is invalid", errors)
+        return PaymentMessage(self.id, Purpose(self.purpose), self.payer, self.payee, self.payer_bank,
+                              self.payee_bank, amount, self.ref)
+
+
+class AckOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    message_id: str
+    receiver: str
+    acknowledged: bool
+
+
+ReceiverName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+
+
+def inbox_router(ctx: PartyContext, handlers: Mapping[str, Handler]) -> APIRouter:
+    """``POST /v1/inbox/{receiver}``: book this receiver's half and pass the message on.
+
+    200 when the receiver and every later hop acknowledged it; 502 when not (the key is released,
+    so the sender's retry runs again and books only what is missing); 404 for a receiver this
+    service does not host.
+    """
+    router = APIRouter(route_class=StrictJsonRoute, tags=["messages"])
+
+    @router.post("/v1/inbox/{receiver}", response_model=AckOut, responses=problem_responses(404, 409, 502))
+    def inbox(receiver: ReceiverName, body: MessageIn, key: IdempotencyKey, request: Request) -> Response:
+        handler = handlers.get(receiver)
+        if handler is None:
+            raise ProblemError(404, f"this service does not receive messages for {receiver!r}",
+                               [FieldError(field="receiver", reason="not hosted here")])
+        msg = body.to_message(ctx.assets)
+
+        def work() -> Response:
+            if not handler(msg):
+                raise ProblemError(502, f"message {msg.id} was not acknowledged by {receiver} or a later hop",
+                                   [FieldError(field="id", reason="not acknowledged")], slug="not-acknowledged")
+            return json_response(200, AckOut(message_id=msg.id, receiver=receiver, acknowledged=True))
+
+        return run_idempotent(ctx.keys, key, request, body.model_dump(mode="json"), work)
+
+    return router
+
+
+# -- integrity -----------------------------------------------------------------------------------
+
+
+class ServiceInvariantsOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    service: str
+    ok: bool
+    parties: list[InvariantsOut]
+
+
+class HalfOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    message_id: str
+    purpose: str
+    side: str
+    party: str
+    amount: str = Field(description="KZT")
+
+
+class HalvesOut(BaseModel):
+    """Every message half this service's parties booked, and the messages legitimately in transit."""
+
+    model_config = API_MODEL_CONFIG
+    service: str
+    halves: list[HalfOut]
+    in_transit: list[str]
+
+
+def integrity_router(
+    ctx: PartyContext,
+    invariants: Callable[[], Mapping[str, list[Violation]]],
+    halves: Callable[[], Iterable[Half]],
+    in_transit: Callable[[], Iterable[str]] = tuple,
+) -> APIRouter:
+    router = APIRouter(route_class=StrictJsonRoute, tags=["integrity"])
+    service = ctx.settings.party
+
+    @router.get("/v1/ledger/invariants")
+    def get_invariants() -> ServiceInvariantsOut:
+        """Each of this service's ledgers checked over a consistent snapshot, plus the party's own rules."""
+        found = ctx.locked(invariants)
+        parties = [InvariantsOut(party=p, ok=not v, violations=[ViolationOut.of(x) for x in v])
+                   for p, v in found.items()]
+        return ServiceInvariantsOut(service=service, ok=all(p.ok for p in parties), parties=parties)
+
+    @router.get("/v1/ledger/halves")
+    def get_halves() -> HalvesOut:
+        """The halves of cross-party messages, read from the journals (the books, not a side list)."""
+        def read() -> tuple[list[Half], list[str]]:
+            return list(halves()), list(in_transit())
+
+        got, transit = ctx.locked(read)
+        return HalvesOut(service=service, in_transit=transit, halves=[
+            HalfOut(message_id=h.message_id, purpose=h.purpose, side=h.side, party=h.party,
+                    amount=ctx.assets.format(h.amount_kzt, "KZT")) for h in got])
+
+    return router

@@ -1,0 +1,512 @@
+"""The exchange as a live service: wallets, deposits, prices, halts, quotes, sells and tax statements.
+
+Endpoints (``Idempotency-Key`` on the POSTs that move money)::
+
+    POST /v1/wallets                 open a holder's wallets with their opening holdings   (key)
+    GET  /v1/wallets/{holder_id}     balances per asset
+    POST /v1/deposits                crypto into a wallet, with its cost basis             (key)
+    POST /v1/prices                  set an asset's mid price           GET /v1/prices
+    POST /v1/halts                   halt or resume trading in an asset
+    POST /v1/quotes                  price a sell order without executing it
+    POST /v1/sells                   execute a SellOrder → SaleResult; pays the proceeds out (key)
+    GET  /v1/sells/{sale_id}
+    GET  /v1/tax/statements/{holder_id}
+    POST /v1/outbox/retry            send again the proceeds messages not yet acknowledged
+    POST /v1/inbox/exchange          money arriving (a re-buy of an orphaned sale)          (key)
+    GET  /v1/ledger/invariants       GET /v1/ledger/halves
+
+After a sale the exchange pays the net proceeds to the issuer: a ``proceeds`` message to its bank
+(keyed by the sale id), which books its half and passes it on to the issuer's bank and the issuer.
+The message is written to the durable outbox (:mod:`services.api.outbox`) in the same database
+transaction as the sale's batch, so a sale is never committed without the proceeds it owes. The
+sale's answer says whether every hop acknowledged it at once; if not, the relay delivers the row
+with the same id until acknowledged (each hop books only what it lacks). ``GET /v1/recovery``.
+
+In memory (rebuilt from the seed at start, lost at exit): the order books' depth and mid prices,
+the tax lots and realizations, the sales already made (replays), halts, the house counters the
+invariants compare with the ledger. So the exchange cannot restart on its own books.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, cast
+
+from fastapi import APIRouter, FastAPI, Path, Request, Response
+from pydantic import BaseModel, Field
+
+from services.api.common import on_shutdown
+from services.api.fields import API_MODEL_CONFIG, AmountText, AssetCode, Identifier
+from services.api.idempotency import IdempotencyKey, run_idempotent
+from services.api.outbox import PENDING, Outbox, Relay
+from services.api.parties.base import (
+    PartyContext,
+    create_party_base,
+    inbox_router,
+    integrity_router,
+    json_response,
+    open_ledger,
+    open_outbox,
+    problem,
+    recovery_router,
+)
+from services.api.parties.schemas import PriceText, SaleOut, SellOrderIn, price_in
+from services.api.parties.seed import seed_exchange
+from services.api.parties.settings import PartySettings
+from services.api.problems import FieldError, ProblemError, problem_responses
+from services.api.routing import StrictJsonRoute
+from services.clock import Clock
+from services.contracts import Lot, Residency, SaleResult
+from services.exchange import Exchange, SaleQuote
+from services.exchange import accounts as acc
+from services.exchange.config import SaleReason
+from services.ledger import Transfer, TransferResult
+from services.ledger.engine import Staging
+from services.ledger.sql import TransactionHook
+from services.messaging import PaymentMessage, Purpose
+from services.money import MoneyError, parse_amount
+from services.reconciliation import exchange_halves
+from services.tax import TaxBook
+
+__all__ = ["ExchangeService", "create_exchange_app", "create_exchange_app_from_env"]
+
+
+class LotIn(BaseModel):
+    model_config = API_MODEL_CONFIG
+    quantity: AmountText = Field(description="in the asset's scale")
+    price_kzt: PriceText = Field(description="what one whole unit cost: the cost basis")
+    acquired_at_s: int = Field(0, ge=-(10**11), le=10**11, description="seconds since the epoch")
+
+
+class HoldingIn(BaseModel):
+    model_config = API_MODEL_CONFIG
+    asset: AssetCode
+    lots: list[LotIn] = Field(min_length=1, max_length=64)
+
+
+class WalletIn(BaseModel):
+    model_config = API_MODEL_CONFIG
+    holder_id: Identifier
+    residency: Literal["resident", "non_resident"]
+    holdings: list[HoldingIn] = Field(default=[], max_length=16)
+    stablecoin: AmountText | None = Field(None, description="tenge stablecoin to deposit, in its scale")
+
+
+class WalletOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    holder_id: str
+    balances: dict[str, str] = Field(description="asset → available balance, in the asset's scale")
+
+
+class DepositIn(BaseModel):
+    model_config = API_MODEL_CONFIG
+    id: Identifier
+    holder_id: Identifier
+    asset: AssetCode
+    quantity: AmountText
+    price_kzt: PriceText | None = Field(None, description="cost basis per unit; required for crypto")
+
+
+class DepositOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    id: str
+    holder_id: str
+    asset: str
+    quantity: str
+    balance: str
+
+
+class PriceIn(BaseModel):
+    model_config = API_MODEL_CONFIG
+    asset: AssetCode
+    price_kzt: PriceText
+
+
+class PricesOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    prices_kzt: dict[str, str | None]
+
+
+class HaltIn(BaseModel):
+    model_config = API_MODEL_CONFIG
+    asset: AssetCode
+    halted: bool
+
+
+class QuoteLegOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    asset: str
+    quantity: str
+    gross: str
+    fee: str
+    pit_withheld: str
+    avg_price_kzt: str
+    slippage_bps: str
+
+
+class QuoteOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    order_id: str
+    net: str
+    legs: list[QuoteLegOut]
+    quoted_at_s: float
+    expires_at_s: float
+
+
+class RetryOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    undelivered: list[str]
+
+
+class TaxStatementOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    holder_id: str
+    residency: str
+    sales: int
+    proceeds: str
+    basis: str
+    gains: str
+    losses: str
+    pit_due: str
+    pit_withheld: str
+    pit_to_declare: str
+
+
+HolderId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+
+
+class ExchangeService:
+    """The exchange domain behind the routes: the lock, the clocked book depth and the outbox."""
+
+    def __init__(self, ctx: PartyContext, outbox: Outbox, relay: Relay) -> None:
+        self.ctx = ctx
+        self.outbox = outbox
+        self.relay = relay
+        cfg = ctx.seed.config
+        self.ledger = open_ledger(ctx, cfg.exchange_id, in_memory_state=(
+            "order-book depth, tax lots and realizations, sales for replays, house counters"))
+        ex_cfg = cfg.exchange_config()
+        self.tax = TaxBook(method=cfg.cost_basis, assets=ctx.assets)
+        self.exchange = Exchange(self.ledger, ctx.assets, ctx.clock, ex_cfg, self.tax)
+        seed_exchange(self.exchange, ctx.seed)
+        self.stable = ex_cfg.stablecoin_code
+        self._replenished_at_s = ctx.clock.now()
+        self.sales_total = ctx.metrics.counter("exchange_sales", "Sell orders, by outcome", ("outcome",))
+
+    # -- market ------------------------------------------------------------------------------
+    def _replenish(self) -> None:
+        """Market makers restore depth for the wall time since the last call (under the lock)."""
+        now = self.ctx.clock.now()
+        elapsed_s = now - self._replenished_at_s
+        if elapsed_s > 0:
+            self.exchange.replenish(elapsed_s)
+            self._replenished_at_s = now
+
+    def _check_order(self, order: SellOrderIn) -> None:
+        errors = [FieldError(field=f"asset_priority[{i}]", reason="no order book for this asset")
+                  for i, a in enumerate(order.asset_priority)
+                  if a != self.stable and a not in self.exchange.config.books]
+        if errors:
+            raise ProblemError(422, "an asset in the priority list is not traded here", errors)
+
+    def quote(self, body: SellOrderIn) -> QuoteOut:
+        self._check_order(body)
+        order = body.to_order(self.ctx.assets)
+
+        def work() -> SaleQuote | SaleReason:
+            self._replenish()
+            return self.exchange.quote(order)
+
+        got = self.ctx.locked(work)
+        if isinstance(got, SaleReason):
+            raise _refused(got)
+        fmt = self.ctx.assets.format
+        return QuoteOut(order_id=got.order_id, net=fmt(got.net_kzt, "KZT"), quoted_at_s=got.quoted_at_s,
+                        expires_at_s=got.expires_at_s, legs=[QuoteLegOut(
+                            asset=leg.quote.asset, quantity=fmt(leg.quote.quantity_minor, leg.quote.asset),
+                            gross=fmt(leg.quote.gross_kzt, "KZT"), fee=fmt(leg.quote.fee_kzt, "KZT"),
+                            pit_withheld=fmt(leg.pit_withheld_kzt, "KZT"),
+                            avg_price_kzt=str(leg.quote.avg_price_kzt), slippage_bps=str(leg.quote.slippage_bps),
+                        ) for leg in got.legs])
+
+    def sell(self, body: SellOrderIn) -> tuple[int, SaleOut]:
+        """Execute (or replay) the sale, then pay the proceeds out; a refusal is a 422 problem."""
+        self._check_order(body)
+        order = body.to_order(self.ctx.assets)
+
+        def work() -> tuple[bool, SaleResult]:
+            known = self.exchange.sale(order.id)
+            if known is not None:
+                return False, known
+            self._replenish()
+            with self.ledger.also_in_transaction(self._proceeds_hook(order.id, order.auth_id)):
+                if order.asset_priority == (self.stable,):
+                    return True, self.exchange.redeem_stablecoin(order)
+                return True, self.exchange.sell(order)
+
+        new, sale = self.ctx.locked(work)
+        if not sale.ok:
+            self.sales_total.labels(self.ctx.settings.party, sale.reason).inc()
+            raise _refused(SaleReason(sale.reason))
+        if new:
+            self.sales_total.labels(self.ctx.settings.party, "ok").inc()
+        delivered = self._pay_proceeds(sale)
+        return (201 if new else 200), SaleOut.of(sale, self.ctx.assets, delivered=delivered)
+
+    def _proceeds(self, sale_id: str, auth_id: str, net_kzt: int) -> PaymentMessage:
+        cfg = self.ctx.seed.config
+        return self.ctx.topology.message(sale_id, Purpose.PROCEEDS, cfg.exchange_id, cfg.issuer_id, net_kzt,
+                                         ref=auth_id)
+
+    def _proceeds_hook(self, sale_id: str, auth_id: str) -> TransactionHook:
+        """Stage the proceeds message in the transaction that writes the sale's payout transfer."""
+        payout_id = f"{sale_id}:payout"
+
+        def hook(conn: Any, staging: Staging) -> None:
+            payout = staging.transfers.get(payout_id)
+            if payout is not None and payout.amount > 0:
+                msg = self._proceeds(sale_id, auth_id, payout.amount)
+                self.outbox.stage_message(conn, msg.payer_bank, msg)
+
+        return hook
+
+    def _pay_proceeds(self, sale: SaleResult) -> bool:
+        """Try to deliver the sale's outbox row now (outside the domain lock: it may take a
+        while); the relay keeps trying if this fails. ``True`` when nothing is owed any more."""
+        if sale.net_kzt <= 0 or self.outbox.state(sale.id) != PENDING:
+            return True
+        msg = self._proceeds(sale.id, sale.auth_id, sale.net_kzt)
+        ok = self.ctx.transport.send(msg.payer_bank, msg)
+        self.outbox.mark(msg.id, delivered=ok)
+        return ok
+
+    def undelivered(self) -> list[str]:
+        return self.outbox.undelivered()
+
+    # -- wallets -----------------------------------------------------------------------------
+    def _has_wallet(self, holder_id: str) -> bool:
+        return self.ledger.account(acc.wallet(holder_id, self.stable)) is not None
+
+    def _units(self, text: str, asset: str, field: str) -> int:
+        try:
+            minor = parse_amount(text, self.ctx.assets.get(asset))
+        except MoneyError as exc:
+            raise ProblemError(422, f"{field} is invalid", [FieldError(field=field, reason=str(exc))]) from None
+        if minor <= 0:
+            raise ProblemError(422, f"{field} must be greater than zero", [FieldError(field=field, reason="not > 0")])
+        return minor
+
+    def _asset(self, code: str, field: str) -> None:
+        if code not in self.ctx.assets:
+            raise ProblemError(422, f"unknown asset {code}", [FieldError(field=field, reason="unknown asset")])
+
+    def open_wallet(self, body: WalletIn) -> tuple[int, WalletOut]:
+        from services.contracts import Holding  # noqa: PLC0415 — a dataclass the schema maps into
+
+        holdings = []
+        for i, h in enumerate(body.holdings):
+            self._asset(h.asset, f"holdings[{i}].asset")
+            if h.asset == self.stable:
+                raise ProblemError(422, "the stablecoin is not held in lots; use the stablecoin field",
+                                   [FieldError(field=f"holdings[{i}].asset", reason="stablecoin")])
+            lots = tuple(Lot(self._units(lot.quantity, h.asset, f"holdings[{i}].lots[{j}].quantity"),
+                             price_in(lot.price_kzt, f"holdings[{i}].lots[{j}].price_kzt"), float(lot.acquired_at_s))
+                         for j, lot in enumerate(h.lots))
+            holdings.append(Holding(h.asset, lots))
+        stable = self._units(body.stablecoin, self.stable, "stablecoin") if body.stablecoin else 0
+
+        def work() -> int:
+            if self._has_wallet(body.holder_id):
+                return 200
+            self.exchange.open_wallet(body.holder_id, Residency(body.residency), tuple(holdings), stable)
+            return 201
+
+        status = self.ctx.locked(work)
+        return status, self.wallet(body.holder_id)
+
+    def wallet(self, holder_id: str) -> WalletOut:
+        if not self._has_wallet(holder_id):
+            raise problem(404, f"no wallet for {holder_id}", "holder_id", "not found")
+        balances = {}
+        for code in self.ctx.assets.codes():
+            account = self.ledger.account(acc.wallet(holder_id, code))
+            if account is not None:
+                balances[code] = self.ctx.assets.format(account.available_credit_balance, code)
+        return WalletOut(holder_id=holder_id, balances=balances)
+
+    def deposit(self, body: DepositIn) -> tuple[int, DepositOut]:
+        self._asset(body.asset, "asset")
+        quantity = self._units(body.quantity, body.asset, "quantity")
+        crypto = body.asset != self.stable
+        if crypto and body.price_kzt is None:
+            raise ProblemError(422, "a crypto deposit needs its cost basis", [FieldError(field="price_kzt",
+                                                                                      reason="required")])
+        price = price_in(body.price_kzt, "price_kzt") if body.price_kzt is not None else None
+        wallet_id = acc.wallet(body.holder_id, body.asset)
+
+        def work() -> int:
+            if self.ledger.account(wallet_id) is None:
+                raise ProblemError(404, f"no {body.asset} wallet for {body.holder_id}",
+                                   [FieldError(field="holder_id", reason="no wallet for this asset")])
+            t = Transfer(f"deposit:{body.id}", acc.custody(body.asset), wallet_id, quantity, body.asset,
+                         code="deposit", user_data=body.holder_id)
+            result = self.ledger.create_transfers([t])[0]
+            if result is TransferResult.EXISTS:
+                return 200
+            if result is not TransferResult.OK:
+                raise ProblemError(409, f"deposit {body.id}: {result.name.lower()}",
+                                   [FieldError(field="id", reason=result.name.lower())])
+            if crypto and price is not None:
+                residency = self.tax.residency(body.holder_id)
+                self.tax.add_lots(body.holder_id, residency, body.asset,
+                                  [Lot(quantity, price, self.ctx.clock.now())])
+            return 201
+
+        status = self.ctx.locked(work)
+        balance = self.ledger.account(wallet_id)
+        return status, DepositOut(id=body.id, holder_id=body.holder_id, asset=body.asset, quantity=body.quantity,
+                                  balance=self.ctx.assets.format(balance.available_credit_balance if balance else 0,
+                                                                 body.asset))
+
+    # -- prices and halts --------------------------------------------------------------------
+    def set_price(self, body: PriceIn) -> PricesOut:
+        if body.asset not in self.exchange.config.books:
+            raise problem(422, f"no order book for {body.asset}", "asset", "not traded")
+        price = price_in(body.price_kzt)
+        self.ctx.locked(self.exchange.set_mid_price, body.asset, price)
+        return self.prices()
+
+    def prices(self) -> PricesOut:
+        out: dict[str, str | None] = {}
+        for code in self.exchange.config.books:
+            mid = self.exchange.book(code).mid
+            out[code] = None if mid is None else str(mid)
+        return PricesOut(prices_kzt=out)
+
+    def set_halt(self, body: HaltIn) -> HaltIn:
+        if body.asset not in self.exchange.config.books and body.asset != self.stable:
+            raise problem(422, f"{body.asset} is not traded here", "asset", "not traded")
+        self.ctx.locked(self.exchange.set_halted, body.asset, body.halted)
+        return body
+
+    # -- messages ----------------------------------------------------------------------------
+    def receive(self, msg: PaymentMessage) -> bool:
+        """A re-buy's tenge has arrived: buy the sold crypto back into the holder's wallets."""
+        if msg.purpose is not Purpose.REBUY:
+            return False
+
+        def work() -> bool:
+            sale = self.exchange.sale(msg.ref)
+            return sale is not None and self.exchange.rebuy(sale, msg.id).ok
+
+        return self.ctx.locked(work)
+
+    def tax_statement(self, holder_id: str) -> TaxStatementOut:
+        def work() -> Any:
+            try:
+                return self.tax.statement(holder_id)
+            except ValueError:
+                return None
+
+        st = self.ctx.locked(work)
+        if st is None:
+            raise problem(404, f"no tax records for {holder_id}", "holder_id", "not found")
+
+        def fmt(minor: int) -> str:
+            return ("-" if minor < 0 else "") + self.ctx.assets.format(abs(minor), "KZT")
+
+        return TaxStatementOut(holder_id=holder_id, residency=st.residency.value, sales=len(st.sales),
+                               proceeds=fmt(st.proceeds_kzt), basis=fmt(st.basis_kzt), gains=fmt(st.gains_kzt),
+                               losses=fmt(st.losses_kzt), pit_due=fmt(st.pit_due_kzt),
+                               pit_withheld=fmt(st.pit_withheld_kzt), pit_to_declare=fmt(st.pit_to_declare_kzt))
+
+
+def _refused(reason: SaleReason) -> ProblemError:
+    field = {SaleReason.INVALID_AMOUNT: "net", SaleReason.UNKNOWN_HOLDER: "holder_id"}.get(reason, "asset_priority")
+    status = 404 if reason is SaleReason.UNKNOWN_HOLDER else 422
+    return ProblemError(status, f"the exchange refused the sale: {reason.value}",
+                        [FieldError(field=field, reason=reason.value)], slug="sale-refused")
+
+
+def _svc(request: Request) -> ExchangeService:
+    return cast(ExchangeService, request.app.state.exchange_service)
+
+
+def exchange_router(svc: ExchangeService) -> APIRouter:
+    router = APIRouter(route_class=StrictJsonRoute, tags=["exchange"])
+    keys = svc.ctx.keys
+
+    @router.post("/v1/wallets", status_code=201, response_model=WalletOut, responses=problem_responses(409))
+    def open_wallet(body: WalletIn, key: IdempotencyKey, request: Request) -> Response:
+        return run_idempotent(keys, key, request, body.model_dump(mode="json"),
+                              lambda: json_response(*svc.open_wallet(body)))
+
+    @router.get("/v1/wallets/{holder_id}", responses=problem_responses(404))
+    def get_wallet(holder_id: HolderId) -> WalletOut:
+        return svc.wallet(holder_id)
+
+    @router.post("/v1/deposits", status_code=201, response_model=DepositOut, responses=problem_responses(404, 409))
+    def deposit(body: DepositIn, key: IdempotencyKey, request: Request) -> Response:
+        return run_idempotent(keys, key, request, body.model_dump(mode="json"),
+                              lambda: json_response(*svc.deposit(body)))
+
+    @router.post("/v1/prices")
+    def set_price(body: PriceIn) -> PricesOut:
+        return svc.set_price(body)
+
+    @router.get("/v1/prices")
+    def get_prices() -> PricesOut:
+        return svc.prices()
+
+    @router.post("/v1/halts")
+    def set_halt(body: HaltIn) -> HaltIn:
+        return svc.set_halt(body)
+
+    @router.post("/v1/quotes", responses=problem_responses(404))
+    def quote(body: SellOrderIn) -> QuoteOut:
+        return svc.quote(body)
+
+    @router.post("/v1/sells", status_code=201, response_model=SaleOut, responses=problem_responses(404, 409))
+    def sell(body: SellOrderIn, key: IdempotencyKey, request: Request) -> Response:
+        return run_idempotent(keys, key, request, body.model_dump(mode="json"),
+                              lambda: json_response(*svc.sell(body)))
+
+    @router.get("/v1/sells/{sale_id}", responses=problem_responses(404))
+    def get_sale(sale_id: HolderId) -> SaleOut:
+        sale = svc.ctx.locked(svc.exchange.sale, sale_id)
+        if sale is None:
+            raise problem(404, f"no sale {sale_id}", "sale_id", "not found")
+        return SaleOut.of(sale, svc.ctx.assets, delivered=svc.outbox.state(sale_id) != PENDING)
+
+    @router.get("/v1/tax/statements/{holder_id}", responses=problem_responses(404))
+    def tax_statement(holder_id: HolderId) -> TaxStatementOut:
+        return svc.tax_statement(holder_id)
+
+    @router.post("/v1/outbox/retry")
+    async def retry_outbox() -> RetryOut:
+        """One relay pass now, ignoring the backoff; what is still undelivered."""
+        return RetryOut(undelivered=await svc.relay.run_once(force=True))
+
+    return router
+
+
+def create_exchange_app(settings: PartySettings, *, clock: Clock | None = None,
+                        http_client: Any | None = None) -> FastAPI:
+    """The exchange service over its own database (``settings.database_url``)."""
+    app, ctx = create_party_base(settings, title="ccsim exchange", clock=clock, http_client=http_client)
+    outbox, relay, report = open_outbox(app, ctx)
+    svc = ExchangeService(ctx, outbox, relay)
+    on_shutdown(app, svc.ledger.close)
+    app.state.exchange_service = svc
+    cfg = ctx.seed.config
+    app.include_router(exchange_router(svc))
+    app.include_router(inbox_router(ctx, {cfg.exchange_id: svc.receive}))
+    app.include_router(integrity_router(
+        ctx, lambda: {cfg.exchange_id: svc.exchange.check_invariants()},
+        lambda: exchange_halves(cfg.exchange_id, svc.ledger.journal())))
+    app.include_router(recovery_router(ctx, lambda: report.as_dict(outbox)))
+    return app
+
+
+def create_exchange_app_from_env() -> FastAPI:
+    """For ``uvicorn --factory``: settings from ``CCSIM_*`` environment variables."""
+    return create_exchange_app(PartySettings(party="exchange"))

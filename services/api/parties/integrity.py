@@ -1,0 +1,104 @@
+"""The whole system's integrity, read over HTTP from every party service.
+
+Each service answers for its own books (``GET /v1/ledger/invariants``) and for the halves of the
+cross-party messages it booked (``GET /v1/ledger/halves``). Here the halves of all services are put
+together and matched (:func:`services.reconciliation.reconcile`): a message booked by some sides
+but not by others, or for different amounts, is a break. The gateway of ``ccsim serve`` serves
+both results across all parties; tests call them directly.
+
+A service that does not answer is reported, never skipped silently: its invariants appear as an
+``unreachable`` violation, and the reconciliation raises :class:`IntegrityUnavailableError`
+(matching without one party's halves would report false breaks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from services.contracts import ReconciliationBreak
+from services.money import AssetRegistry
+from services.reconciliation import Half, reconcile
+
+__all__ = ["IntegrityUnavailableError", "collect_halves", "collect_invariants", "collect_reconciliation"]
+
+_TIMEOUT_S = 30.0  # a journal read on a large run takes a while; this is an operator's call
+
+
+class IntegrityUnavailableError(RuntimeError):
+    """A party service did not answer, so the system cannot be checked as a whole."""
+
+
+def _named(base_urls: Mapping[str, str] | Sequence[str]) -> dict[str, str]:
+    if isinstance(base_urls, Mapping):
+        return {name: url.rstrip("/") for name, url in base_urls.items()}
+    return {url.rstrip("/"): url.rstrip("/") for url in base_urls}
+
+
+def _get(client: httpx.Client, url: str) -> dict[str, Any] | None:
+    try:
+        response = client.get(url)
+    except httpx.TransportError:
+        return None
+    if response.status_code != 200:
+        return None
+    body = response.json()
+    return body if isinstance(body, dict) else None
+
+
+def collect_invariants(base_urls: Mapping[str, str] | Sequence[str], *, timeout_s: float = _TIMEOUT_S,
+                       client: httpx.Client | None = None) -> dict[str, Any]:
+    """Every party's invariants: ``{"ok": bool, "parties": {party: {"ok", "service", "violations"}}}``.
+
+    ``base_urls`` maps a service name to its base URL (or lists the URLs). A service that does not
+    answer adds a party named after it with an ``unreachable`` violation.
+    """
+    own = client is None
+    http = client or httpx.Client(timeout=timeout_s)
+    parties: dict[str, Any] = {}
+    try:
+        for name, url in _named(base_urls).items():
+            body = _get(http, f"{url}/v1/ledger/invariants")
+            if body is None:
+                parties[name] = {"ok": False, "service": name, "violations": [
+                    {"invariant": "unreachable", "subject": url, "detail": "the service did not answer"}]}
+                continue
+            for party in body.get("parties", []):
+                parties[str(party["party"])] = {"ok": bool(party["ok"]), "service": str(body.get("service", name)),
+                                                "violations": list(party.get("violations", []))}
+    finally:
+        if own:
+            http.close()
+    return {"ok": all(p["ok"] for p in parties.values()), "parties": parties}
+
+
+def collect_halves(base_urls: Mapping[str, str] | Sequence[str], *, assets: AssetRegistry | None = None,
+                   timeout_s: float = _TIMEOUT_S, client: httpx.Client | None = None) -> tuple[list[Half], set[str]]:
+    """Every booked half of every message, and the ids legitimately in transit."""
+    registry = assets or AssetRegistry()
+    own = client is None
+    http = client or httpx.Client(timeout=timeout_s)
+    halves: list[Half] = []
+    in_transit: set[str] = set()
+    try:
+        for name, url in _named(base_urls).items():
+            body = _get(http, f"{url}/v1/ledger/halves")
+            if body is None:
+                raise IntegrityUnavailableError(f"{name} ({url}) did not answer GET /v1/ledger/halves")
+            in_transit.update(str(i) for i in body.get("in_transit", []))
+            halves.extend(Half(str(h["message_id"]), str(h["purpose"]), str(h["side"]), str(h["party"]),
+                               registry.parse(str(h["amount"]), "KZT")) for h in body.get("halves", []))
+    finally:
+        if own:
+            http.close()
+    return halves, in_transit
+
+
+def collect_reconciliation(base_urls: Mapping[str, str] | Sequence[str], *, timeout_s: float = _TIMEOUT_S,
+                           client: httpx.Client | None = None) -> list[ReconciliationBreak]:
+    """Every reconciliation break across the parties; an empty list means every message is booked
+    on every side that should book it, for the same amount."""
+    halves, in_transit = collect_halves(base_urls, timeout_s=timeout_s, client=client)
+    return reconcile(halves, in_transit)

@@ -1,0 +1,478 @@
+"""The card network and its acquirers as one live service: payments from POS terminals, presentments,
+settlement windows.
+
+Endpoints (``Idempotency-Key`` on the POSTs that move money)::
+
+    POST /v1/payments                    a POS payment: acquirer → network → issuer, with a deadline (key)
+    POST /v1/payments/{auth_id}/reverse  the POS cancels an approved payment                      (key)
+    GET  /v1/advices/pending             POST /v1/advices/retry
+    POST /v1/presentments                a capture, refund or chargeback: the issuer resolves it,
+                                         the acquirer books it into its open batch                (key)
+    POST /v1/settlements                 close a settlement window and move the money             (key)
+    GET  /v1/settlements/{window_id}
+    POST /v1/outbox/retry
+    POST /v1/inbox/{network|acquirer}    settlement money arriving
+    GET  /v1/ledger/invariants           GET /v1/ledger/halves
+
+**Deadline and stand-in.** The network waits ``deadline`` for the issuer (retrying a lost
+connection within it, with the same idempotency key). Past it the network stands in — approves up
+to the stand-in limit, or declines 91 — answers the POS, and sends the issuer an *advice* with its
+decision, retried in the background until the issuer has applied it (exactly once: the issuer
+keys it by the authorization id).
+
+**Durable outbox.** Settlement payments the network or an acquirer books are written to the
+outbox in the same transaction as the booking; a settlement payment the issuer must book, and
+every stand-in advice, is written there before the call (its own transaction). The relay
+(:mod:`services.api.outbox`) delivers each with its own id until acknowledged.
+
+In memory (rebuilt from the seed at start): merchants, the acquirers' open batches and which
+merchants they owe, the open settlement window's running net positions, closed windows' reports,
+stand-in decisions. So the network cannot restart on its own books.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, FastAPI, Path, Request, Response
+from pydantic import BaseModel, Field
+
+from services.acquirer import Acquirer, merchant_party
+from services.api.common import on_shutdown
+from services.api.fields import API_MODEL_CONFIG, AmountText, Identifier, Text
+from services.api.idempotency import IdempotencyKey, run_idempotent
+from services.api.outbox import Outbox, Relay
+from services.api.parties.base import (
+    PartyContext,
+    create_party_base,
+    inbox_router,
+    integrity_router,
+    json_response,
+    open_ledger,
+    open_outbox,
+    problem,
+    recovery_router,
+    run_idempotent_async,
+    send_staged,
+    staging_hook,
+)
+from services.api.parties.schemas import AuthorizationIn, AuthorizationOut, ClearingOut, kzt_in
+from services.api.parties.seed import seed_network
+from services.api.parties.settings import PartySettings
+from services.api.problems import FieldError, ProblemError, problem_responses
+from services.api.routing import StrictJsonRoute
+from services.api.transport_http import idempotency_key, message_to_json
+from services.clock import Clock
+from services.contracts import AuthorizationRequest, AuthorizationResponse, MerchantSpec, SettlementReport
+from services.ledger import Violation
+from services.logging import get_logger
+from services.messaging import PaymentMessage, Purpose
+from services.network import Network, Presentment, PresentmentKind
+from services.reconciliation import Half, party_halves
+
+__all__ = ["NetworkService", "create_network_app", "create_network_app_from_env"]
+
+_log = get_logger(__name__)
+_ADVICE_ROUNDS_MAX = 8  # background rounds per advice (each with the transport's own retries)
+_ADVICE_PAUSE_S = 0.5
+
+
+class PaymentIn(BaseModel):
+    """What a POS terminal sends: ``id`` becomes the authorization id end to end."""
+
+    model_config = API_MODEL_CONFIG
+    id: Identifier
+    card_id: Identifier
+    merchant_id: Identifier
+    amount: AmountText = Field(description="KZT")
+    category: Text = ""
+
+
+class PaymentOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    id: str
+    code: str
+    approved: bool
+    approval_code: str
+    stand_in: bool
+    merchant_id: str
+    acquirer_id: str
+
+
+class EmptyIn(BaseModel):
+    model_config = API_MODEL_CONFIG
+
+
+class PresentmentIn(BaseModel):
+    model_config = API_MODEL_CONFIG
+    kind: Literal["capture", "refund", "chargeback"]
+    auth_id: Identifier
+    amount: AmountText = Field(description="KZT")
+
+
+class PresentmentOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    presentment_id: str
+    kind: str
+    auth_id: str
+    amount: str
+    acquirer_id: str
+    merchant_id: str
+
+
+class SettlementIn(BaseModel):
+    model_config = API_MODEL_CONFIG
+    window_id: Identifier
+
+
+class SettlementOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    window_id: str
+    presentments: int
+    net_positions: dict[str, str] = Field(description="participant → KZT (negative: pays); sums to 0")
+    merchant_credits: dict[str, str]
+    undelivered: list[str] = Field(description="settlement messages not yet acknowledged end to end")
+
+
+class PendingAdvicesOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    pending: list[str]
+
+
+class RetryOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    undelivered: list[str]
+
+
+AuthId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+
+
+def _signed(ctx: PartyContext, minor: int) -> str:
+    return ("-" if minor < 0 else "") + ctx.assets.format(abs(minor), "KZT")
+
+
+class NetworkService:
+    """The network and acquirer domains behind the routes."""
+
+    def __init__(self, ctx: PartyContext, outbox: Outbox, relay: Relay) -> None:
+        self.ctx = ctx
+        self.outbox = outbox
+        self.relay = relay
+        cfg = ctx.seed.config
+        fees = cfg.fee_schedule()
+        memory = "acquirers' open batches, the open window's positions, settled windows, stand-in decisions"
+        self.network_ledger = open_ledger(ctx, cfg.network_id, "network_", in_memory_state=memory)
+        self.network = Network(cfg.network_id, fees, ctx.clock, ctx.assets, stand_in_enabled=cfg.stand_in_enabled,
+                               stand_in_limit_kzt=cfg.stand_in_limit_kzt, ledger=self.network_ledger)
+        self.acquirers: dict[str, Acquirer] = {}
+        self.ledgers = [self.network_ledger]
+        self.ledger_of = {cfg.network_id: self.network_ledger}  # the SQL ledger of each payer here
+        for acquirer_id in cfg.acquirer_ids:
+            ledger = open_ledger(ctx, acquirer_id, _prefix(acquirer_id), in_memory_state=memory)
+            self.ledgers.append(ledger)
+            self.ledger_of[acquirer_id] = ledger
+            self.acquirers[acquirer_id] = Acquirer(acquirer_id, fees, ctx.clock, ctx.assets, ledger=ledger)
+        seed_network(self.network, self.acquirers, ctx.seed)
+        self.merchants: dict[str, MerchantSpec] = {m.merchant_id: m for m in ctx.seed.merchants}
+        self._advices: dict[str, tuple[AuthorizationRequest, AuthorizationResponse]] = {}
+        self._advice_tasks: set[asyncio.Task[None]] = set()
+        self._settled: dict[str, SettlementReport] = {}
+        self._settle_lock = threading.Lock()
+        self.payments_total = ctx.metrics.counter("payments", "POS payments answered by the network, by outcome",
+                                                  ("outcome",))
+
+    # -- payments ----------------------------------------------------------------------------
+    async def pay(self, body: PaymentIn) -> PaymentOut:
+        merchant = self.merchants.get(body.merchant_id)
+        if merchant is None:
+            raise ProblemError(404, f"no merchant {body.merchant_id} at any acquirer of this network",
+                               [FieldError(field="merchant_id", reason="not found")])
+        req = AuthorizationRequest(body.id, body.card_id, merchant.merchant_id, merchant.acquirer_id,
+                                   kzt_in(body.amount, self.ctx.assets), body.category, self.ctx.clock.now())
+        transport = self.ctx.transport
+        answer = await transport.apost(self.ctx.url("issuer"), "/v1/authorizations",
+                                       AuthorizationIn.of(req, self.ctx.assets).model_dump(mode="json"),
+                                       key=idempotency_key("auth", req.auth_id), deadline_s=self.ctx.deadline_s)
+        if answer is not None and answer.status_code == 200:
+            response = AuthorizationOut.model_validate_json(answer.content).to_response(self.ctx.assets)
+            outcome = "approved" if response.approved else f"declined_{response.code.value}"
+        else:
+            response = await self.ctx.run(self.network.stand_in, req)
+            outcome = "stand_in_approved" if response.approved else "stand_in_declined"
+            await self._advise(req, response)
+        self.payments_total.labels(self.ctx.settings.party, outcome).inc()
+        return PaymentOut(id=req.auth_id, code=response.code.value, approved=response.approved,
+                          approval_code=response.approval_code, stand_in=response.stand_in,
+                          merchant_id=merchant.merchant_id, acquirer_id=merchant.acquirer_id)
+
+    def _advice_body(self, req: AuthorizationRequest, response: AuthorizationResponse) -> dict[str, Any]:
+        return {"request": AuthorizationIn.of(req, self.ctx.assets).model_dump(mode="json"),
+                "response": {"code": response.code.value, "approval_code": response.approval_code}}
+
+    async def _advise(self, req: AuthorizationRequest, response: AuthorizationResponse) -> None:
+        """Record the advice durably (the relay delivers it even if this process dies), then try
+        it in the background now."""
+        if req.auth_id in self._advices:
+            return
+        self._advices[req.auth_id] = (req, response)
+        await anyio.to_thread.run_sync(lambda: self.outbox.stage_post(
+            None, f"advice:{req.auth_id}", "issuer", "/v1/advices", idempotency_key("advice", req.auth_id),
+            self._advice_body(req, response)))
+        task = asyncio.get_running_loop().create_task(self._send_advice(req.auth_id))
+        self._advice_tasks.add(task)
+        task.add_done_callback(self._advice_tasks.discard)
+
+    async def _send_advice(self, auth_id: str) -> None:
+        for _ in range(_ADVICE_ROUNDS_MAX):
+            if await self.advise_once(auth_id):
+                return
+            await asyncio.sleep(_ADVICE_PAUSE_S)
+        _log.warning("advice_pending", auth_id=auth_id)
+
+    async def advise_once(self, auth_id: str) -> bool:
+        pending = self._advices.get(auth_id)
+        if pending is None:
+            return True
+        req, response = pending
+        answer = await self.ctx.transport.apost(self.ctx.url("issuer"), "/v1/advices",
+                                                self._advice_body(req, response),
+                                                key=idempotency_key("advice", auth_id))
+        if answer is not None and answer.status_code == 200:
+            self._advices.pop(auth_id, None)
+            await anyio.to_thread.run_sync(lambda: self.outbox.mark(f"advice:{auth_id}", delivered=True))
+            return True
+        return False
+
+    async def retry_advices(self) -> list[str]:
+        for auth_id in list(self._advices):
+            await self.advise_once(auth_id)
+        return sorted(self._advices)
+
+    async def reverse(self, auth_id: str, key: str) -> ClearingOut:
+        answer = await self.ctx.transport.apost(self.ctx.url("issuer"), f"/v1/authorizations/{auth_id}/reverse", {},
+                                                key=idempotency_key("reverse", key))
+        return _clearing_or_problem(answer)
+
+    # -- presentments ------------------------------------------------------------------------
+    async def present(self, body: PresentmentIn, key: str) -> PresentmentOut:
+        """The issuer resolves first (a capture beyond the padding is refused there, nothing booked
+        here); then the acquirer books the presentment into its open batch."""
+        issuer_url = self.ctx.url("issuer")
+        if body.kind == "capture":
+            path, payload = f"/v1/authorizations/{body.auth_id}/capture", {"amount": body.amount}
+        else:
+            path, payload = f"/v1/authorizations/{body.auth_id}/refund", {"amount": body.amount, "kind": body.kind}
+        answer = await self.ctx.transport.apost(issuer_url, path, payload, key=idempotency_key(body.kind, key))
+        cleared = _clearing_or_problem(answer)
+        acquirer = self.acquirers.get(cleared.acquirer_id)
+        if acquirer is None:
+            raise ProblemError(409, f"authorization {body.auth_id} belongs to an acquirer of another network",
+                               [FieldError(field="auth_id", reason=f"acquirer {cleared.acquirer_id!r} unknown")])
+        p = Presentment(cleared.presentment_id, PresentmentKind(body.kind), body.auth_id,
+                        self.ctx.seed.config.issuer_id, cleared.acquirer_id, cleared.merchant_id,
+                        kzt_in(body.amount, self.ctx.assets))
+        if not await self.ctx.run(acquirer.present, p):
+            raise ProblemError(409, f"acquirer {acquirer.id} does not serve merchant {p.merchant_id}",
+                               [FieldError(field="auth_id", reason="merchant unknown to its acquirer")])
+        return PresentmentOut(presentment_id=p.id, kind=p.kind.value, auth_id=p.auth_id, amount=body.amount,
+                              acquirer_id=p.acquirer_id, merchant_id=p.merchant_id)
+
+    # -- settlement --------------------------------------------------------------------------
+    def settle(self, window_id: str) -> SettlementReport:
+        """As :meth:`services.chain.InProcessChain.settle`, with the issuer over HTTP. One window at a
+        time; the domain lock only around each domain call (the money comes back through the
+        banks to this service's inbox while the settlement runs)."""
+        with self._settle_lock:
+            known = self._settled.get(window_id)
+            if known is not None:
+                return known
+            summary = self.ctx.locked(self._close, window_id)
+            cfg = self.ctx.seed.config
+            for issuer_id, interchange_kzt in summary.interchange_kzt.items():
+                if issuer_id == cfg.issuer_id and interchange_kzt > 0:
+                    self._issuer_post("/v1/interchange", {
+                        "window_id": window_id, "amount": self.ctx.assets.format(interchange_kzt, "KZT")},
+                        idempotency_key("interchange", window_id))
+            topo = self.ctx.topology
+            for party, net in sorted(summary.net_kzt.items()):
+                if net < 0 and party != self.network.id:
+                    self._pay(party, topo.message(f"{window_id}:{party}:in", Purpose.SETTLEMENT_IN, party,
+                                                  self.network.id, -net, ref=window_id))
+            for party, net in sorted(summary.net_kzt.items()):
+                if net > 0 and party != self.network.id:
+                    self._pay(self.network.id, topo.message(f"{window_id}:{party}:out", Purpose.SETTLEMENT_OUT,
+                                                            self.network.id, party, net, ref=window_id))
+            credits: dict[str, int] = {}
+            for acquirer in self.acquirers.values():
+                for merchant_id, owed_kzt in self.ctx.locked(acquirer.merchants_owed):
+                    msg = topo.message(f"{window_id}:{acquirer.id}:{merchant_id}", Purpose.MERCHANT_PAYOUT,
+                                       acquirer.id, merchant_party(merchant_id), owed_kzt, ref=merchant_id)
+                    if self._pay(acquirer.id, msg):
+                        credits[merchant_id] = credits.get(merchant_id, 0) + owed_kzt
+            report = SettlementReport(window_id, dict(summary.net_kzt), credits, summary.presentments)
+            self._settled[window_id] = report
+            return report
+
+    def _close(self, window_id: str) -> Any:
+        for acquirer in self.acquirers.values():
+            self.network.clear(acquirer.submit_batch())
+        return self.network.close_window(window_id)
+
+    def _issuer_post(self, path: str, body: dict[str, Any], key: str) -> bool:
+        answer = self.ctx.transport.post(self.ctx.url("issuer"), path, body, key=key)
+        return answer is not None and answer.status_code == 200
+
+    def _pay(self, payer: str, msg: PaymentMessage) -> bool:
+        """The payer books its half (with the message staged in the same transaction), then the
+        message goes to the payer's bank. The issuer's half is booked by the issuer service: the
+        request is recorded in the outbox first, so the relay repeats it if this call fails."""
+        if payer == self.ctx.seed.config.issuer_id:
+            body, key = message_to_json(msg, self.ctx.assets), idempotency_key("pay", msg.id)
+            self.outbox.stage_post(None, msg.id, "issuer", "/v1/outgoing-payments", key, body)
+            delivered = self._issuer_post("/v1/outgoing-payments", body, key)
+            if delivered:
+                self.outbox.mark(msg.id, delivered=True)
+            return delivered
+        party = self.network if payer == self.network.id else self.acquirers[payer]
+        ledger = self.ledger_of[payer]
+
+        def book() -> bool:
+            with ledger.also_in_transaction(staging_hook(self.outbox, msg, f"{msg.id}:pay")):
+                return party.book_payment(msg)
+
+        if not self.ctx.locked(book):
+            _log.error("settlement_not_booked", message_id=msg.id, payer=payer)
+            return False
+        return send_staged(self.ctx, self.outbox, msg)
+
+    def undelivered(self) -> list[str]:
+        return [i for i in self.outbox.undelivered() if not i.startswith("advice:")]
+
+    def settlement_out(self, report: SettlementReport) -> SettlementOut:
+        return SettlementOut(
+            window_id=report.window_id, presentments=report.payments,
+            net_positions={p: _signed(self.ctx, n) for p, n in sorted(report.net_positions_kzt.items())},
+            merchant_credits={m: self.ctx.assets.format(n, "KZT")
+                              for m, n in sorted(report.merchant_credits_kzt.items())},
+            undelivered=[m for m in self.undelivered() if m.startswith(f"{report.window_id}:")])
+
+    # -- messages and integrity --------------------------------------------------------------
+    def receive_network(self, msg: PaymentMessage) -> bool:
+        return self.ctx.locked(self.network.handle, msg)
+
+    def receiver(self, acquirer: Acquirer) -> Any:
+        return lambda msg: self.ctx.locked(acquirer.handle, msg)
+
+    def invariants(self) -> dict[str, list[Violation]]:
+        out = {self.network.id: self.network_ledger.check_invariants()}
+        for acquirer in self.acquirers.values():
+            out[acquirer.id] = acquirer.ledger.check_invariants()
+        return out
+
+    def halves(self) -> list[Half]:
+        out = list(party_halves(self.network.id, "network", self.network_ledger.journal()))
+        for acquirer in self.acquirers.values():
+            out.extend(party_halves(acquirer.id, "acquirer", acquirer.ledger.journal()))
+        return out
+
+    def in_transit(self) -> list[str]:
+        return [p.id for acquirer in self.acquirers.values() for p in acquirer.open_batch()]
+
+
+def _prefix(party: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in party.lower()) + "_"
+
+
+def _clearing_or_problem(answer: Any) -> ClearingOut:
+    if answer is None:
+        raise ProblemError(503, "the issuer did not answer; retry with the same Idempotency-Key",
+                           [FieldError(field="auth_id", reason="issuer unavailable")], slug="issuer-unavailable")
+    if answer.status_code != 200:
+        problem = answer.json()
+        errors = [FieldError(field=str(e.get("field", "")), reason=str(e.get("reason", "")))
+                  for e in problem.get("errors", []) if isinstance(e, dict)]
+        raise ProblemError(answer.status_code, f"the issuer refused: {problem.get('detail', '')}", errors,
+                           slug=str(problem.get("type", "")).rpartition(":")[2] or "")
+    return ClearingOut.model_validate_json(answer.content)
+
+
+def network_router(svc: NetworkService) -> APIRouter:
+    router = APIRouter(route_class=StrictJsonRoute, tags=["network"])
+    ctx = svc.ctx
+    keys = ctx.keys
+
+    @router.post("/v1/payments", response_model=PaymentOut, responses=problem_responses(404, 409))
+    async def pay(body: PaymentIn, key: IdempotencyKey, request: Request) -> Response:
+        async def work() -> Response:
+            return json_response(200, await svc.pay(body))
+
+        return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
+
+    @router.post("/v1/payments/{auth_id}/reverse", response_model=ClearingOut, responses=problem_responses(404, 409))
+    async def reverse(auth_id: AuthId, body: EmptyIn, key: IdempotencyKey, request: Request) -> Response:
+        async def work() -> Response:
+            return json_response(200, await svc.reverse(auth_id, key))
+
+        return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
+
+    @router.get("/v1/advices/pending")
+    def pending_advices() -> PendingAdvicesOut:
+        return PendingAdvicesOut(pending=sorted(svc._advices))
+
+    @router.post("/v1/advices/retry")
+    async def retry_advices() -> PendingAdvicesOut:
+        return PendingAdvicesOut(pending=await svc.retry_advices())
+
+    @router.post("/v1/presentments", status_code=201, response_model=PresentmentOut,
+                 responses=problem_responses(404, 409))
+    async def present(body: PresentmentIn, key: IdempotencyKey, request: Request) -> Response:
+        async def work() -> Response:
+            return json_response(201, await svc.present(body, key))
+
+        return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
+
+    @router.post("/v1/settlements", status_code=201, response_model=SettlementOut)
+    def settle(body: SettlementIn, key: IdempotencyKey, request: Request) -> Response:
+        return run_idempotent(keys, key, request, body.model_dump(mode="json"),
+                              lambda: json_response(201, svc.settlement_out(svc.settle(body.window_id))))
+
+    @router.get("/v1/settlements/{window_id}", responses=problem_responses(404))
+    def get_settlement(window_id: AuthId) -> SettlementOut:
+        report = svc._settled.get(window_id)
+        if report is None:
+            raise problem(404, f"no settled window {window_id}", "window_id", "not found")
+        return svc.settlement_out(report)
+
+    @router.post("/v1/outbox/retry")
+    async def retry_outbox() -> RetryOut:
+        """One relay pass now, ignoring the backoff; what is still undelivered."""
+        await svc.relay.run_once(force=True)
+        return RetryOut(undelivered=await anyio.to_thread.run_sync(svc.undelivered))
+
+    return router
+
+
+def create_network_app(settings: PartySettings, *, clock: Clock | None = None,
+                       http_client: Any | None = None) -> FastAPI:
+    """The network + acquirers service over its own database (a table prefix per ledger)."""
+    app, ctx = create_party_base(settings, title="ccsim network and acquirers", clock=clock, http_client=http_client)
+    outbox, relay, report = open_outbox(app, ctx)
+    svc = NetworkService(ctx, outbox, relay)
+    for ledger in svc.ledgers:
+        on_shutdown(app, ledger.close)
+    app.state.network_service = svc
+    handlers = {svc.network.id: svc.receive_network}
+    handlers.update({a.id: svc.receiver(a) for a in svc.acquirers.values()})
+    app.include_router(network_router(svc))
+    app.include_router(inbox_router(ctx, handlers))
+    app.include_router(integrity_router(ctx, svc.invariants, svc.halves, svc.in_transit))
+    app.include_router(recovery_router(ctx, lambda: report.as_dict(outbox)))
+    return app
+
+
+def create_network_app_from_env() -> FastAPI:
+    """For ``uvicorn --factory``: settings from ``CCSIM_*`` environment variables."""
+    return create_network_app(PartySettings(party="network"))

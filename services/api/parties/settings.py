@@ -1,0 +1,38 @@
+"""Settings of a live party service: the shared :class:`ApiSettings` plus the seed and its peers.
+
+``ccsim serve`` passes these to each party process as ``CCSIM_*`` environment variables; tests
+pass them as arguments. Nothing is built when this module is imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from services.api.settings import ApiSettings
+
+__all__ = ["PartySettings"]
+
+
+class PartySettings(ApiSettings):
+    """One party service: its database, the seed file every party shares, and where the others are."""
+
+    seed_file: Path | None = Field(
+        None, description="JSON written by ccsim serve (services.api.parties.seed); none: an empty chain")
+    exchange_url: str = Field("", description="base URL of the exchange service, e.g. http://127.0.0.1:8003")
+    issuer_url: str = Field("", description="base URL of the issuer service")
+    network_url: str = Field("", description="base URL of the network + acquirer service")
+    bank_url: str = Field("", description="base URL of the bank service")
+    deadline_ms: int = Field(0, ge=0, le=120_000,
+                             description="the network's wait for the issuer; 0 means the seed's value")
+    reset: bool = Field(False, description="drop this party's tables at start (in-memory state cannot be "
+                                           "rebuilt from an earlier run's books)")
+    resume: bool = Field(False, description="start on the books an earlier run left (services whose state is all "
+                                            "in the database: the bank service); the others refuse, naming why")
+    relay_interval_s: float = Field(0.5, gt=0, le=60, description="outbox relay: pause between passes, and the "
+                                                                  "first backoff step of a row that failed")
+    breaker_failures: int = Field(5, ge=1, le=1000, description="issuer → exchange: consecutive failures that "
+                                                                "open the circuit breaker")
+    breaker_cooldown_s: float = Field(5.0, gt=0, le=600, description="how long an open breaker refuses calls "
+                                                                     "before one probe is let through")

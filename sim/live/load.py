@@ -1,0 +1,253 @@
+"""``ccsim load``: an open-loop load generator that plays the POS terminals against ``ccsim serve``.
+
+Open loop (design §4): every payment has a scheduled send time drawn from the scenario's arrival
+process, and it is sent at that time whether or not earlier payments have been answered. Nothing
+waits for an answer before sending the next request, so a slow service cannot slow the arrivals
+down and hide its own slowness (coordinated omission). Two consequences are measured, not hidden:
+
+- **latency is measured from the scheduled send time**, not from when the request left: a request
+  that had to wait for a connection (``--max-in-flight`` reached) or for a busy event loop carries
+  that wait in its latency, as a real terminal's customer would;
+- **late sends are counted**: a request that left more than ``late_threshold_ms`` after its
+  scheduled time is reported (``load.late_sends``), with the distribution of the send lag.
+
+The schedule is the simulation's own: :func:`plan_payments` draws arrival times, cardholders,
+merchants and amounts from the same named rng streams, in the same order, as
+:class:`sim.components.arrivals.Arrivals`, so a live run and a simulated run of one scenario and
+seed see the same payments. The HTTP client is aiohttp (httpx collapses at 64 concurrent requests
+on this machine, design §5), and ``ccsim load`` runs in its own process.
+
+Request (``POST {target}/v1/payments``, ``Idempotency-Key: <auth_id>``)::
+
+    {"id": "a17", "card_id": "c4", "merchant_id": "m2", "amount": "12500.00", "category": "grocery"}
+
+(``services/api/parties/network.py``'s ``PaymentIn``). Answer: ``{"id", "code", "approved",
+"stand_in", "approval_code", "merchant_id", "acquirer_id"}``. Per-leg timings, when the services
+report them, come in a ``Server-Timing`` header (``issuer;dur=3.1, exchange;dur=41.7``) or a body
+field ``timings_ms`` (``{"issuer": 3.1}``); they feed ``legs`` and :mod:`sim.live.calibrate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiohttp
+import numpy as np
+
+from services.money import DEFAULT_ASSETS, format_amount
+from sim.components.arrivals import ArrivalSchedule
+from sim.components.population import build_population
+from sim.distributions import BlockSampler, amount_sampler
+from sim.rng import Streams
+from sim.scenario import Scenario
+
+__all__ = ["LATE_THRESHOLD_MS", "LoadOutcome", "PlannedPayment", "Sample", "parse_server_timing", "payment_body",
+           "plan_payments", "run_open_loop"]
+
+LATE_THRESHOLD_MS: Final = 10.0  # a send later than this after its scheduled time is a late send
+START_LEAD_S: Final = 0.2  # the schedule starts this long after the generator is ready
+PLAN_MAX: Final = 2_000_000  # a limit on everything: the whole schedule is held in memory
+_KZT = DEFAULT_ASSETS[0]
+_TIMING_RE: Final = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(?:;(.*))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedPayment:
+    """One payment of the schedule; ``t_s`` is its send time relative to the start of the load."""
+
+    payment_id: int
+    t_s: float
+    card_id: str
+    merchant_id: str
+    acquirer_id: str
+    amount_kzt_minor: int
+    category: str
+    funding_mode: str
+    residency: str
+
+    @property
+    def auth_id(self) -> str:
+        return f"a{self.payment_id}"
+
+
+@dataclass(slots=True)
+class Sample:
+    """What happened to one planned payment. Times are seconds since the load started."""
+
+    payment: PlannedPayment
+    sent_s: float = math.nan
+    done_s: float = math.nan
+    status: int = 0  # HTTP status; 0 when no answer came
+    approved: bool = False
+    reason: str = ""  # ISO 8583 code from the answer, or http_<status> / timeout / connect_error
+    stand_in: bool = False
+    legs_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def latency_ms(self) -> float:
+        """From the SCHEDULED send time to the answer (no coordinated omission)."""
+        return (self.done_s - self.payment.t_s) * 1000.0
+
+    @property
+    def send_lag_ms(self) -> float:
+        return (self.sent_s - self.payment.t_s) * 1000.0
+
+
+@dataclass
+class LoadOutcome:
+    samples: list[Sample]
+    wall_s: float
+    max_in_flight: int
+    late_threshold_ms: float
+    in_flight_peak: int
+
+
+def plan_payments(scenario: Scenario, seed: int, duration_s: float, from_s: float = 0.0) -> list[PlannedPayment]:
+    """The payments arriving in ``[from_s, from_s + duration_s)`` of the scenario's day.
+
+    Mirrors :meth:`sim.components.arrivals.Arrivals._run` draw for draw (same streams, same order),
+    so the payments are the simulation's; ``t_s`` is shifted to start at 0.
+    """
+    streams = Streams(seed)
+    population = build_population(scenario, streams)
+    schedule = ArrivalSchedule(scenario.arrivals, streams["arrivals"])
+    cards = population.cardholders
+    merchants = population.merchants
+    by_cat = population.merchants_by_category
+    pick_card = BlockSampler(streams["arrivals.cardholder"], lambda g, n: g.integers(0, len(cards), n))
+    cats = list(scenario.population.merchants.categories.items())
+    names = [name for name, _ in cats]
+    weights = np.asarray([c.weight for _, c in cats], dtype=float)
+    p = weights / weights.sum()
+    pick_category = BlockSampler(streams["arrivals.category"], lambda g, n: g.choice(len(p), n, p=p))
+    pick_merchant = BlockSampler(streams["arrivals.merchant"], lambda g, n: g.random(n))
+    amounts = [amount_sampler(c.amount, streams[f"amounts.{name}"]) for name, c in cats]
+    until_s = min(scenario.duration_s, from_s + duration_s)
+    out: list[PlannedPayment] = []
+    pid = 0
+    t = schedule.next_after(0.0, until_s)
+    while t < until_s:
+        ci = int(pick_card())
+        k = int(pick_category())
+        pool = by_cat[names[k]]
+        merchant = merchants[pool[int(pick_merchant() * len(pool))]]
+        amount = amounts[k]()
+        if t >= from_s:
+            holder = cards[ci]
+            out.append(PlannedPayment(pid, t - from_s, holder.card_id, merchant.merchant_id, merchant.acquirer_id,
+                                      amount, merchant.category, holder.funding_mode.value,
+                                      holder.residency.value))
+            if len(out) > PLAN_MAX:
+                raise ValueError(f"the load would send more than {PLAN_MAX:,} payments: shorten --duration-s")
+        pid += 1
+        t = schedule.next_after(t, until_s)
+    return out
+
+
+def payment_body(p: PlannedPayment) -> dict[str, str]:
+    """The POS terminal's request, the network service's ``PaymentIn`` (``id`` is the auth id end to
+    end; the merchant's acquirer is the network's to look up)."""
+    return {"id": p.auth_id, "card_id": p.card_id, "merchant_id": p.merchant_id,
+            "amount": format_amount(p.amount_kzt_minor, _KZT), "category": p.category}
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """``"issuer;dur=3.1, exchange;desc=sell;dur=41.7"`` → ``{"issuer": 3.1, "exchange": 41.7}``."""
+    out: dict[str, float] = {}
+    for entry in header.split(","):
+        match = _TIMING_RE.match(entry)
+        if not match:
+            continue
+        for param in (match.group(2) or "").split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.lower() == "dur":
+                try:
+                    dur_ms = float(value.strip('"'))
+                except ValueError:
+                    continue
+                if math.isfinite(dur_ms) and dur_ms >= 0:
+                    out[match.group(1)] = out.get(match.group(1), 0.0) + dur_ms
+    return out
+
+
+def _read_answer(sample: Sample, status: int, headers: Mapping[str, str], raw: bytes) -> None:
+    sample.status = status
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    code = body.get("code")
+    if 200 <= status < 300:
+        sample.approved = body.get("approved") is True or code == "00"
+        sample.reason = str(code) if isinstance(code, str) and code else ("00" if sample.approved else "??")
+        sample.stand_in = body.get("stand_in") is True
+    else:
+        sample.reason = f"http_{status}"
+    timing = headers.get("Server-Timing") or headers.get("server-timing")
+    if timing:
+        sample.legs_ms = parse_server_timing(timing)
+    extra = body.get("timings_ms")
+    if isinstance(extra, dict):
+        for name, value in extra.items():
+            if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+                sample.legs_ms.setdefault(str(name), float(value))
+
+
+async def run_open_loop(
+    url: str, plan: Sequence[PlannedPayment], *, max_in_flight: int = 256, timeout_s: float = 30.0,
+    late_threshold_ms: float = LATE_THRESHOLD_MS, body_of: Callable[[PlannedPayment], dict[str, Any]] = payment_body,
+) -> LoadOutcome:
+    """POST each planned payment to ``url`` at its scheduled time; every answer is a :class:`Sample`.
+
+    The scheduler never awaits a response: each payment is its own task, created at its time. At
+    most ``max_in_flight`` requests are on the wire at once; a payment that finds them all busy
+    waits (and its latency, counted from its scheduled time, shows the wait).
+    """
+    if max_in_flight < 1:
+        raise ValueError("max_in_flight must be at least 1")
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(max_in_flight)
+    samples = [Sample(p) for p in plan]
+    in_flight = [0, 0]  # now, peak
+    connector = aiohttp.TCPConnector(limit=max_in_flight, limit_per_host=max_in_flight, ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        t0 = loop.time() + START_LEAD_S
+
+        async def send(sample: Sample) -> None:
+            p = sample.payment
+            async with gate:
+                sample.sent_s = loop.time() - t0
+                in_flight[0] += 1
+                in_flight[1] = max(in_flight[1], in_flight[0])
+                try:
+                    async with session.post(url, json=body_of(p), headers={"Idempotency-Key": p.auth_id}) as resp:
+                        raw = await resp.read()
+                        _read_answer(sample, resp.status, resp.headers, raw)
+                except TimeoutError:
+                    sample.reason = "timeout"
+                except aiohttp.ClientConnectionError:
+                    sample.reason = "connect_error"
+                except aiohttp.ClientError:
+                    sample.reason = "http_error"
+                finally:
+                    sample.done_s = loop.time() - t0
+                    in_flight[0] -= 1
+
+        tasks: list[asyncio.Task[None]] = []
+        for sample in samples:
+            delay_s = t0 + sample.payment.t_s - loop.time()
+            if delay_s > 0:
+                await asyncio.sleep(delay_s)
+            tasks.append(loop.create_task(send(sample)))
+        await asyncio.gather(*tasks)
+        wall_s = loop.time() - t0
+    return LoadOutcome(samples, wall_s, max_in_flight, late_threshold_ms, in_flight[1])

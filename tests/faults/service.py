@@ -1,0 +1,109 @@
+"""A party service under real uvicorn, in a subprocess on 127.0.0.1, that a test can SIGKILL and restart.
+
+In-process ASGI tests cannot show what a crash does: the process must really die mid-request, with
+its connections, its threads and its open transactions. This starts ``uvicorn --factory`` with the
+service's ``CCSIM_*`` settings, waits for ``/healthz``, and on :meth:`ServiceProcess.kill` sends
+SIGKILL; :meth:`ServiceProcess.start` again brings it back on the same port and database.
+Every start is logged to one file (stdout and stderr of each incarnation, appended).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+__all__ = ["LEDGER_FACTORY", "LOOPBACK", "ServiceProcess", "free_port"]
+
+LOOPBACK = "127.0.0.1"
+LEDGER_FACTORY = "services.api.ledger_service:create_ledger_app_from_env"
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port that was free on the loopback interface a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+class ServiceProcess:
+    """One service's process: start, SIGKILL, restart on the same port; always stopped on exit."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, factory: str = LEDGER_FACTORY,
+                 port: int | None = None) -> None:
+        self.env = env  # CCSIM_* settings of the service
+        self.log_path = log_path
+        self.factory = factory
+        self.port = port or free_port()
+        self.base_url = f"http://{LOOPBACK}:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, timeout_s: float = 60.0) -> float:
+        """Start the process and wait until ``/healthz`` answers; returns the seconds that took."""
+        if self.running():
+            raise RuntimeError("the service is already running")
+        t0 = time.monotonic()
+        env = {**os.environ, **self.env, "PYTHONPATH": str(_REPO)}
+        with self.log_path.open("ab") as log:
+            log.write(f"--- start {self.starts} ---\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", self.factory, "--host", LOOPBACK,
+                 "--port", str(self.port), "--no-access-log", "--log-level", "warning"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=_REPO)
+        self.starts += 1
+        with httpx.Client(timeout=1.0) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"the service exited with {self.proc.returncode} while starting; "
+                                       f"log {self.log_path}:\n{self.log_tail()}")
+                try:
+                    if client.get(f"{self.base_url}/healthz").status_code == 200:
+                        return time.monotonic() - t0
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() - t0 > timeout_s:
+                    self.stop()
+                    raise RuntimeError(f"the service did not answer within {timeout_s} s; log:\n{self.log_tail()}")
+                time.sleep(0.02)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, open transactions die with the process."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM (uvicorn's graceful shutdown closes the engines), SIGKILL after ``grace_s``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> ServiceProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

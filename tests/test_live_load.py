@@ -1,0 +1,178 @@
+"""The open-loop load generator against a tiny local aiohttp server that answers slowly.
+
+The properties are orderings and lower bounds that a slow server guarantees, not speeds: the
+generator sends on schedule even while earlier answers are outstanding, a request that had to wait
+carries the wait in its latency (measured from its scheduled time), and late sends are counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import simpy
+from aiohttp import web
+
+from sim.components.arrivals import Arrivals
+from sim.components.authorization import Payment
+from sim.components.population import build_population
+from sim.live.cli_ops import load_command
+from sim.live.load import PlannedPayment, parse_server_timing, payment_body, plan_payments, run_open_loop
+from sim.live.load_results import write_live_run
+from sim.report import build_report
+from sim.rng import Streams
+from sim.scenario_load import load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["duration_s=600", "warmup_s=0", "population.cardholders.count=50", "population.merchants.count=10",
+         "arrivals.rate_per_s=5"]
+
+
+@dataclass
+class SlowServer:
+    url: str
+    delay_s: float
+    arrivals_s: list[float] = field(default_factory=list)  # the server's loop clock at each request
+    bodies: list[dict[str, str]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+async def slow_server() -> AsyncIterator[SlowServer]:
+    server = SlowServer(url="", delay_s=0.5)
+    loop = asyncio.get_running_loop()
+
+    async def pay(request: web.Request) -> web.Response:
+        server.arrivals_s.append(loop.time())
+        body = await request.json()
+        server.bodies.append(body)
+        server.keys.append(request.headers.get("Idempotency-Key", ""))
+        await asyncio.sleep(server.delay_s)
+        declined = body["card_id"] == "c-declined"
+        return web.json_response({"code": "51" if declined else "00", "approved": not declined, "stand_in": False},
+                                 headers={"Server-Timing": "issuer;dur=3.5, exchange;desc=\"sell\";dur=40"})
+
+    app = web.Application()
+    app.router.add_post("/v1/payments", pay)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server.url = f"http://127.0.0.1:{port}/v1/payments"
+    yield server
+    await runner.cleanup()
+
+
+def _plan(times_s: list[float]) -> list[PlannedPayment]:
+    return [PlannedPayment(i, t, "c-declined" if i == 1 else f"c{i}", "m1", "acq-1", 100_00, "grocery",
+                           "jit", "resident") for i, t in enumerate(times_s)]
+
+
+async def test_sends_follow_the_schedule_while_answers_are_outstanding(slow_server: SlowServer) -> None:
+    plan = _plan([0.02 * i for i in range(10)])  # all ten go out within 0.2 s; each answer takes 0.5 s
+    outcome = await run_open_loop(slow_server.url, plan, max_in_flight=64)
+    first_answer_s = min(s.done_s for s in outcome.samples)
+    last_send_s = max(s.sent_s for s in outcome.samples)
+    assert last_send_s < first_answer_s, "a send waited for an earlier answer: the loop is closed"
+    assert len(slow_server.arrivals_s) == 10
+    assert outcome.in_flight_peak == 10
+    for s in outcome.samples:
+        assert s.sent_s >= s.payment.t_s  # never early
+        assert s.latency_ms >= 500.0  # the server's delay, from the scheduled time
+    assert [s.approved for s in outcome.samples] == [i != 1 for i in range(10)]
+    assert outcome.samples[1].reason == "51"
+    assert outcome.samples[0].legs_ms == {"issuer": 3.5, "exchange": 40.0}
+    assert slow_server.keys == [b["id"] for b in slow_server.bodies]  # the idempotency key is the auth id
+
+
+async def test_waiting_for_a_connection_counts_in_latency_and_as_a_late_send(
+    slow_server: SlowServer, tmp_path: Path,
+) -> None:
+    slow_server.delay_s = 0.2
+    plan = _plan([0.0, 0.01, 0.02, 0.03])
+    outcome = await run_open_loop(slow_server.url, plan, max_in_flight=1)
+    samples = outcome.samples
+    for k, s in enumerate(samples):
+        # The k-th payment waited for k answers of >= 0.2 s each before it could be sent; its
+        # latency counts from its scheduled time, so it includes that wait.
+        assert s.sent_s * 1000.0 >= 200.0 * k - 1.0
+        assert s.latency_ms >= 200.0 * (k + 1) - s.payment.t_s * 1000.0
+        assert s.latency_ms == pytest.approx((s.done_s - s.payment.t_s) * 1000.0)
+    scenario, text = load_scenario(ROOT / "scenarios" / "jit.yaml", SMALL)
+    summary = write_live_run(tmp_path, scenario, text, 1, outcome, target=slow_server.url,
+                             from_s=0.0, duration_s=1.0, integrity_rows=[])
+    assert summary["load"]["late_sends"] == 3
+    assert summary["load"]["scheduled"] == summary["load"]["answered"] == 4
+    assert summary["auth_latency_ms"]["max"] >= 800.0 - 30.0
+
+
+async def test_unanswered_requests_are_counted_not_dropped(slow_server: SlowServer, tmp_path: Path) -> None:
+    plan = _plan([0.0, 0.01])
+    outcome = await run_open_loop(slow_server.url, plan, timeout_s=0.1)
+    assert [s.reason for s in outcome.samples] == ["timeout", "timeout"]
+    assert all(s.latency_ms >= 100.0 for s in outcome.samples)
+    closed = await run_open_loop("http://127.0.0.1:9/v1/payments", _plan([0.0]))
+    assert closed.samples[0].reason == "connect_error"
+
+
+def test_the_plan_is_the_simulations_arrivals() -> None:
+    scenario, _ = load_scenario(ROOT / "scenarios" / "jit.yaml", SMALL)
+    env = simpy.Environment()
+    streams = Streams(7)
+    seen: list[Payment] = []
+    Arrivals(env, scenario, build_population(scenario, streams), streams, seen.append).start()
+    env.run(until=scenario.duration_s)
+    plan = plan_payments(scenario, 7, duration_s=scenario.duration_s)
+    assert len(plan) == len(seen) > 20
+    for planned, p in zip(plan, seen, strict=True):
+        assert planned.t_s == p.t_arrival_s
+        assert (planned.card_id, planned.merchant_id, planned.acquirer_id, planned.amount_kzt_minor) == (
+            p.req.card_id, p.req.merchant_id, p.req.acquirer_id, p.req.amount_kzt)
+    window = plan_payments(scenario, 7, duration_s=100.0, from_s=200.0)
+    assert [w.payment_id for w in window] == [p.payment_id for p in plan if 200.0 <= p.t_s < 300.0]
+    assert all(0.0 <= w.t_s < 100.0 for w in window)
+
+
+def test_request_body_and_server_timing() -> None:
+    p = _plan([0.0])[0]
+    assert payment_body(p) == {"id": "a0", "card_id": "c0", "merchant_id": "m1", "amount": "100.00",
+                               "category": "grocery"}
+    assert parse_server_timing('db;dur=53, app;dur=47.2, cache;desc="x", bad;dur=NaN, neg;dur=-1') == {
+        "db": 53.0, "app": 47.2}
+
+
+async def test_a_live_run_directory_builds_the_same_report(slow_server: SlowServer, tmp_path: Path) -> None:
+    slow_server.delay_s = 0.01
+    scenario, text = load_scenario(ROOT / "scenarios" / "jit.yaml", SMALL)
+    plan = plan_payments(scenario, 1, duration_s=2.0)
+    outcome = await run_open_loop(slow_server.url, plan)
+    rows = [("invariants:issuer", True, "[]"), ("reconciliation", True, "[]")]
+    summary = write_live_run(tmp_path, scenario, text, 1, outcome, target=slow_server.url, from_s=0.0,
+                             duration_s=2.0, integrity_rows=rows)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    assert on_disk["mode"] == "live" and on_disk["ledger"]["invariants_ok"] is True
+    assert on_disk["payments"]["attempted"] == len(plan)
+    assert set(on_disk["legs"]) == {"issuer", "exchange"}
+    assert "tax" in on_disk["unmeasured"]
+    latencies = np.asarray([s.latency_ms for s in outcome.samples])
+    assert on_disk["auth_latency_ms"]["p99"] == pytest.approx(float(np.percentile(latencies, 99.0)))
+    report = build_report(tmp_path)
+    assert "jit" in report.read_text(encoding="utf-8")
+
+
+def test_bad_load_arguments_exit_2(tmp_path: Path) -> None:
+    base = {"scenario": ROOT / "scenarios" / "jit.yaml", "target": "http://127.0.0.1:9", "path": "/v1/payments",
+            "duration_s": 1.0, "from_s": 0.0, "rate_scale": None, "seed": 1, "overrides": [], "out": tmp_path,
+            "max_in_flight": 8, "timeout_s": 1.0, "late_ms": 10.0, "gateway": None, "no_report": True}
+    for change in ({"rate_scale": 0.0}, {"duration_s": -1.0}, {"target": "ftp://x"}, {"overrides": ["duration_s=-1"]},
+                   {"scenario": tmp_path / "missing.yaml"}):
+        assert load_command(argparse.Namespace(**{**base, **change})) == 2, change
+    assert not (tmp_path / "summary.json").exists()

@@ -121,6 +121,9 @@ class Live:
                 for ledger in self.ledgers_of(app):
                     ledger.drop_tables()
                 app.state.party.keys.drop_table()
+                outbox = getattr(app.state, "outbox", None)  # the bank keeps none
+                if outbox is not None:
+                    outbox.drop_table()
             close_app(app)
 
     @staticmethod

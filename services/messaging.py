@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from services.ledger import LedgerRepository, Transfer
+
 __all__ = [
     "Handler",
     "InProcessTransport",
     "PaymentMessage",
     "Purpose",
     "Transport",
+    "book_half",
 ]
 
 
@@ -53,6 +56,14 @@ class PaymentMessage:
 
 
 Handler = Callable[[PaymentMessage], bool]
+
+
+def book_half(ledger: LedgerRepository, transfer_id: str, debit: str, credit: str, msg: PaymentMessage) -> bool:
+    """Book one party's half of ``msg``: a KZT transfer coded with the message's purpose and carrying
+    its id, which is how reconciliation finds the halves in every journal. ``True`` when booked now
+    or already (a replayed message books nothing)."""
+    t = Transfer(transfer_id, debit, credit, msg.amount_kzt, "KZT", code=msg.purpose.value, user_data=msg.id)
+    return ledger.create_transfers([t])[0].ok
 
 
 class Transport(Protocol):

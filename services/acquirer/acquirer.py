@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from services.clock import Clock
 from services.ledger import Account, AccountFlags, InMemoryLedger, LedgerRepository, Transfer, TransferResult
-from services.messaging import PaymentMessage, Purpose
+from services.messaging import PaymentMessage, Purpose, book_half
 from services.money import AssetRegistry
 from services.network import FeeSchedule, Presentment
 from services.network.presentment import Leg, linked_legs
@@ -131,9 +131,9 @@ class Acquirer:
     def book_payment(self, msg: PaymentMessage) -> bool:
         """The acquirer's half of a payment it makes: to the network, or to a merchant."""
         if msg.purpose is Purpose.SETTLEMENT_IN:
-            return self._book(f"{msg.id}:pay", RECEIVABLE, BANK, msg)
+            return book_half(self.ledger, f"{msg.id}:pay", RECEIVABLE, BANK, msg)
         if msg.purpose is Purpose.MERCHANT_PAYOUT:
-            ok = self._book(f"{msg.id}:pay", payable_account(msg.ref), BANK, msg)
+            ok = book_half(self.ledger, f"{msg.id}:pay", payable_account(msg.ref), BANK, msg)
             if ok:
                 self._owed.discard(msg.ref)
             return ok
@@ -143,7 +143,7 @@ class Acquirer:
         """The network's settlement payment has arrived at the acquirer's bank."""
         if msg.purpose is not Purpose.SETTLEMENT_OUT:
             return False
-        return self._book(f"{msg.id}:recv", BANK, RECEIVABLE, msg)
+        return book_half(self.ledger, f"{msg.id}:recv", BANK, RECEIVABLE, msg)
 
     def bank_kzt(self) -> int:
         acc = self.ledger.account(BANK)
@@ -153,14 +153,3 @@ class Acquirer:
         acc = self.ledger.account(payable_account(merchant_id))
         return 0 if acc is None else acc.credit_balance
 
-    def _book(self, transfer_id: str, debit: str, credit: str, msg: PaymentMessage) -> bool:
-        t = Transfer(
-            transfer_id,
-            debit,
-            credit,
-            msg.amount_kzt,
-            _KZT,
-            code=msg.purpose.value,
-            user_data=msg.id,
-        )
-        return self.ledger.create_transfers([t])[0].ok

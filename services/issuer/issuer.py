@@ -53,7 +53,7 @@ from services.ledger import (
     TransferResult,
     linked,
 )
-from services.messaging import PaymentMessage, Purpose
+from services.messaging import PaymentMessage, Purpose, book_half
 from services.money import AssetRegistry
 
 __all__ = ["EQUITY", "EXPOSURE", "FUNDING", "INTERCHANGE", "SETTLEMENT", "ClearingCode", "Issuer"]
@@ -630,12 +630,12 @@ class Issuer:
         elif msg.purpose is Purpose.CARD_LOAD:
             card = self.cards.get(msg.ref)
         elif msg.purpose is Purpose.SETTLEMENT_OUT:
-            return self._book(f"{msg.id}:recv", FUNDING, SETTLEMENT, msg)
+            return book_half(self.ledger, f"{msg.id}:recv", FUNDING, SETTLEMENT, msg)
         else:
             return False
         if card is None:
             return False
-        ok = self._book(f"{msg.id}:recv", FUNDING, card.account_id, msg)
+        ok = book_half(self.ledger, f"{msg.id}:recv", FUNDING, card.account_id, msg)
         if ok and card.top_up_in_flight == msg.id:
             card.top_up_in_flight = ""
         return ok
@@ -643,10 +643,10 @@ class Issuer:
     def book_payment(self, msg: PaymentMessage) -> bool:
         """The issuer's half of a payment it makes (settlement to the network, a re-buy)."""
         if msg.purpose is Purpose.SETTLEMENT_IN:
-            return self._book(f"{msg.id}:pay", SETTLEMENT, FUNDING, msg)
+            return book_half(self.ledger, f"{msg.id}:pay", SETTLEMENT, FUNDING, msg)
         if msg.purpose is Purpose.REBUY:
             card = self.card_of_sale(msg.ref)
-            return card is not None and self._book(f"{msg.id}:pay", card.account_id, FUNDING, msg)
+            return card is not None and book_half(self.ledger, f"{msg.id}:pay", card.account_id, FUNDING, msg)
         return False
 
     def book_interchange(self, window_id: str, amount_kzt: int) -> bool:
@@ -664,14 +664,3 @@ class Issuer:
         )
         return self.ledger.create_transfers([t])[0].ok
 
-    def _book(self, transfer_id: str, debit: str, credit: str, msg: PaymentMessage) -> bool:
-        t = Transfer(
-            transfer_id,
-            debit,
-            credit,
-            msg.amount_kzt,
-            _KZT,
-            code=msg.purpose.value,
-            user_data=msg.id,
-        )
-        return self.ledger.create_transfers([t])[0].ok

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from services.clock import Clock
 from services.contracts import AuthorizationRequest, AuthorizationResponse, ReasonCode
 from services.ledger import Account, AccountFlags, InMemoryLedger, LedgerRepository, Transfer, TransferResult
-from services.messaging import PaymentMessage, Purpose
+from services.messaging import PaymentMessage, Purpose, book_half
 from services.money import AssetRegistry
 from services.network.fees import FeeSchedule
 from services.network.presentment import Leg, Presentment, linked_legs
@@ -195,13 +195,13 @@ class Network:
         """A participant's settlement payment has arrived at the network's bank."""
         if msg.purpose is not Purpose.SETTLEMENT_IN:
             return False
-        return self._book(f"{msg.id}:recv", BANK, position_account(msg.payer), msg)
+        return book_half(self.ledger, f"{msg.id}:recv", BANK, position_account(msg.payer), msg)
 
     def book_payment(self, msg: PaymentMessage) -> bool:
         """The network's half of paying a participant it owes."""
         if msg.purpose is not Purpose.SETTLEMENT_OUT:
             return False
-        return self._book(f"{msg.id}:pay", position_account(msg.payee), BANK, msg)
+        return book_half(self.ledger, f"{msg.id}:pay", position_account(msg.payee), BANK, msg)
 
     def bank_kzt(self) -> int:
         acc = self.ledger.account(BANK)
@@ -211,14 +211,3 @@ class Network:
         acc = self.ledger.account(FEE_INCOME)
         return 0 if acc is None else acc.credit_balance
 
-    def _book(self, transfer_id: str, debit: str, credit: str, msg: PaymentMessage) -> bool:
-        t = Transfer(
-            transfer_id,
-            debit,
-            credit,
-            msg.amount_kzt,
-            _KZT,
-            code=msg.purpose.value,
-            user_data=msg.id,
-        )
-        return self.ledger.create_transfers([t])[0].ok

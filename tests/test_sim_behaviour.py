@@ -5,6 +5,7 @@ often as load rises. Each comparison changes one thing and keeps the seed."""
 from __future__ import annotations
 
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def test_exchange_outage_brings_stand_in_exposure_and_advices(tmp_path: Path) ->
     assert p["advices_applied"] == p["stand_in"]  # every stand-in decision reached the issuer once
     assert p["orphaned_sales"] > 0  # the queued sales completed after the deadline
     assert out["deadline_miss_rate"] > calm["deadline_miss_rate"]
-    assert float(out["payments"]["stand_in_approved_kzt"]) > 0
+    assert Decimal(out["payments"]["stand_in_approved_kzt"]) > 0  # a KZT decimal string
 
 
 @pytest.mark.slow

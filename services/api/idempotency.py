@@ -39,7 +39,6 @@ from sqlalchemy import (
     Text,
     create_engine,
     delete,
-    event,
     func,
     insert,
     select,
@@ -47,10 +46,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import ConnectionPoolEntry
 
 from services.api.problems import FieldError, ProblemError
 from services.clock import Clock, SystemClock
+from services.ledger.sql import sqlite_engine
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
@@ -67,7 +66,6 @@ IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 IDEMPOTENCY_KEY_LENGTH_MAX: Final = 128
 IDEMPOTENCY_KEY_PATTERN: Final = r"^[\x21-\x7e]{1,128}$"  # visible ASCII: no spaces, no control characters
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
-_SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 
 
 class ClaimState(StrEnum):
@@ -177,25 +175,7 @@ class IdempotencyStore:
 def _engine(url: Any) -> Engine:
     if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_size=5, max_overflow=15, pool_timeout=60)
-    engine = create_engine(url, connect_args={"check_same_thread": False,
-                                              "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000})
-
-    # As in SqlLedger: take SQLite's write lock before the first read (BEGIN IMMEDIATE), so a
-    # read-then-update never fails on a lock upgrade.
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
+    return sqlite_engine(url)  # WAL, busy timeout, BEGIN IMMEDIATE: as the party's ledger
 
 
 def _idempotency_key(

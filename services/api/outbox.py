@@ -45,17 +45,16 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
-    event,
     func,
     insert,
     select,
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import ConnectionPoolEntry
 
 from services.api.transport_http import HttpTransport, idempotency_key, message_from_json, message_to_json
 from services.clock import Clock, SystemClock
+from services.ledger.sql import sqlite_engine
 from services.logging import get_logger
 from services.messaging import PaymentMessage
 from services.money import AssetRegistry
@@ -63,7 +62,6 @@ from services.money import AssetRegistry
 __all__ = ["Outbox", "OutboxEntry", "RecoveryReport", "Relay"]
 
 _log = get_logger(__name__)
-_SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 PENDING: Final = "pending"
 DELIVERED: Final = "delivered"
 
@@ -297,20 +295,4 @@ def transport_deliverer(transport: HttpTransport, base_url: Callable[[str], str]
 def _engine(url: Any) -> Engine:
     if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_size=3, max_overflow=5, pool_timeout=60)
-    engine = create_engine(url, connect_args={"check_same_thread": False,
-                                              "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
+    return sqlite_engine(url)  # WAL, busy timeout, BEGIN IMMEDIATE: as the party's ledger

@@ -84,7 +84,7 @@ from services.ledger.model import (
 )
 from services.money import AssetRegistry
 
-__all__ = ["SqlLedger", "TransactionHook"]
+__all__ = ["SqlLedger", "TransactionHook", "sqlite_engine"]
 
 T = TypeVar("T")
 
@@ -278,8 +278,9 @@ class SqlLedger:
         if parsed.get_backend_name() == "sqlite":
             if parsed.database in (None, "", ":memory:"):
                 raise ValueError("SqlLedger needs a SQLite file; use InMemoryLedger for memory")
-            self._writer = _sqlite_engine(parsed, begin="BEGIN IMMEDIATE", pool_size=1)
-            self._reader = _sqlite_engine(parsed, begin="BEGIN", pool_size=pool_size)
+            self._writer = sqlite_engine(parsed, pool_size=1, max_overflow=0, pool_timeout=120)
+            self._reader = sqlite_engine(parsed, begin="BEGIN", pool_size=pool_size, max_overflow=0,
+                                         pool_timeout=120)
             self._write_lock = threading.Lock()
             self._lock_rows = False
             self._read_options: dict[str, Any] = {}
@@ -533,10 +534,15 @@ def _retryable(exc: DBAPIError) -> bool:
     return "database is locked" in text or "database is busy" in text
 
 
-def _sqlite_engine(url: Any, *, begin: str, pool_size: int) -> Engine:
-    """A SQLite engine whose transactions start with ``begin`` (pysqlite's BEGIN is disabled)."""
+def sqlite_engine(
+    url: Any, *, begin: str = "BEGIN IMMEDIATE", pool_size: int = 5, max_overflow: int = 10,
+    pool_timeout: float = 30.0,
+) -> Engine:
+    """A SQLite engine in WAL mode whose transactions start with ``begin`` (pysqlite's BEGIN is
+    disabled). ``BEGIN IMMEDIATE`` takes the write lock before the first read, so a read-then-update
+    never fails on a lock upgrade. The ledger, the idempotency store and the outbox all use it."""
     engine = create_engine(
-        url, pool_size=pool_size, max_overflow=0, pool_timeout=120,
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout,
         connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000},
     )
 

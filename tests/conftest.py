@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from faults.bank_check import postgres_unreachable
 
 from services.clock import Clock, FixedClock
 from services.ledger import InMemoryLedger
@@ -32,21 +31,9 @@ def pg_url() -> str:
     return os.environ.get("CCSIM_TEST_PG_URL", PG_URL_DEFAULT)
 
 
-@functools.cache
-def _pg_unreachable(url: str) -> str | None:
-    """Why PostgreSQL cannot be used (None when it can); asked once per session."""
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    engine = create_engine(parsed, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:  # any failure to connect means "not reachable"; the reason is shown
-        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
-    finally:
-        engine.dispose()
-    return None
+# Why PostgreSQL cannot be used (None when it can), asked once per session; the probe is the fault
+# harness's, which also runs outside pytest (python -m tests.faults.bank_check).
+_pg_unreachable = functools.cache(postgres_unreachable)
 
 
 def require_postgres() -> str:

@@ -121,6 +121,7 @@ class Live:
                 for ledger in self.ledgers_of(app):
                     ledger.drop_tables()
                 app.state.party.keys.drop_table()
+                app.state.party.durable.drop_table()
                 outbox = getattr(app.state, "outbox", None)  # the bank keeps none
                 if outbox is not None:
                     outbox.drop_table()
@@ -129,7 +130,7 @@ class Live:
     @staticmethod
     def ledgers_of(app: FastAPI) -> list[Any]:
         st = app.state
-        for name, attr in (("exchange_service", "ledger"), ("issuer_service", "ledger")):
+        for name, attr in (("exchange_service", "sql_ledger"), ("issuer_service", "sql_ledger")):
             if hasattr(st, name):
                 return [getattr(getattr(st, name), attr)]
         if hasattr(st, "network_service"):

@@ -21,14 +21,16 @@ import httpx
 import pytest
 from conftest import SQL_BACKENDS
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from test_live_concurrency import free_port_block
-from test_live_parties import Live, assert_clean, make_seed, pay_body
+from test_live_parties import FACTORIES, Live, assert_clean, make_seed, pay_body
 
 from services.api import close_app
 from services.api.outbox import Outbox, OutboxEntry, RecoveryReport, Relay
-from services.api.parties import create_bank_app, create_exchange_app, create_issuer_app, write_seed
+from services.api.parties import create_bank_app, create_issuer_app, write_seed
 from services.api.parties.base import StartupError
 from services.api.parties.breaker import BreakerState, CircuitBreaker
+from services.api.parties.durable import DurabilityError
 from services.api.transport_http import HttpTransport
 from services.ledger import Account, Transfer, TransferResult
 from services.ledger.sql import SqlLedger
@@ -236,12 +238,101 @@ async def test_bank_restarts_on_its_books_and_serves_again(live: RecoveryLive) -
     await assert_clean(live)
 
 
-async def test_parties_with_state_in_memory_refuse_to_resume_and_say_why(live: RecoveryLive) -> None:
-    await live.post("http://network/v1/payments", pay_body("p1"), "k1")
-    with pytest.raises(StartupError, match="tax lots"):
-        create_exchange_app(live.settings("exchange", resume=True))
-    with pytest.raises(StartupError, match="authorizations"):
+async def _observe(live: RecoveryLive) -> dict[str, Any]:
+    """What a client can see of the exchange's, issuer's and network's state in memory."""
+    get = live.client.get
+    return {
+        "auth_p1": (await get("http://issuer/v1/authorizations/p1")).json(),
+        "auth_p2": (await get("http://issuer/v1/authorizations/p2")).json(),
+        "card_c1": (await get("http://issuer/v1/cards/c1")).json(),
+        "card_c2": (await get("http://issuer/v1/cards/c2")).json(),
+        "sale": (await get("http://exchange/v1/sells/p1:sale")).json(),
+        "tax_h1": (await get("http://exchange/v1/tax/statements/h1")).json(),
+        "wallet_h1": (await get("http://exchange/v1/wallets/h1")).json(),
+        "prices": (await get("http://exchange/v1/prices")).json(),
+        "network_halves": (await get("http://network/v1/ledger/halves")).json(),
+    }
+
+
+def _restart(live: RecoveryLive, party: str, **settings: Any) -> Any:
+    close_app(live.apps[party])  # the process is gone; its database stays
+    app = FACTORIES[party](live.settings(party, **settings), http_client=live.outbound)
+    live.apps[party] = app
+    live.router.apps[party] = httpx.ASGITransport(app=app)
+    return app
+
+
+async def test_parties_restart_on_their_books_and_carry_on(live: RecoveryLive) -> None:
+    """Exchange, issuer and network rebuild their state from the command log: the same answers
+    after the restart as before, and the next payments, captures and settlement run on it."""
+    assert (await live.post("http://network/v1/payments", pay_body("p1"), "k1")).json()["approved"]  # a JIT sale
+    assert (await live.post("http://exchange/v1/prices", {"asset": "BTC", "price_kzt": "47000000"})).status_code == 200
+    r = await live.post("http://network/v1/presentments", {"kind": "capture", "auth_id": "p1", "amount": "5000.00"},
+                        "c1")
+    assert r.status_code == 201, r.text  # in the acquirer's open batch
+    assert (await live.post("http://network/v1/payments", pay_body("p2", card="c2", amount="700.00"),
+                            "k2")).json()["approved"]  # a hold left open
+    before = await _observe(live)
+    assert before["network_halves"]["in_transit"] == ["p1"]
+    for party in ("exchange", "issuer", "network"):
+        with pytest.raises(StartupError, match="--resume"):  # never silently on old books
+            FACTORIES[party](live.settings(party))
+        _restart(live, party, resume=True)
+        state = (await live.client.get(f"http://{party}/v1/recovery")).json()["state"]
+        assert state["started"] == "replayed" and state["commands_replayed"] > 1, state
+        assert state["transfers_verified"] > 0
+    assert await _observe(live) == before
+    # The replayed state keeps its promises: the sale is not made twice under another key...
+    order = {"id": "p1:sale", "holder_id": "h1", "net": "1.00", "asset_priority": ["BTC"]}
+    again = await live.post("http://exchange/v1/sells", order, "another-key")
+    assert again.status_code == 200 and again.json()["id"] == "p1:sale"
+    # ...the open hold can be captured, and a new payment, a window and the books all work.
+    r = await live.post("http://network/v1/presentments", {"kind": "capture", "auth_id": "p2", "amount": "700.00"},
+                        "c2")
+    assert r.status_code == 201, r.text
+    assert (await live.post("http://network/v1/payments", pay_body("p3"), "k3")).json()["approved"]
+    r = await live.post("http://network/v1/settlements", {"window_id": "w1"}, "w1")
+    assert r.status_code == 201 and r.json()["presentments"] == 2 and r.json()["undelivered"] == []
+    _restart(live, "network", resume=True)  # a closed window survives a restart too
+    assert (await live.client.get("http://network/v1/settlements/w1")).json() == r.json()
+    await assert_clean(live)
+
+
+async def test_a_replay_that_disagrees_with_the_books_stops_the_start(live: RecoveryLive) -> None:
+    assert (await live.post("http://network/v1/payments", pay_body("p1"), "k1")).json()["approved"]
+    issuer = live.apps["issuer"].state.issuer_service
+    hold = issuer.sql_ledger.transfer("p1:hold")
+    assert hold is not None
+    close_app(live.apps["issuer"])
+    table = issuer.sql_ledger._t
+    with issuer.sql_ledger._writer.begin() as conn:  # someone edits the books behind the service's back
+        conn.execute(table.update().where(table.c.id == "p1:hold").values(amount=hold.amount + 1))
+    with pytest.raises(DurabilityError, match="p1:hold differs after replay"):
         create_issuer_app(live.settings("issuer", resume=True))
+    _restart(live, "issuer", reset=True)  # with --reset it starts over
+
+
+async def test_a_lost_database_write_rebuilds_the_state_before_the_next_command(live: RecoveryLive) -> None:
+    """The database fails while a command runs: it answers 503, and the next access to the state
+    first rebuilds it from the log, so nothing of the lost command stays in memory."""
+    issuer = live.apps["issuer"].state.issuer_service
+    durable = issuer.ctx.durable
+    real = durable.unit.before_commit
+
+    def failing(callback: Any) -> None:
+        raise OperationalError("INSERT", {}, Exception("the database went away"))
+
+    durable.unit.before_commit = failing  # type: ignore[method-assign]
+    r = await live.post("http://issuer/v1/cards", {"card_id": "c9", "holder_id": "h2", "residency": "resident",
+                                                   "kyc_tier": "standard", "funding_mode": "prefunded"})
+    assert r.status_code == 503 and r.json()["errors"][0]["field"] == "database"
+    assert durable.broken and "c9" in issuer.issuer.cards  # memory ran ahead of the books
+    durable.unit.before_commit = real  # type: ignore[method-assign]
+    assert (await live.client.get("http://issuer/v1/cards/c9")).status_code == 404  # rebuilt before the read
+    assert not durable.broken and durable.report.rebuilds == 1
+    assert "c9" not in issuer.issuer.cards  # the lost command is gone from memory too
+    assert (await live.post("http://network/v1/payments", pay_body("p1"), "k1")).json()["approved"]
+    await assert_clean(live)
 
 
 # -- (c) the circuit breaker to the exchange ------------------------------------------------------

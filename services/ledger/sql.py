@@ -84,7 +84,7 @@ from services.ledger.model import (
 )
 from services.money import AssetRegistry
 
-__all__ = ["SqlLedger", "TransactionHook", "sqlite_engine"]
+__all__ = ["SqlLedger", "TransactionHook", "UnitOfWork", "sqlite_engine"]
 
 T = TypeVar("T")
 
@@ -260,8 +260,10 @@ class SqlLedger:
         pool_size: int = 5,
         max_overflow: int = 15,
         retries_max: int = 20,
+        unit: UnitOfWork | None = None,
     ) -> None:
         self.name = name
+        self.unit = unit
         self.assets = assets or AssetRegistry()
         # Live books: wall-clock time by default (tests and simulations pass their own clock).
         self.clock: Clock = clock or SystemClock()
@@ -389,20 +391,16 @@ class SqlLedger:
 
     # -- queries -----------------------------------------------------------------------------
     def account(self, account_id: str) -> Account | None:
-        with self._reader.connect() as conn:
-            r = conn.execute(select(self._a).where(self._a.c.id == account_id)).first()
+        r = self._read_one(lambda conn: conn.execute(select(self._a).where(self._a.c.id == account_id)).first())
         return None if r is None else _account_from_row(r)
 
     def transfer(self, transfer_id: str) -> Transfer | None:
-        with self._reader.connect() as conn:
-            r = conn.execute(select(self._t).where(self._t.c.id == transfer_id)).first()
+        r = self._read_one(lambda conn: conn.execute(select(self._t).where(self._t.c.id == transfer_id)).first())
         return None if r is None else _transfer_from_row(r)
 
     def pending_state(self, transfer_id: str) -> PendingState | None:
-        with self._reader.connect() as conn:
-            state = conn.execute(
-                select(self._t.c.pending_state).where(self._t.c.id == transfer_id)
-            ).scalar()
+        state = self._read_one(lambda conn: conn.execute(
+            select(self._t.c.pending_state).where(self._t.c.id == transfer_id)).scalar())
         return None if state is None else PendingState(state)
 
     def accounts(self) -> Iterator[Account]:
@@ -454,15 +452,33 @@ class SqlLedger:
                 found.update((r.debit_account_id, r.credit_account_id))
         return found
 
+    def _read_one(self, work: Callable[[Connection], T]) -> T:
+        """One statement: on the open unit of work of this thread (it sees that unit's own
+        uncommitted writes), else on a pooled reader."""
+        conn = self.unit.current() if self.unit is not None else None
+        if conn is not None:
+            return work(conn)
+        with self._reader.connect() as raw:
+            return work(raw)
+
     def _read(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in one read transaction: a snapshot (SQLite WAL, PG REPEATABLE READ)."""
+        """Run ``work`` in one read transaction: a snapshot (SQLite WAL, PG REPEATABLE READ); in
+        an open unit of work, on its connection."""
+        conn = self.unit.current() if self.unit is not None else None
+        if conn is not None:
+            return work(conn)
         with self._reader.connect() as raw:
             conn = raw.execution_options(**self._read_options)
             with conn.begin():
                 return work(conn)
 
     def _write(self, work: Callable[[Connection, float], T]) -> T:
-        """Run ``work`` in one write transaction, retrying the whole of it on a lost race."""
+        """Run ``work`` in one write transaction, retrying the whole of it on a lost race. Inside
+        a unit of work (:class:`UnitOfWork`) it joins the unit's transaction instead: no commit
+        here, and no retry (the unit's owner decides what a failure means)."""
+        conn = self.unit.connection() if self.unit is not None else None
+        if conn is not None:
+            return work(conn, self.clock.now())
         for attempt in range(self._retries_max + 1):
             try:
                 with self._write_lock, self._writer.begin() as conn:
@@ -560,3 +576,87 @@ def sqlite_engine(
         conn.exec_driver_sql(begin)
 
     return engine
+
+
+class UnitOfWork:
+    """One write transaction shared by several ledgers of a party (and any rows of its own).
+
+    A party whose one operation books in several places — a hold, then a sale's credit; a batch
+    into the network's ledger and an acquirer's — and keeps state besides its books needs all of
+    that to commit together or not at all. Ledgers built with ``unit=`` join the unit's
+    transaction while :meth:`scope` is open on the calling thread: their writes run on its
+    connection (opened at the first write), their reads see those writes, and nothing commits
+    until the scope closes. Outside a scope they behave as if no unit existed.
+
+    Scopes nest (an inner scope joins the outer one). On leaving the outermost scope, the
+    ``before_commit`` callbacks registered during it run on the connection, then it commits; an
+    exception rolls everything back and propagates. ``url`` must be the ledgers' database.
+    """
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self.url = parsed.render_as_string(hide_password=False)
+        if parsed.get_backend_name() == "sqlite":
+            self.engine = sqlite_engine(parsed, pool_size=1, max_overflow=0, pool_timeout=120)
+        else:
+            self.engine = create_engine(parsed, pool_size=2, max_overflow=2, pool_timeout=120)
+        self._local = threading.local()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def scope(self) -> Iterator[UnitOfWork]:
+        """Open (or join) this thread's unit; commit when the outermost scope closes."""
+        depth: int = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        if depth == 0:
+            self._local.conn = None
+            self._local.before_commit = []
+        try:
+            yield self
+            if depth == 0:
+                callbacks: list[Callable[[Connection], None]] = self._local.before_commit
+                if callbacks:
+                    conn = self.connection()
+                    assert conn is not None  # inside the scope
+                    for callback in callbacks:
+                        callback(conn)
+                opened: Connection | None = self._local.conn
+                if opened is not None:
+                    opened.commit()
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                opened = self._local.conn
+                self._local.conn = None
+                self._local.before_commit = []
+                if opened is not None:
+                    opened.close()  # rolls back whatever was not committed
+
+    def active(self) -> bool:
+        return getattr(self._local, "depth", 0) > 0
+
+    def current(self) -> Connection | None:
+        """The connection of this thread's open unit, if it has written yet (reads use it then)."""
+        return getattr(self._local, "conn", None) if self.active() else None
+
+    def connection(self) -> Connection | None:
+        """This thread's unit connection, opened (and its transaction begun) on first use; ``None``
+        outside a scope."""
+        if not self.active():
+            return None
+        conn: Connection | None = self._local.conn
+        if conn is None:
+            conn = self.engine.connect()
+            conn.begin()
+            self._local.conn = conn
+        return conn
+
+    def before_commit(self, callback: Callable[[Connection], None]) -> None:
+        """Run ``callback`` on the unit's connection just before it commits (inside a scope)."""
+        if not self.active():
+            raise RuntimeError("before_commit outside a unit of work scope")
+        self._local.before_commit.append(callback)

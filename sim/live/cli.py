@@ -1,7 +1,7 @@
 """``ccsim serve``: the command line of the live party services (see :mod:`sim.live.serve`).
 
     ccsim serve [--database-url URL] [--data-dir DIR] [--host 127.0.0.1] [--port 8000]
-                [--scenario FILE] [--seed N] [--set KEY=VALUE ...] [--reset] [--no-gateway]
+                [--scenario FILE] [--seed N] [--set KEY=VALUE ...] [--reset | --resume] [--no-gateway]
 
 Exit codes: 0 stopped on request (Ctrl-C, SIGTERM); 1 a service died; 2 bad input (nothing started).
 """
@@ -46,6 +46,9 @@ def add_serve_command(subparsers: Any, commands: dict[str, Callable[[argparse.Na
                    help="a seed.json written earlier (instead of --scenario)")
     p.add_argument("--reset", action="store_true",
                    help="drop the parties' tables first (required when --data-dir holds an earlier run's books)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue on the books an earlier run left in --data-dir (each party rebuilds its state "
+                        "from its command log and checks it against its books)")
     p.add_argument("--no-gateway", action="store_true", help="start the party services only")
     p.set_defaults(func=serve_command)
     if commands is not None:
@@ -70,6 +73,9 @@ def _seed(args: argparse.Namespace) -> PartySeed:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    if args.reset and args.resume:
+        _err("--reset and --resume exclude each other: drop the books, or continue on them")
+        return EXIT_BAD_INPUT
     if not 1 <= args.port <= 65_535 - 4:
         _err("--port must leave room for the four party ports above it")
         return EXIT_BAD_INPUT
@@ -82,7 +88,7 @@ def serve_command(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_BAD_INPUT
     config = ServeConfig(data_dir=args.data_dir, host=args.host, port=args.port, database_url=args.database_url,
-                         reset=args.reset, gateway=not args.no_gateway)
+                         reset=args.reset, resume=args.resume, gateway=not args.no_gateway)
     print(f"ccsim serve: {len(seed.cardholders)} cardholders, {len(seed.merchants)} merchants; "
           f"starting {', '.join(config.ports())} (logs in {args.data_dir / 'logs'})", flush=True)
     stop_requested: list[bool] = []

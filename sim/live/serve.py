@@ -71,6 +71,7 @@ class ServeConfig:
     database_url: str = ""  # empty: a SQLite file per party in data_dir
     table_prefix: str = ""  # with database_url: the parties' tables are <table_prefix><party>_*
     reset: bool = False
+    resume: bool = False  # continue on the books in data_dir / database_url (the parties replay their logs)
     gateway: bool = True  # start the gateway too, when sim.live.gateway is installed
     start_timeout_s: float = 600.0  # seeding a large population takes a while
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -166,10 +167,10 @@ class Supervisor:
         env = {**os.environ, **cfg.extra_env,
                "CCSIM_PARTY": name, "CCSIM_DATA_DIR": str(cfg.data_dir.resolve()),
                "CCSIM_SEED_FILE": str(self.seed_path.resolve()),
-               "CCSIM_RESET": "1" if cfg.reset else "0"}
+               "CCSIM_RESET": "1" if cfg.reset else "0", "CCSIM_RESUME": "1" if cfg.resume else "0"}
         if name == "gateway":
             env["CCSIM_PORTS_FILE"] = str(self.ports_path.resolve())
-            for key in ("CCSIM_SEED_FILE", "CCSIM_RESET"):
+            for key in ("CCSIM_SEED_FILE", "CCSIM_RESET", "CCSIM_RESUME"):
                 env.pop(key)
         else:
             env.update({f"CCSIM_{peer.upper()}_URL": urls[peer] for peer in PARTY_FACTORIES})

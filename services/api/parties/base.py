@@ -7,9 +7,10 @@ integrity endpoints.
   runs under that lock; the lock is never held while waiting for another service, which may be
   calling back (the exchange's proceeds reach the issuer while the issuer waits for the sale).
 - :func:`open_ledger` gives the party a ``SqlLedger`` on its own database (or its own table
-  prefix in a shared PostgreSQL database). On books an earlier run left behind it starts only
-  when the party keeps no state outside the database and ``resume`` is set (the bank service);
-  the others refuse, naming what lives only in memory (cards, tax lots, book depth, …).
+  prefix in a shared PostgreSQL database), joined to the party's unit of work. On books an
+  earlier run left behind it starts only when ``resume`` is set; the parties with state besides
+  their books (exchange, issuer, network) then rebuild that state from their command log
+  (:mod:`services.api.parties.durable`; ``PartyContext.command`` runs a logged command).
 - :func:`open_outbox` gives the party its durable outbox, the relay that delivers it and the
   start-up recovery report (``GET /v1/recovery``); :func:`staging_hook` stages a message in the
   transaction of the booking that owes it (:mod:`services.api.outbox`).
@@ -23,7 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, cast
 
 import anyio
@@ -31,6 +32,7 @@ import anyio.to_thread
 from fastapi import APIRouter, FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.api.common import create_base_app, on_shutdown
 from services.api.fields import API_MODEL_CONFIG, AmountText, Identifier, Text, parse_amount_field
@@ -46,15 +48,16 @@ from services.api.idempotency import (
 from services.api.ledger_schemas import InvariantsOut, ViolationOut
 from services.api.metrics import ApiMetrics
 from services.api.outbox import PENDING, Outbox, RecoveryReport, Relay, transport_deliverer
-from services.api.parties.seed import PartySeed, Topology, read_seed
+from services.api.parties.durable import CommandClock, DurabilityError, Durable, seed_digest
+from services.api.parties.seed import PartySeed, Topology, read_seed, seed_json
 from services.api.parties.settings import PartySettings
-from services.api.problems import FieldError, ProblemError, problem_responses
+from services.api.problems import FieldError, ProblemError, problem_response, problem_responses
 from services.api.routing import StrictJsonRoute
 from services.api.transport_http import HttpTransport
 from services.clock import Clock, SystemClock
 from services.ledger import Violation
 from services.ledger.engine import Staging
-from services.ledger.sql import SqlLedger, TransactionHook
+from services.ledger.sql import SqlLedger, TransactionHook, UnitOfWork
 from services.logging import get_logger
 from services.messaging import Handler, PaymentMessage, Purpose
 from services.money import AssetRegistry
@@ -96,19 +99,45 @@ class PartyContext:
     seed: PartySeed
     topology: Topology
     assets: AssetRegistry
-    clock: Clock
+    clock: CommandClock
     transport: HttpTransport
     keys: IdempotencyStore
     metrics: ApiMetrics
-    lock: threading.RLock = field(default_factory=threading.RLock)
+    unit: UnitOfWork
+    durable: Durable
+
+    @property
+    def seed_digest(self) -> str:
+        """What the seeding depends on; a replay refuses books written under another seed."""
+        return seed_digest(seed_json(self.seed))
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self.durable.lock
 
     def locked(self, fn: Callable[..., T], *args: Any) -> T:
+        """A read of the domain state under the domain lock (changes go through :meth:`command`);
+        after a database failure the state is rebuilt first, so no read sees what was lost."""
         with self.lock:
+            self.durable.ensure_sound()
             return fn(*args)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a domain call under the domain lock in a worker thread (the loop stays free)."""
+        """:meth:`locked` in a worker thread (the loop stays free)."""
         return await anyio.to_thread.run_sync(self.locked, fn, *args)
+
+    def command(self, fn: Callable[..., T], *args: Any, refused: Callable[[T], bool] | None = None) -> T:
+        """A change of the domain state: a logged, atomic command (:class:`Durable`)."""
+        try:
+            return self.durable.command(fn, *args, refused=refused)
+        except (SQLAlchemyError, DurabilityError) as exc:
+            raise ProblemError(503, "this service's database is unavailable; retry with the same Idempotency-Key",
+                               [FieldError(field="database", reason=str(exc).splitlines()[0][:200])],
+                               slug="database-unavailable") from exc
+
+    async def run_command(self, fn: Callable[..., T], *args: Any, refused: Callable[[T], bool] | None = None) -> T:
+        """:meth:`command` in a worker thread."""
+        return await anyio.to_thread.run_sync(lambda: self.command(fn, *args, refused=refused))
 
     def url(self, party: Literal["exchange", "issuer", "network", "bank"]) -> str:
         url = str(getattr(self.settings, f"{party}_url"))
@@ -131,14 +160,28 @@ def create_party_base(
     topology = Topology(seed)
     assets = seed.registry()
     app = create_base_app(settings, title=title)
-    keys = IdempotencyStore(settings.database_url, table_prefix=settings.table_prefix, clock=clock,
+    party_clock = CommandClock(clock or SystemClock())
+    keys = IdempotencyStore(settings.database_url, table_prefix=settings.table_prefix, clock=party_clock,
                             lease_s=settings.idempotency_lease_s)
     if settings.reset:
         keys.drop_table()
         keys.close()
-        keys = IdempotencyStore(settings.database_url, table_prefix=settings.table_prefix, clock=clock,
+        keys = IdempotencyStore(settings.database_url, table_prefix=settings.table_prefix, clock=party_clock,
                                 lease_s=settings.idempotency_lease_s)
     on_shutdown(app, keys.close)
+    unit = UnitOfWork(settings.database_url)
+    on_shutdown(app, unit.close)
+    durable = Durable(unit, party_clock, settings.table_prefix, threading.RLock())
+    if settings.reset:
+        durable.reset()
+
+    async def database_unavailable(request: Request, exc: Exception) -> Response:
+        return problem_response(request, 503, "this service's database is unavailable; retry later",
+                                [FieldError(field="database", reason=str(exc).splitlines()[0][:200])],
+                                slug="database-unavailable")
+
+    app.add_exception_handler(SQLAlchemyError, database_unavailable)
+    app.add_exception_handler(DurabilityError, database_unavailable)
     routes = {
         party: url.rstrip("/") for party, url in (
             (seed.config.exchange_id, settings.exchange_url), (seed.config.issuer_id, settings.issuer_url),
@@ -151,33 +194,38 @@ def create_party_base(
                               connect_timeout_s=settings.outbound_connect_timeout_s,
                               retries_max=settings.outbound_retries_max)
     on_shutdown(app, transport.close_sync)  # the async pool closes with the process (or the test's client)
-    ctx = PartyContext(settings, seed, topology, assets, clock or SystemClock(), transport, keys, app.state.metrics)
+    ctx = PartyContext(settings, seed, topology, assets, party_clock, transport, keys, app.state.metrics, unit, durable)
     app.state.party = ctx
     return app, ctx
 
 
-def open_ledger(ctx: PartyContext, name: str, suffix: str = "", *, in_memory_state: str = "") -> SqlLedger:
-    """The ledger ``name`` of this party (tables ``<prefix><suffix>accounts``/``transfers``).
+def open_ledger(ctx: PartyContext, name: str, suffix: str = "") -> SqlLedger:
+    """The ledger ``name`` of this party (tables ``<prefix><suffix>accounts``/``transfers``), joined
+    to the party's unit of work.
 
-    With ``reset`` its tables are dropped first. Books left by an earlier run are used as they are
-    when the party keeps no state outside its database (``in_memory_state`` empty) and ``resume``
-    is set; otherwise they stop the start-up (:class:`StartupError`, naming the state that lives
-    only in memory) rather than being silently mixed with a fresh in-memory state.
+    With ``reset`` its tables are dropped first. Books left by an earlier run are used only when
+    ``resume`` is set (the party then rebuilds its state from its command log and checks it
+    against them); otherwise they stop the start-up (:class:`StartupError`) rather than being
+    silently mixed with a fresh state.
     """
     s = ctx.settings
     prefix = s.table_prefix + suffix
-    ledger = SqlLedger(s.database_url, assets=ctx.assets, clock=ctx.clock, name=name, table_prefix=prefix)
+
+    def make() -> SqlLedger:
+        return SqlLedger(s.database_url, assets=ctx.assets, clock=ctx.clock, name=name, table_prefix=prefix,
+                         unit=ctx.unit)
+
+    ledger = make()
     if s.reset:
         ledger.drop_tables()
         ledger.close()
-        ledger = SqlLedger(s.database_url, assets=ctx.assets, clock=ctx.clock, name=name, table_prefix=prefix)
-    elif len(ledger) > 0 and (in_memory_state or not s.resume):
+        ledger = make()
+    elif len(ledger) > 0 and not s.resume:
         ledger.close()
-        why = (f"its state outside the database ({in_memory_state}) cannot be rebuilt from them" if in_memory_state
-               else "start with --resume (CCSIM_RESUME=1) to continue on them")
         raise StartupError(
             f"{name}: the database {ledger.url.split('@')[-1]} (tables {prefix}*) holds books from an earlier "
-            f"run; {why}. Start with --reset (CCSIM_RESET=1) to drop them, or use another data directory.")
+            f"run; start with --resume (CCSIM_RESUME=1) to continue on them, or with --reset (CCSIM_RESET=1) "
+            "to drop them, or use another data directory.")
     return ledger
 
 
@@ -247,7 +295,7 @@ def recovery_router(ctx: PartyContext, report: Callable[[], dict[str, Any]]) -> 
     @router.get("/v1/recovery")
     def get_recovery() -> dict[str, Any]:
         """What the start-up recovery pass found in doubt (left by an earlier run) and has resolved."""
-        return report()
+        return {**report(), "state": ctx.durable.report.as_dict()}
 
     return router
 

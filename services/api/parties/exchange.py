@@ -22,13 +22,16 @@ transaction as the sale's batch, so a sale is never committed without the procee
 sale's answer says whether every hop acknowledged it at once; if not, the relay delivers the row
 with the same id until acknowledged (each hop books only what it lacks). ``GET /v1/recovery``.
 
-In memory (rebuilt from the seed at start, lost at exit): the order books' depth and mid prices,
-the tax lots and realizations, the sales already made (replays), halts, the house counters the
-invariants compare with the ledger. So the exchange cannot restart on its own books.
+In memory: the order books' depth and mid prices, the tax lots and realizations, the sales
+already made (replays), halts, the house counters the invariants compare with the ledger. Every
+change to them is a logged command committed with its bookings, so a restarted exchange
+(``resume``) rebuilds them by replaying its command log and checking the result against its books
+(:mod:`services.api.parties.durable`).
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, FastAPI, Path, Request, Response
@@ -49,19 +52,20 @@ from services.api.parties.base import (
     problem,
     recovery_router,
 )
+from services.api.parties.durable import StatefulService, SwitchLedger
 from services.api.parties.schemas import PriceText, SaleOut, SellOrderIn, price_in
 from services.api.parties.seed import seed_exchange
 from services.api.parties.settings import PartySettings
 from services.api.problems import FieldError, ProblemError, problem_responses
 from services.api.routing import StrictJsonRoute
 from services.clock import Clock
-from services.contracts import Lot, Residency, SaleResult
+from services.contracts import Lot, Residency, SaleResult, SellOrder
 from services.exchange import Exchange, SaleQuote
 from services.exchange import accounts as acc
 from services.exchange.config import SaleReason
 from services.ledger import Transfer, TransferResult
 from services.ledger.engine import Staging
-from services.ledger.sql import TransactionHook
+from services.ledger.sql import SqlLedger, TransactionHook
 from services.messaging import PaymentMessage, Purpose
 from services.money import MoneyError, parse_amount
 from services.reconciliation import exchange_halves
@@ -174,7 +178,7 @@ class TaxStatementOut(BaseModel):
 HolderId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 
-class ExchangeService:
+class ExchangeService(StatefulService):
     """The exchange domain behind the routes: the lock, the clocked book depth and the outbox."""
 
     def __init__(self, ctx: PartyContext, outbox: Outbox, relay: Relay) -> None:
@@ -182,15 +186,29 @@ class ExchangeService:
         self.outbox = outbox
         self.relay = relay
         cfg = ctx.seed.config
-        self.ledger = open_ledger(ctx, cfg.exchange_id, in_memory_state=(
-            "order-book depth, tax lots and realizations, sales for replays, house counters"))
-        ex_cfg = cfg.exchange_config()
-        self.tax = TaxBook(method=cfg.cost_basis, assets=ctx.assets)
-        self.exchange = Exchange(self.ledger, ctx.assets, ctx.clock, ex_cfg, self.tax)
-        seed_exchange(self.exchange, ctx.seed)
-        self.stable = ex_cfg.stablecoin_code
-        self._replenished_at_s = ctx.clock.now()
+        self.sql_ledger = open_ledger(ctx, cfg.exchange_id)
+        self.ledger = SwitchLedger(self.sql_ledger)
+        self.stable = cfg.exchange_config().stablecoin_code
+        self._replenished_at_s = 0.0
+        self.durable, self.seed_digest, self.assets = ctx.durable, ctx.seed_digest, ctx.assets
+        ctx.durable.on_rebuild(self._start)
+        self._start()
         self.sales_total = ctx.metrics.counter("exchange_sales", "Sell orders, by outcome", ("outcome",))
+
+    # -- state -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        """Fresh domain objects on the switch ledger; this service is the command target."""
+        cfg = self.ctx.seed.config
+        self.tax = TaxBook(method=cfg.cost_basis, assets=self.ctx.assets)
+        self.exchange = Exchange(self.ledger, self.ctx.assets, self.ctx.clock, cfg.exchange_config(), self.tax)
+        self.ctx.durable.register("service", self)
+
+    def _seed(self) -> None:
+        seed_exchange(self.exchange, self.ctx.seed)
+        self._replenished_at_s = self.ctx.clock.now()
+
+    def _ledger_pairs(self) -> list[tuple[SwitchLedger, SqlLedger]]:
+        return [(self.ledger, self.sql_ledger)]
 
     # -- market ------------------------------------------------------------------------------
     def _replenish(self) -> None:
@@ -212,11 +230,7 @@ class ExchangeService:
         self._check_order(body)
         order = body.to_order(self.ctx.assets)
 
-        def work() -> SaleQuote | SaleReason:
-            self._replenish()
-            return self.exchange.quote(order)
-
-        got = self.ctx.locked(work)
+        got = self.ctx.command(self._quote, order)
         if isinstance(got, SaleReason):
             raise _refused(got)
         fmt = self.ctx.assets.format
@@ -228,22 +242,26 @@ class ExchangeService:
                             avg_price_kzt=str(leg.quote.avg_price_kzt), slippage_bps=str(leg.quote.slippage_bps),
                         ) for leg in got.legs])
 
+    def _quote(self, order: SellOrder) -> SaleQuote | SaleReason:
+        self._replenish()
+        return self.exchange.quote(order)
+
+    def _sell(self, order: SellOrder) -> tuple[bool, SaleResult]:
+        known = self.exchange.sale(order.id)
+        if known is not None:
+            return False, known
+        self._replenish()
+        with self.ledger.also_in_transaction(self._proceeds_hook(order.id, order.auth_id)):
+            if order.asset_priority == (self.stable,):
+                return True, self.exchange.redeem_stablecoin(order)
+            return True, self.exchange.sell(order)
+
     def sell(self, body: SellOrderIn) -> tuple[int, SaleOut]:
         """Execute (or replay) the sale, then pay the proceeds out; a refusal is a 422 problem."""
         self._check_order(body)
         order = body.to_order(self.ctx.assets)
 
-        def work() -> tuple[bool, SaleResult]:
-            known = self.exchange.sale(order.id)
-            if known is not None:
-                return False, known
-            self._replenish()
-            with self.ledger.also_in_transaction(self._proceeds_hook(order.id, order.auth_id)):
-                if order.asset_priority == (self.stable,):
-                    return True, self.exchange.redeem_stablecoin(order)
-                return True, self.exchange.sell(order)
-
-        new, sale = self.ctx.locked(work)
+        new, sale = self.ctx.command(self._sell, order)
         if not sale.ok:
             self.sales_total.labels(self.ctx.settings.party, sale.reason).inc()
             raise _refused(SaleReason(sale.reason))
@@ -314,14 +332,15 @@ class ExchangeService:
             holdings.append(Holding(h.asset, lots))
         stable = self._units(body.stablecoin, self.stable, "stablecoin") if body.stablecoin else 0
 
-        def work() -> int:
-            if self._has_wallet(body.holder_id):
-                return 200
-            self.exchange.open_wallet(body.holder_id, Residency(body.residency), tuple(holdings), stable)
-            return 201
-
-        status = self.ctx.locked(work)
+        status = self.ctx.command(self._open_wallet, body.holder_id, Residency(body.residency), tuple(holdings),
+                                  stable, refused=lambda status: status == 200)
         return status, self.wallet(body.holder_id)
+
+    def _open_wallet(self, holder_id: str, residency: Residency, holdings: tuple[Any, ...], stable: int) -> int:
+        if self._has_wallet(holder_id):
+            return 200
+        self.exchange.open_wallet(holder_id, residency, holdings, stable)
+        return 201
 
     def wallet(self, holder_id: str) -> WalletOut:
         if not self._has_wallet(holder_id):
@@ -342,37 +361,37 @@ class ExchangeService:
                                                                                       reason="required")])
         price = price_in(body.price_kzt, "price_kzt") if body.price_kzt is not None else None
         wallet_id = acc.wallet(body.holder_id, body.asset)
-
-        def work() -> int:
-            if self.ledger.account(wallet_id) is None:
-                raise ProblemError(404, f"no {body.asset} wallet for {body.holder_id}",
-                                   [FieldError(field="holder_id", reason="no wallet for this asset")])
-            t = Transfer(f"deposit:{body.id}", acc.custody(body.asset), wallet_id, quantity, body.asset,
-                         code="deposit", user_data=body.holder_id)
-            result = self.ledger.create_transfers([t])[0]
-            if result is TransferResult.EXISTS:
-                return 200
-            if result is not TransferResult.OK:
-                raise ProblemError(409, f"deposit {body.id}: {result.name.lower()}",
-                                   [FieldError(field="id", reason=result.name.lower())])
-            if crypto and price is not None:
-                residency = self.tax.residency(body.holder_id)
-                self.tax.add_lots(body.holder_id, residency, body.asset,
-                                  [Lot(quantity, price, self.ctx.clock.now())])
-            return 201
-
-        status = self.ctx.locked(work)
+        status = self.ctx.command(self._deposit, body.id, body.holder_id, body.asset, quantity,
+                                  price if crypto else None, refused=lambda status: status == 200)
         balance = self.ledger.account(wallet_id)
         return status, DepositOut(id=body.id, holder_id=body.holder_id, asset=body.asset, quantity=body.quantity,
                                   balance=self.ctx.assets.format(balance.available_credit_balance if balance else 0,
                                                                  body.asset))
+
+    def _deposit(self, deposit_id: str, holder_id: str, asset: str, quantity: int, price: Decimal | None) -> int:
+        wallet_id = acc.wallet(holder_id, asset)
+        if self.ledger.account(wallet_id) is None:
+            raise ProblemError(404, f"no {asset} wallet for {holder_id}",
+                               [FieldError(field="holder_id", reason="no wallet for this asset")])
+        t = Transfer(f"deposit:{deposit_id}", acc.custody(asset), wallet_id, quantity, asset,
+                     code="deposit", user_data=holder_id)
+        result = self.ledger.create_transfers([t])[0]
+        if result is TransferResult.EXISTS:
+            return 200
+        if result is not TransferResult.OK:
+            raise ProblemError(409, f"deposit {deposit_id}: {result.name.lower()}",
+                               [FieldError(field="id", reason=result.name.lower())])
+        if price is not None:
+            residency = self.tax.residency(holder_id)
+            self.tax.add_lots(holder_id, residency, asset, [Lot(quantity, price, self.ctx.clock.now())])
+        return 201
 
     # -- prices and halts --------------------------------------------------------------------
     def set_price(self, body: PriceIn) -> PricesOut:
         if body.asset not in self.exchange.config.books:
             raise problem(422, f"no order book for {body.asset}", "asset", "not traded")
         price = price_in(body.price_kzt)
-        self.ctx.locked(self.exchange.set_mid_price, body.asset, price)
+        self.ctx.command(self._set_mid_price, body.asset, price)
         return self.prices()
 
     def prices(self) -> PricesOut:
@@ -385,8 +404,14 @@ class ExchangeService:
     def set_halt(self, body: HaltIn) -> HaltIn:
         if body.asset not in self.exchange.config.books and body.asset != self.stable:
             raise problem(422, f"{body.asset} is not traded here", "asset", "not traded")
-        self.ctx.locked(self.exchange.set_halted, body.asset, body.halted)
+        self.ctx.command(self._set_halted, body.asset, body.halted)
         return body
+
+    def _set_mid_price(self, asset: str, price: Decimal) -> None:
+        self.exchange.set_mid_price(asset, price)
+
+    def _set_halted(self, asset: str, halted: bool) -> None:
+        self.exchange.set_halted(asset, halted)
 
     # -- messages ----------------------------------------------------------------------------
     def receive(self, msg: PaymentMessage) -> bool:
@@ -394,11 +419,11 @@ class ExchangeService:
         if msg.purpose is not Purpose.REBUY:
             return False
 
-        def work() -> bool:
-            sale = self.exchange.sale(msg.ref)
-            return sale is not None and self.exchange.rebuy(sale, msg.id).ok
+        return self.ctx.command(self._rebuy, msg)
 
-        return self.ctx.locked(work)
+    def _rebuy(self, msg: PaymentMessage) -> bool:
+        sale = self.exchange.sale(msg.ref)
+        return sale is not None and self.exchange.rebuy(sale, msg.id).ok
 
     def tax_statement(self, holder_id: str) -> TaxStatementOut:
         def work() -> Any:
@@ -495,7 +520,7 @@ def create_exchange_app(settings: PartySettings, *, clock: Clock | None = None,
     app, ctx = create_party_base(settings, title="ccsim exchange", clock=clock, http_client=http_client)
     outbox, relay, report = open_outbox(app, ctx)
     svc = ExchangeService(ctx, outbox, relay)
-    on_shutdown(app, svc.ledger.close)
+    on_shutdown(app, svc.sql_ledger.close)
     app.state.exchange_service = svc
     cfg = ctx.seed.config
     app.include_router(exchange_router(svc))

@@ -29,9 +29,10 @@ durable outbox in the same transaction as their booking and delivered by the rel
 (:mod:`services.api.parties.breaker`): while it is open, an authorization that needs a sale
 declines at once with 91 instead of waiting on a dead exchange.
 
-In memory (rebuilt from the seed at start): cards and their status, authorizations, spend
-trackers (limits, AML), sale → card routing, applied advices. So the issuer cannot restart on
-its own books.
+Cards and their status, authorizations, spend trackers (limits, AML), sale → card routing and
+applied advices live in memory; every change to them is a logged command committed with its
+bookings, so a restarted issuer (``resume``) rebuilds them by replaying its command log and
+checking the result against its books (:mod:`services.api.parties.durable`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from services.api.parties.base import (
     staging_hook,
 )
 from services.api.parties.breaker import CircuitBreaker
+from services.api.parties.durable import StatefulService, SwitchLedger
 from services.api.parties.schemas import AuthorizationIn, AuthorizationOut, ClearingOut, SaleOut, SellOrderIn, kzt_in
 from services.api.parties.seed import seed_issuer
 from services.api.parties.settings import PartySettings
@@ -81,6 +83,7 @@ from services.contracts import (
     SellOrder,
 )
 from services.issuer import AuthState, CardResult, CardStatus, ClearingCode, Issuer
+from services.ledger.sql import SqlLedger
 from services.messaging import PaymentMessage, Purpose
 from services.reconciliation import party_halves
 
@@ -110,6 +113,10 @@ _CARD_HTTP: dict[CardResult, tuple[int, str]] = {
     CardResult.EXISTS_WITH_DIFFERENT_FIELDS: (409, "card_id"),
     CardResult.UNKNOWN_CARD: (404, "card_id"),
 }
+
+
+def _not_ok(result: tuple[ClearingCode, Any]) -> bool:
+    return result[0] is not ClearingCode.OK
 
 
 def _clearing_problem(auth_id: str, code: ClearingCode) -> ProblemError:
@@ -223,7 +230,7 @@ class RetryOut(BaseModel):
 AuthId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 
-class IssuerService:
+class IssuerService(StatefulService):
     """The issuer domain behind the routes (see the module docstring for the locking)."""
 
     def __init__(self, ctx: PartyContext, outbox: Outbox, relay: Relay) -> None:
@@ -231,20 +238,36 @@ class IssuerService:
         self.outbox = outbox
         self.relay = relay
         cfg = ctx.seed.config
-        self.ledger = open_ledger(ctx, cfg.issuer_id, in_memory_state=(
-            "cards, authorizations, spend trackers, sale-to-card routing, applied advices"))
-        self.issuer = Issuer(cfg.issuer_config(), ctx.clock, ctx.assets,
-                             tradable=cfg.exchange_config().books.__contains__, ledger=self.ledger)
-        seed_issuer(self.issuer, ctx.seed, ctx.topology)
+        self.sql_ledger = open_ledger(ctx, cfg.issuer_id)
+        self.ledger = SwitchLedger(self.sql_ledger)
+        self.orphans_kept = 0
+        self.orphans_rebought = 0
+        self.durable, self.seed_digest, self.assets = ctx.durable, ctx.seed_digest, ctx.assets
+        ctx.durable.on_rebuild(self._start)
+        self._start()
         self._card_locks: dict[str, asyncio.Lock] = {}
         s = ctx.settings
         self.exchange_breaker = CircuitBreaker(s.party, "exchange", failures_max=s.breaker_failures,
                                                cooldown_s=s.breaker_cooldown_s, registry=ctx.metrics.registry)
         self.exchange_calls = 0  # calls that went out to the exchange (the breaker's tests count them)
-        self.orphans_kept = 0
-        self.orphans_rebought = 0
         self.auth_total = ctx.metrics.counter("authorizations", "Authorizations decided by the issuer, by outcome",
                                               ("outcome",))
+
+    # -- state -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        """Fresh domain objects on the switch ledger, registered as command targets."""
+        cfg = self.ctx.seed.config
+        self.issuer = Issuer(cfg.issuer_config(), self.ctx.clock, self.ctx.assets,
+                             tradable=cfg.exchange_config().books.__contains__, ledger=self.ledger)
+        self.orphans_kept = self.orphans_rebought = 0
+        self.ctx.durable.register("issuer", self.issuer)
+        self.ctx.durable.register("service", self)
+
+    def _seed(self) -> None:
+        seed_issuer(self.issuer, self.ctx.seed, self.ctx.topology)
+
+    def _ledger_pairs(self) -> list[tuple[SwitchLedger, SqlLedger]]:
+        return [(self.ledger, self.sql_ledger)]
 
     # -- authorization -----------------------------------------------------------------------
     def _card_lock(self, card_id: str) -> asyncio.Lock:
@@ -254,15 +277,15 @@ class IssuerService:
         return lock
 
     async def authorize(self, req: AuthorizationRequest) -> AuthorizationResponse:
-        run = self.ctx.run
+        run = self.ctx.run_command
         async with self._card_lock(req.card_id):
-            screening = await run(self.issuer.screen, req)
+            screening = await run(self._screen, req)
             sale = None
             if screening.decline is None and screening.sell is not None:
                 sale = await self._sell(screening.sell)
-            response = await run(self.issuer.finalize, req, sale)
+            response = await run(self._finalize, req, sale)
             if response.approved:
-                order = await run(self.issuer.top_up_order, req.card_id)
+                order = await run(self._top_up_order, req.card_id)
                 if order is not None:
                     await self._sell(order)
         outcome = "approved" if response.approved else f"declined_{response.code.value}"
@@ -292,26 +315,74 @@ class IssuerService:
                 reason = str(errors[0].get("reason", f"http_{response.status_code}"))
             sale = SaleResult(order.id, order.auth_id, order.holder_id, False, reason=reason)
         if not sale.ok:
-            await self.ctx.run(self.issuer.sale_failed, order.id)
+            await self.ctx.run_command(self._sale_failed, order.id)
         return sale
 
     # -- advices and orphaned sales -----------------------------------------------------------
     async def advice(self, req: AuthorizationRequest, response: AuthorizationResponse) -> AdviceOut:
-        run = self.ctx.run
+        run, command = self.ctx.run, self.ctx.run_command
         async with self._card_lock(req.card_id):
-            if await run(self.issuer.advice_seen, req.auth_id):
+            if await run(lambda: self.issuer.advice_seen(req.auth_id)):
                 return AdviceOut(auth_id=req.auth_id, applied=False, orphaned_sale="")
             if response.approved:
-                shortfall = await run(self.issuer.advice_shortfall, req)
+                shortfall = await run(lambda: self.issuer.advice_shortfall(req))
                 if shortfall:
-                    order = await run(self.issuer.sell_order, req.card_id, f"{req.auth_id}:advice-sale",
-                                      shortfall, req.auth_id)
+                    order = await command(self._sell_order, req.card_id, f"{req.auth_id}:advice-sale",
+                                          shortfall, req.auth_id)
                     await self._sell(order)
-            applied = await run(self.issuer.apply_advice, req, response)
-            orphan = "" if response.approved else await run(self._orphaned_sale, req)
+            applied = await command(self._apply_advice, req, response)
+            orphan = "" if response.approved else await command(self._orphaned_sale, req)
         if orphan:  # a re-buy message may be staged: it leaves now, outside the locks
             await self.relay.run_once(force=True)
         return AdviceOut(auth_id=req.auth_id, applied=applied, orphaned_sale=orphan)
+
+    # The domain calls that change state, as commands of this service (the domain object is
+    # rebuilt on a restart; these look it up when they run).
+    def _screen(self, req: AuthorizationRequest) -> Any:
+        return self.issuer.screen(req)
+
+    def _finalize(self, req: AuthorizationRequest, sale: SaleResult | None) -> AuthorizationResponse:
+        return self.issuer.finalize(req, sale)
+
+    def _top_up_order(self, card_id: str) -> SellOrder | None:
+        return self.issuer.top_up_order(card_id)
+
+    def _sale_failed(self, sale_id: str) -> None:
+        self.issuer.sale_failed(sale_id)
+
+    def _sell_order(self, card_id: str, sale_id: str, net_kzt: int, auth_id: str) -> SellOrder:
+        return self.issuer.sell_order(card_id, sale_id, net_kzt, auth_id)
+
+    def _apply_advice(self, req: AuthorizationRequest, response: AuthorizationResponse) -> bool:
+        return self.issuer.apply_advice(req, response)
+
+    def _handle(self, msg: PaymentMessage) -> bool:
+        return self.issuer.handle(msg)
+
+    def _open_card(self, spec: CardholderSpec) -> CardResult:
+        return self.issuer.open_card(spec)
+
+    def _set_status(self, card_id: str, status: CardStatus) -> CardResult:
+        return self.issuer.set_status(card_id, status)
+
+    def _capture(self, auth_id: str, amount_kzt: int) -> tuple[ClearingCode, int]:
+        return self.issuer.capture(auth_id, amount_kzt)
+
+    def _reverse(self, auth_id: str) -> tuple[ClearingCode, int]:
+        return self.issuer.reverse(auth_id)
+
+    def _give_back(self, auth_id: str, amount_kzt: int, kind: str) -> tuple[ClearingCode, str]:
+        return self.issuer.give_back(auth_id, amount_kzt, kind)
+
+    def _book_interchange(self, window_id: str, amount_kzt: int) -> bool:
+        return self.issuer.book_interchange(window_id, amount_kzt)
+
+    def _expire_holds(self) -> int:
+        return self.issuer.expire_holds()
+
+    def _book_payment(self, msg: PaymentMessage) -> bool:
+        with self.ledger.also_in_transaction(staging_hook(self.outbox, msg, f"{msg.id}:pay")):
+            return self.issuer.book_payment(msg)
 
     def _orphaned_sale(self, req: AuthorizationRequest) -> str:
         """The network told the merchant no, but this authorization's sale went through: its tenge
@@ -338,7 +409,7 @@ class IssuerService:
 
     # -- messages ----------------------------------------------------------------------------
     def receive(self, msg: PaymentMessage) -> bool:
-        return self.ctx.locked(self.issuer.handle, msg)
+        return self.ctx.command(self._handle, msg)
 
     def pay(self, msg: PaymentMessage) -> BookedOut:
         """Book the issuer's half of a payment it makes, then hand it to its bank."""
@@ -348,11 +419,7 @@ class IssuerService:
         if msg.payer_bank != self.ctx.topology.bank_of.get(self.issuer.id):
             raise ProblemError(422, "the payer's bank is not the issuer's bank",
                                [FieldError(field="payer_bank", reason="wrong bank")])
-        def book() -> bool:
-            with self.ledger.also_in_transaction(staging_hook(self.outbox, msg, f"{msg.id}:pay")):
-                return self.issuer.book_payment(msg)
-
-        if not self.ctx.locked(book):
+        if not self.ctx.command(self._book_payment, msg, refused=lambda r: not r):
             raise ProblemError(409, f"payment {msg.id} could not be booked (a different payment under this id?)",
                                [FieldError(field="id", reason="not booked")])
         return BookedOut(id=msg.id, booked=True, delivered=send_staged(self.ctx, self.outbox, msg))
@@ -362,7 +429,7 @@ class IssuerService:
         spec = CardholderSpec(holder_id=body.holder_id, card_id=body.card_id, residency=Residency(body.residency),
                               kyc_tier=body.kyc_tier, funding_mode=FundingMode(body.funding_mode),
                               asset_priority=tuple(body.asset_priority))
-        result = self.ctx.locked(self.issuer.open_card, spec)
+        result = self.ctx.command(self._open_card, spec, refused=lambda r: r not in (CardResult.OK, CardResult.EXISTS))
         if result not in (CardResult.OK, CardResult.EXISTS):
             status, field = _CARD_HTTP[result]
             raise ProblemError(status, f"card {body.card_id}: {result.value}",
@@ -402,37 +469,28 @@ class IssuerService:
     def capture(self, auth_id: str, body: AmountIn) -> ClearingOut:
         amount = kzt_in(body.amount, self.ctx.assets)
 
-        def work() -> ClearingOut:
-            code, released = self.issuer.capture(auth_id, amount)
-            if code is not ClearingCode.OK:
-                raise _clearing_problem(auth_id, code)
-            return self._clearing(auth_id, "capture", auth_id, amount, released)
-
-        return self.ctx.locked(work)
+        code, released = self.ctx.command(self._capture, auth_id, amount, refused=_not_ok)
+        if code is not ClearingCode.OK:
+            raise _clearing_problem(auth_id, code)
+        return self.ctx.locked(self._clearing, auth_id, "capture", auth_id, amount, released)
 
     def reverse(self, auth_id: str) -> ClearingOut:
-        def work() -> ClearingOut:
-            code, released = self.issuer.reverse(auth_id)
-            if code is not ClearingCode.OK:
-                raise _clearing_problem(auth_id, code)
-            return self._clearing(auth_id, "reversal", "", 0, released)
-
-        return self.ctx.locked(work)
+        code, released = self.ctx.command(self._reverse, auth_id, refused=_not_ok)
+        if code is not ClearingCode.OK:
+            raise _clearing_problem(auth_id, code)
+        return self.ctx.locked(self._clearing, auth_id, "reversal", "", 0, released)
 
     def refund(self, auth_id: str, body: RefundIn) -> ClearingOut:
         amount = kzt_in(body.amount, self.ctx.assets)
 
-        def work() -> ClearingOut:
-            code, presentment_id = self.issuer.give_back(auth_id, amount, body.kind)
-            if code is not ClearingCode.OK:
-                raise _clearing_problem(auth_id, code)
-            return self._clearing(auth_id, body.kind, presentment_id, amount, 0)
-
-        return self.ctx.locked(work)
+        code, presentment_id = self.ctx.command(self._give_back, auth_id, amount, body.kind, refused=_not_ok)
+        if code is not ClearingCode.OK:
+            raise _clearing_problem(auth_id, code)
+        return self.ctx.locked(self._clearing, auth_id, body.kind, presentment_id, amount, 0)
 
     def interchange(self, body: InterchangeIn) -> BookedOut:
         amount = kzt_in(body.amount, self.ctx.assets)
-        booked = self.ctx.locked(self.issuer.book_interchange, body.window_id, amount)
+        booked = self.ctx.command(self._book_interchange, body.window_id, amount, refused=lambda r: not r)
         if not booked:
             raise ProblemError(409, f"interchange of window {body.window_id} was booked with another amount",
                                [FieldError(field="amount", reason="exists with a different amount")])
@@ -458,7 +516,8 @@ def issuer_router(svc: IssuerService) -> APIRouter:
 
     @router.post("/v1/cards/{card_id}/status", responses=problem_responses(404))
     def set_card_status(card_id: AuthId, body: CardStatusIn) -> CardOut:
-        if ctx.locked(svc.issuer.set_status, card_id, CardStatus(body.status)) is CardResult.UNKNOWN_CARD:
+        if ctx.command(svc._set_status, card_id, CardStatus(body.status),
+                      refused=lambda r: r is CardResult.UNKNOWN_CARD) is CardResult.UNKNOWN_CARD:
             raise problem(404, f"no card {card_id}", "card_id", "not found")
         return ctx.locked(svc.card, card_id)
 
@@ -521,7 +580,7 @@ def issuer_router(svc: IssuerService) -> APIRouter:
 
     @router.post("/v1/holds/expire")
     def expire_holds() -> CountOut:
-        return CountOut(count=ctx.locked(svc.issuer.expire_holds))
+        return CountOut(count=ctx.command(svc._expire_holds))
 
     @router.post("/v1/outbox/retry")
     async def retry_outbox() -> RetryOut:
@@ -537,7 +596,7 @@ def create_issuer_app(settings: PartySettings, *, clock: Clock | None = None,
     app, ctx = create_party_base(settings, title="ccsim issuer", clock=clock, http_client=http_client)
     outbox, relay, report = open_outbox(app, ctx)
     svc = IssuerService(ctx, outbox, relay)
-    on_shutdown(app, svc.ledger.close)
+    on_shutdown(app, svc.sql_ledger.close)
     app.state.issuer_service = svc
     issuer_id = ctx.seed.config.issuer_id
     app.include_router(issuer_router(svc))

@@ -25,9 +25,12 @@ outbox in the same transaction as the booking; a settlement payment the issuer m
 every stand-in advice, is written there before the call (its own transaction). The relay
 (:mod:`services.api.outbox`) delivers each with its own id until acknowledged.
 
-In memory (rebuilt from the seed at start): merchants, the acquirers' open batches and which
-merchants they owe, the open settlement window's running net positions, closed windows' reports,
-stand-in decisions. So the network cannot restart on its own books.
+In memory: the acquirers' open batches and which merchants they owe, the open settlement window's
+running net positions, closed windows and their reports, stand-in decisions. Every change to them
+is a logged command committed with its bookings, so a restarted network (``resume``) rebuilds them
+by replaying its command log and checking the result against its books
+(:mod:`services.api.parties.durable`). Stand-in advices not yet applied by the issuer are rows of
+the durable outbox, which the relay delivers after a restart.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from services.api.parties.base import (
     send_staged,
     staging_hook,
 )
+from services.api.parties.durable import StatefulService, SwitchLedger
 from services.api.parties.schemas import AuthorizationIn, AuthorizationOut, ClearingOut, kzt_in
 from services.api.parties.seed import seed_network
 from services.api.parties.settings import PartySettings
@@ -68,6 +72,7 @@ from services.api.transport_http import idempotency_key, message_to_json
 from services.clock import Clock
 from services.contracts import AuthorizationRequest, AuthorizationResponse, MerchantSpec, SettlementReport
 from services.ledger import Violation
+from services.ledger.sql import SqlLedger
 from services.logging import get_logger
 from services.messaging import PaymentMessage, Purpose
 from services.network import Network, Presentment, PresentmentKind
@@ -154,7 +159,7 @@ def _signed(ctx: PartyContext, minor: int) -> str:
     return ("-" if minor < 0 else "") + ctx.assets.format(abs(minor), "KZT")
 
 
-class NetworkService:
+class NetworkService(StatefulService):
     """The network and acquirer domains behind the routes."""
 
     def __init__(self, ctx: PartyContext, outbox: Outbox, relay: Relay) -> None:
@@ -162,27 +167,60 @@ class NetworkService:
         self.outbox = outbox
         self.relay = relay
         cfg = ctx.seed.config
-        fees = cfg.fee_schedule()
-        memory = "acquirers' open batches, the open window's positions, settled windows, stand-in decisions"
-        self.network_ledger = open_ledger(ctx, cfg.network_id, "network_", in_memory_state=memory)
-        self.network = Network(cfg.network_id, fees, ctx.clock, ctx.assets, stand_in_enabled=cfg.stand_in_enabled,
-                               stand_in_limit_kzt=cfg.stand_in_limit_kzt, ledger=self.network_ledger)
-        self.acquirers: dict[str, Acquirer] = {}
-        self.ledgers = [self.network_ledger]
-        self.ledger_of = {cfg.network_id: self.network_ledger}  # the SQL ledger of each payer here
+        # The SQL ledger of each party here, and the switch its domain object books through.
+        self.sql_ledgers = {cfg.network_id: open_ledger(ctx, cfg.network_id, "network_")}
         for acquirer_id in cfg.acquirer_ids:
-            ledger = open_ledger(ctx, acquirer_id, _prefix(acquirer_id), in_memory_state=memory)
-            self.ledgers.append(ledger)
-            self.ledger_of[acquirer_id] = ledger
-            self.acquirers[acquirer_id] = Acquirer(acquirer_id, fees, ctx.clock, ctx.assets, ledger=ledger)
-        seed_network(self.network, self.acquirers, ctx.seed)
+            self.sql_ledgers[acquirer_id] = open_ledger(ctx, acquirer_id, _prefix(acquirer_id))
+        self.ledgers = list(self.sql_ledgers.values())
+        self.ledger_of = {party: SwitchLedger(sql) for party, sql in self.sql_ledgers.items()}
+        self.network_ledger = self.ledger_of[cfg.network_id]
         self.merchants: dict[str, MerchantSpec] = {m.merchant_id: m for m in ctx.seed.merchants}
         self._advices: dict[str, tuple[AuthorizationRequest, AuthorizationResponse]] = {}
         self._advice_tasks: set[asyncio.Task[None]] = set()
-        self._settled: dict[str, SettlementReport] = {}
         self._settle_lock = threading.Lock()
+        self.durable, self.seed_digest, self.assets = ctx.durable, ctx.seed_digest, ctx.assets
+        ctx.durable.on_rebuild(self._start)
+        self._start()
         self.payments_total = ctx.metrics.counter("payments", "POS payments answered by the network, by outcome",
                                                   ("outcome",))
+
+    # -- state -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        """Fresh domain objects on the switch ledgers; this service is the command target."""
+        cfg = self.ctx.seed.config
+        fees = cfg.fee_schedule()
+        self.network = Network(cfg.network_id, fees, self.ctx.clock, self.ctx.assets,
+                               stand_in_enabled=cfg.stand_in_enabled, stand_in_limit_kzt=cfg.stand_in_limit_kzt,
+                               ledger=self.ledger_of[cfg.network_id])
+        self.acquirers: dict[str, Acquirer] = {
+            a: Acquirer(a, fees, self.ctx.clock, self.ctx.assets, ledger=self.ledger_of[a]) for a in cfg.acquirer_ids}
+        self._settled: dict[str, SettlementReport] = {}
+        self.ctx.durable.register("service", self)
+
+    def _seed(self) -> None:
+        seed_network(self.network, self.acquirers, self.ctx.seed)
+
+    def _ledger_pairs(self) -> list[tuple[SwitchLedger, SqlLedger]]:
+        return [(self.ledger_of[p], sql) for p, sql in self.sql_ledgers.items()]
+
+    # The domain calls that change state, as commands of this service.
+    def _stand_in(self, req: AuthorizationRequest) -> AuthorizationResponse:
+        return self.network.stand_in(req)
+
+    def _present(self, acquirer_id: str, p: Presentment) -> bool:
+        return self.acquirers[acquirer_id].present(p)
+
+    def _handle(self, receiver: str, msg: PaymentMessage) -> bool:
+        party = self.network if receiver == self.network.id else self.acquirers[receiver]
+        return party.handle(msg)
+
+    def _record_settlement(self, report: SettlementReport) -> None:
+        self._settled[report.window_id] = report
+
+    def _book_payment(self, payer: str, msg: PaymentMessage) -> bool:
+        party = self.network if payer == self.network.id else self.acquirers[payer]
+        with self.ledger_of[payer].also_in_transaction(staging_hook(self.outbox, msg, f"{msg.id}:pay")):
+            return party.book_payment(msg)
 
     # -- payments ----------------------------------------------------------------------------
     async def pay(self, body: PaymentIn) -> PaymentOut:
@@ -200,7 +238,7 @@ class NetworkService:
             response = AuthorizationOut.model_validate_json(answer.content).to_response(self.ctx.assets)
             outcome = "approved" if response.approved else f"declined_{response.code.value}"
         else:
-            response = await self.ctx.run(self.network.stand_in, req)
+            response = await self.ctx.run_command(self._stand_in, req)
             outcome = "stand_in_approved" if response.approved else "stand_in_declined"
             await self._advise(req, response)
         self.payments_total.labels(self.ctx.settings.party, outcome).inc()
@@ -274,7 +312,7 @@ class NetworkService:
         p = Presentment(cleared.presentment_id, PresentmentKind(body.kind), body.auth_id,
                         self.ctx.seed.config.issuer_id, cleared.acquirer_id, cleared.merchant_id,
                         kzt_in(body.amount, self.ctx.assets))
-        if not await self.ctx.run(acquirer.present, p):
+        if not await self.ctx.run_command(self._present, acquirer.id, p, refused=lambda ok: not ok):
             raise ProblemError(409, f"acquirer {acquirer.id} does not serve merchant {p.merchant_id}",
                                [FieldError(field="auth_id", reason="merchant unknown to its acquirer")])
         return PresentmentOut(presentment_id=p.id, kind=p.kind.value, auth_id=p.auth_id, amount=body.amount,
@@ -289,7 +327,7 @@ class NetworkService:
             known = self._settled.get(window_id)
             if known is not None:
                 return known
-            summary = self.ctx.locked(self._close, window_id)
+            summary = self.ctx.command(self._close, window_id)
             cfg = self.ctx.seed.config
             for issuer_id, interchange_kzt in summary.interchange_kzt.items():
                 if issuer_id == cfg.issuer_id and interchange_kzt > 0:
@@ -306,14 +344,15 @@ class NetworkService:
                     self._pay(self.network.id, topo.message(f"{window_id}:{party}:out", Purpose.SETTLEMENT_OUT,
                                                             self.network.id, party, net, ref=window_id))
             credits: dict[str, int] = {}
-            for acquirer in self.acquirers.values():
-                for merchant_id, owed_kzt in self.ctx.locked(acquirer.merchants_owed):
-                    msg = topo.message(f"{window_id}:{acquirer.id}:{merchant_id}", Purpose.MERCHANT_PAYOUT,
-                                       acquirer.id, merchant_party(merchant_id), owed_kzt, ref=merchant_id)
-                    if self._pay(acquirer.id, msg):
+            for acquirer_id in list(self.acquirers):
+                owed = self.ctx.locked(lambda a=acquirer_id: self.acquirers[a].merchants_owed())
+                for merchant_id, owed_kzt in owed:
+                    msg = topo.message(f"{window_id}:{acquirer_id}:{merchant_id}", Purpose.MERCHANT_PAYOUT,
+                                       acquirer_id, merchant_party(merchant_id), owed_kzt, ref=merchant_id)
+                    if self._pay(acquirer_id, msg):
                         credits[merchant_id] = credits.get(merchant_id, 0) + owed_kzt
             report = SettlementReport(window_id, dict(summary.net_kzt), credits, summary.presentments)
-            self._settled[window_id] = report
+            self.ctx.command(self._record_settlement, report)
             return report
 
     def _close(self, window_id: str) -> Any:
@@ -336,14 +375,7 @@ class NetworkService:
             if delivered:
                 self.outbox.mark(msg.id, delivered=True)
             return delivered
-        party = self.network if payer == self.network.id else self.acquirers[payer]
-        ledger = self.ledger_of[payer]
-
-        def book() -> bool:
-            with ledger.also_in_transaction(staging_hook(self.outbox, msg, f"{msg.id}:pay")):
-                return party.book_payment(msg)
-
-        if not self.ctx.locked(book):
+        if not self.ctx.command(self._book_payment, payer, msg):
             _log.error("settlement_not_booked", message_id=msg.id, payer=payer)
             return False
         return send_staged(self.ctx, self.outbox, msg)
@@ -361,10 +393,10 @@ class NetworkService:
 
     # -- messages and integrity --------------------------------------------------------------
     def receive_network(self, msg: PaymentMessage) -> bool:
-        return self.ctx.locked(self.network.handle, msg)
+        return self.ctx.command(self._handle, self.network.id, msg)
 
-    def receiver(self, acquirer: Acquirer) -> Any:
-        return lambda msg: self.ctx.locked(acquirer.handle, msg)
+    def receiver(self, acquirer_id: str) -> Any:
+        return lambda msg: self.ctx.command(self._handle, acquirer_id, msg)
 
     def invariants(self) -> dict[str, list[Violation]]:
         out = {self.network.id: self.network_ledger.check_invariants()}
@@ -465,7 +497,7 @@ def create_network_app(settings: PartySettings, *, clock: Clock | None = None,
         on_shutdown(app, ledger.close)
     app.state.network_service = svc
     handlers = {svc.network.id: svc.receive_network}
-    handlers.update({a.id: svc.receiver(a) for a in svc.acquirers.values()})
+    handlers.update({a: svc.receiver(a) for a in svc.acquirers})
     app.include_router(network_router(svc))
     app.include_router(inbox_router(ctx, handlers))
     app.include_router(integrity_router(ctx, svc.invariants, svc.halves, svc.in_transit))

@@ -26,10 +26,10 @@ class PartySettings(ApiSettings):
     bank_url: str = Field("", description="base URL of the bank service")
     deadline_ms: int = Field(0, ge=0, le=120_000,
                              description="the network's wait for the issuer; 0 means the seed's value")
-    reset: bool = Field(False, description="drop this party's tables at start (in-memory state cannot be "
-                                           "rebuilt from an earlier run's books)")
-    resume: bool = Field(False, description="start on the books an earlier run left (services whose state is all "
-                                            "in the database: the bank service); the others refuse, naming why")
+    reset: bool = Field(False, description="drop this party's tables at start (its books, command log, outbox and "
+                                           "idempotency keys)")
+    resume: bool = Field(False, description="start on the books an earlier run left: the party rebuilds its state "
+                                            "by replaying its command log and checks it against its books")
     relay_interval_s: float = Field(0.5, gt=0, le=60, description="outbox relay: pause between passes, and the "
                                                                   "first backoff step of a row that failed")
     breaker_failures: int = Field(5, ge=1, le=1000, description="issuer → exchange: consecutive failures that "

@@ -69,6 +69,7 @@ __all__ = [
     "HalvesOut",
     "MessageIn",
     "PartyContext",
+    "RetryOut",
     "ServiceInvariantsOut",
     "StartupError",
     "create_party_base",
@@ -76,6 +77,7 @@ __all__ = [
     "json_response",
     "open_ledger",
     "open_outbox",
+    "outbox_router",
     "problem",
     "recovery_router",
     "run_idempotent_async",
@@ -287,6 +289,25 @@ def send_staged(ctx: PartyContext, outbox: Outbox, msg: PaymentMessage) -> bool:
     ok = ctx.transport.send(msg.payer_bank, msg)
     outbox.mark(msg.id, delivered=ok)
     return ok
+
+
+class RetryOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    undelivered: list[str]
+
+
+def outbox_router(relay: Relay, undelivered: Callable[[], list[str]] | None = None) -> APIRouter:
+    """``POST /v1/outbox/retry``: one relay pass now, ignoring the backoff. ``undelivered`` says
+    what is still owed (default: what the pass left)."""
+    router = APIRouter(route_class=StrictJsonRoute, tags=["integrity"])
+
+    @router.post("/v1/outbox/retry")
+    async def retry_outbox() -> RetryOut:
+        """One relay pass now, ignoring the backoff; what is still undelivered."""
+        left = await relay.run_once(force=True)
+        return RetryOut(undelivered=left if undelivered is None else await anyio.to_thread.run_sync(undelivered))
+
+    return router
 
 
 def recovery_router(ctx: PartyContext, report: Callable[[], dict[str, Any]]) -> APIRouter:

@@ -49,6 +49,7 @@ from services.api.parties.base import (
     json_response,
     open_ledger,
     open_outbox,
+    outbox_router,
     problem,
     recovery_router,
 )
@@ -154,11 +155,6 @@ class QuoteOut(BaseModel):
     legs: list[QuoteLegOut]
     quoted_at_s: float
     expires_at_s: float
-
-
-class RetryOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    undelivered: list[str]
 
 
 class TaxStatementOut(BaseModel):
@@ -506,11 +502,6 @@ def exchange_router(svc: ExchangeService) -> APIRouter:
     def tax_statement(holder_id: HolderId) -> TaxStatementOut:
         return svc.tax_statement(holder_id)
 
-    @router.post("/v1/outbox/retry")
-    async def retry_outbox() -> RetryOut:
-        """One relay pass now, ignoring the backoff; what is still undelivered."""
-        return RetryOut(undelivered=await svc.relay.run_once(force=True))
-
     return router
 
 
@@ -528,6 +519,7 @@ def create_exchange_app(settings: PartySettings, *, clock: Clock | None = None,
     app.include_router(integrity_router(
         ctx, lambda: {cfg.exchange_id: svc.exchange.check_invariants()},
         lambda: exchange_halves(cfg.exchange_id, svc.ledger.journal())))
+    app.include_router(outbox_router(svc.relay))
     app.include_router(recovery_router(ctx, lambda: report.as_dict(outbox)))
     return app
 

@@ -56,6 +56,7 @@ from services.api.parties.base import (
     json_response,
     open_ledger,
     open_outbox,
+    outbox_router,
     problem,
     recovery_router,
     run_idempotent_async,
@@ -220,11 +221,6 @@ class BookedOut(BaseModel):
 class CountOut(BaseModel):
     model_config = API_MODEL_CONFIG
     count: int
-
-
-class RetryOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    undelivered: list[str]
 
 
 AuthId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
@@ -582,11 +578,6 @@ def issuer_router(svc: IssuerService) -> APIRouter:
     def expire_holds() -> CountOut:
         return CountOut(count=ctx.command(svc._expire_holds))
 
-    @router.post("/v1/outbox/retry")
-    async def retry_outbox() -> RetryOut:
-        """One relay pass now, ignoring the backoff; what is still undelivered."""
-        return RetryOut(undelivered=await svc.relay.run_once(force=True))
-
     return router
 
 
@@ -604,6 +595,7 @@ def create_issuer_app(settings: PartySettings, *, clock: Clock | None = None,
     app.include_router(integrity_router(
         ctx, lambda: {issuer_id: svc.ledger.check_invariants()},
         lambda: party_halves(issuer_id, "issuer", svc.ledger.journal())))
+    app.include_router(outbox_router(svc.relay))
     app.include_router(recovery_router(ctx, lambda: {**report.as_dict(outbox), "breakers": {
         "exchange": {"state": svc.exchange_breaker.state.name.lower(), "opened": svc.exchange_breaker.opened,
                      "rejected": svc.exchange_breaker.rejected}}}))

@@ -56,6 +56,7 @@ from services.api.parties.base import (
     json_response,
     open_ledger,
     open_outbox,
+    outbox_router,
     problem,
     recovery_router,
     run_idempotent_async,
@@ -145,11 +146,6 @@ class SettlementOut(BaseModel):
 class PendingAdvicesOut(BaseModel):
     model_config = API_MODEL_CONFIG
     pending: list[str]
-
-
-class RetryOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    undelivered: list[str]
 
 
 AuthId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
@@ -478,12 +474,6 @@ def network_router(svc: NetworkService) -> APIRouter:
             raise problem(404, f"no settled window {window_id}", "window_id", "not found")
         return svc.settlement_out(report)
 
-    @router.post("/v1/outbox/retry")
-    async def retry_outbox() -> RetryOut:
-        """One relay pass now, ignoring the backoff; what is still undelivered."""
-        await svc.relay.run_once(force=True)
-        return RetryOut(undelivered=await anyio.to_thread.run_sync(svc.undelivered))
-
     return router
 
 
@@ -501,6 +491,7 @@ def create_network_app(settings: PartySettings, *, clock: Clock | None = None,
     app.include_router(network_router(svc))
     app.include_router(inbox_router(ctx, handlers))
     app.include_router(integrity_router(ctx, svc.invariants, svc.halves, svc.in_transit))
+    app.include_router(outbox_router(svc.relay, svc.undelivered))
     app.include_router(recovery_router(ctx, lambda: report.as_dict(outbox)))
     return app
 

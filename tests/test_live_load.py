@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import re
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +26,18 @@ from sim.components.arrivals import Arrivals
 from sim.components.authorization import Payment
 from sim.components.population import build_population
 from sim.live.cli_ops import load_command
-from sim.live.load import PlannedPayment, parse_server_timing, payment_body, plan_payments, run_open_loop
+from sim.live.load import FRONT_END_LEG, PlannedPayment, payment_body, plan_payments, run_open_loop
 from sim.live.load_results import write_live_run
-from sim.report import build_report
+from sim.report import build_report, format_compare_table
 from sim.rng import Streams
 from sim.scenario_load import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["duration_s=600", "warmup_s=0", "population.cardholders.count=50", "population.merchants.count=10",
          "arrivals.rate_per_s=5"]
+# What a network service answers (services.api.timing): its own hop, then the hops it waited on.
+TIMING = ('network;dur=300;desc="POST /v1/payments", network.issuer;dur=43.5, '
+          'network.issuer.exchange;desc="sell";dur=40')
 
 
 @dataclass
@@ -56,7 +62,7 @@ async def slow_server() -> AsyncIterator[SlowServer]:
         await asyncio.sleep(server.delay_s)
         declined = body["card_id"] == "c-declined"
         return web.json_response({"code": "51" if declined else "00", "approved": not declined, "stand_in": False},
-                                 headers={"Server-Timing": "issuer;dur=3.5, exchange;desc=\"sell\";dur=40"})
+                                 headers={"Server-Timing": TIMING})
 
     app = web.Application()
     app.router.add_post("/v1/payments", pay)
@@ -88,7 +94,14 @@ async def test_sends_follow_the_schedule_while_answers_are_outstanding(slow_serv
         assert s.latency_ms >= 500.0  # the server's delay, from the scheduled time
     assert [s.approved for s in outcome.samples] == [i != 1 for i in range(10)]
     assert outcome.samples[1].reason == "51"
-    assert outcome.samples[0].legs_ms == {"issuer": 3.5, "exchange": 40.0}
+    for s in outcome.samples:
+        # Each service's own time: its hop less the hops it waited on; the acquirer leg is the rest
+        # of the answer time the POS measured, so the legs add up to no more than the latency.
+        legs = dict(s.legs_ms)
+        front = legs.pop(FRONT_END_LEG)
+        assert legs == pytest.approx({"network": 300 - 43.5, "issuer": 43.5 - 40, "exchange": 40.0})
+        assert front >= 500.0 - 300.0  # the server slept 0.5 s but reported 300 ms as its own
+        assert sum(s.legs_ms.values()) <= (s.done_s - s.sent_s) * 1000.0 <= s.latency_ms
     assert slow_server.keys == [b["id"] for b in slow_server.bodies]  # the idempotency key is the auth id
 
 
@@ -140,12 +153,10 @@ def test_the_plan_is_the_simulations_arrivals() -> None:
     assert all(0.0 <= w.t_s < 100.0 for w in window)
 
 
-def test_request_body_and_server_timing() -> None:
+def test_request_body() -> None:
     p = _plan([0.0])[0]
     assert payment_body(p) == {"id": "a0", "card_id": "c0", "merchant_id": "m1", "amount": "100.00",
                                "category": "grocery"}
-    assert parse_server_timing('db;dur=53, app;dur=47.2, cache;desc="x", bad;dur=NaN, neg;dur=-1') == {
-        "db": 53.0, "app": 47.2}
 
 
 async def test_a_live_run_directory_builds_the_same_report(slow_server: SlowServer, tmp_path: Path) -> None:
@@ -160,12 +171,32 @@ async def test_a_live_run_directory_builds_the_same_report(slow_server: SlowServ
     assert on_disk == json.loads(json.dumps(summary))
     assert on_disk["mode"] == "live" and on_disk["ledger"]["invariants_ok"] is True
     assert on_disk["payments"]["attempted"] == len(plan)
-    assert set(on_disk["legs"]) == {"issuer", "exchange"}
+    assert set(on_disk["legs"]) == {"acquirer", "network", "issuer", "exchange"}
+    assert on_disk["load"]["timed_payments"] == len(plan)
+    for name, leg in on_disk["legs"].items():  # per-leg percentiles of the per-payment times
+        values = np.asarray([s.legs_ms[name] for s in outcome.samples])
+        assert [leg[f"p{q}_service_ms"] for q in (50, 95, 99)] == pytest.approx(
+            list(np.percentile(values, [50, 95, 99])))
+        assert leg["served"] == len(plan) and leg["mean_wait_ms"] is None
+    conn = sqlite3.connect(tmp_path / "results.db")
+    stored = {(pid, name): ms for pid, name, ms in conn.execute("SELECT payment_id, service, service_ms FROM legs")}
+    conn.close()
+    assert stored == {(s.payment.payment_id, name): ms for s in outcome.samples for name, ms in s.legs_ms.items()}
     assert "tax" in on_disk["unmeasured"]
     latencies = np.asarray([s.latency_ms for s in outcome.samples])
     assert on_disk["auth_latency_ms"]["p99"] == pytest.approx(float(np.percentile(latencies, 99.0)))
-    report = build_report(tmp_path)
-    assert "jit" in report.read_text(encoding="utf-8")
+    report = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "jit" in report
+    figure = json.loads(re.search(r'data-target="chart-legs-live">(.*?)</script>', report, re.S).group(1))
+    p99 = next(trace for trace in figure["data"] if trace["name"] == "p99")
+    assert p99["x"] == ["acquirer", "network", "issuer", "exchange", "end to end"]  # the chain's order
+    assert p99["y"][-1] == pytest.approx(on_disk["auth_latency_ms"]["p99"])
+    # ccsim compare with a live run adds each stage's time per payment (nearest-rank percentiles).
+    table = format_compare_table([tmp_path, tmp_path])
+    for name in ("acquirer", "network", "issuer", "exchange"):
+        values = sorted(s.legs_ms[name] for s in outcome.samples)
+        line = next(row for row in table.splitlines() if row.startswith(f"{name}: time per payment, p50"))
+        assert f"{values[math.ceil(0.5 * len(values)) - 1]:,.1f} ms" in line and line.endswith("+0.0 ms")
 
 
 def test_bad_load_arguments_exit_2(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The outermost layer of every party service: request id, body limit, canonical log line, metrics.
+"""The outermost layer of every party service: request id, body limit, canonical log line, metrics,
+and the ``Server-Timing`` header (:mod:`services.api.timing`).
 
 A pure ASGI middleware (not ``BaseHTTPMiddleware``) because it must see the body as it streams:
 a ``Content-Length`` over the limit is refused at once, and a body that turns out longer than it
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.metrics import ApiMetrics
 from services.api.problems import FieldError, ProblemError, problem_response
+from services.api.timing import end_request, start_request
 from services.logging import get_logger
 
 __all__ = ["REQUEST_ID_HEADER", "RequestMiddleware"]
@@ -39,6 +41,12 @@ def _body_error(limit: int) -> list[FieldError]:
     return [FieldError(field="body", reason=f"at most {limit} bytes are accepted")]
 
 
+def _route_desc(scope: Scope) -> str:
+    """``"POST /v1/inbox/{receiver}"``: the route's template, never the raw path (ids stay out)."""
+    route = str(getattr(scope.get("route"), "path", "")) or "unmatched"
+    return f"{scope.get('method', '')} {route}"[:120]
+
+
 def _request_id(scope: Scope) -> str:
     """The caller's ``X-Request-ID`` when it is a sane token, else a fresh one."""
     given = _header(scope, b"x-request-id")
@@ -50,7 +58,8 @@ def _request_id(scope: Scope) -> str:
 
 
 class RequestMiddleware:
-    """Per request: id, limits, one ``http_request`` log line and a latency observation."""
+    """Per request: id, limits, one ``http_request`` log line, a latency observation, and a
+    ``Server-Timing`` header with this service's time and the entries its callees sent back."""
 
     def __init__(self, app: ASGIApp, *, metrics: ApiMetrics, body_limit_bytes: int) -> None:
         self.app = app
@@ -68,6 +77,7 @@ class RequestMiddleware:
         response_started = False
         bytes_in = 0
         limit = self.body_limit_bytes
+        timing, timing_token = start_request(self.metrics.party)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
@@ -76,6 +86,9 @@ class RequestMiddleware:
                 response_started = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("ascii")))
+                dur_ms = (time.perf_counter() - started_at) * 1000.0
+                timing.close()  # later calls of this request's background tasks are not in this answer
+                headers.append((b"server-timing", timing.header(dur_ms, _route_desc(scope)).encode("ascii")))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -104,6 +117,7 @@ class RequestMiddleware:
                                            request_id=request_id)(
                         scope, receive, send_with_id)
             finally:
+                end_request(timing_token)
                 self._finish(scope, request_id, status, bytes_in, time.perf_counter() - started_at)
 
     def _refuse_early(self, scope: Scope, request_id: str) -> JSONResponse | None:

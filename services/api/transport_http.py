@@ -12,7 +12,9 @@ Every call goes through :meth:`HttpTransport.apost`, which puts a limit on every
 - bounded retries with exponential backoff and jitter, on connection errors, timeouts, 5xx and 409
   (the receiver is still running the same key) — never on another 4xx, which will not change;
 - the SAME ``Idempotency-Key`` on every attempt, so a retry of a request whose answer was lost
-  replays the first answer instead of moving the money twice.
+  replays the first answer instead of moving the money twice;
+- every answer's ``Server-Timing`` entries are forwarded into the answer of the request being
+  served (:func:`services.api.timing.record_response`).
 
 ``send`` is synchronous (the domain is): called from a FastAPI worker thread it runs the async call
 on the service's event loop (``anyio.from_thread``), so one connection pool serves the service;
@@ -33,6 +35,7 @@ import anyio
 import anyio.from_thread
 import httpx
 
+from services.api.timing import SERVER_TIMING, record_response
 from services.logging import get_logger
 from services.messaging import Handler, PaymentMessage, Purpose
 from services.money import AssetRegistry
@@ -178,6 +181,7 @@ class HttpTransport:
                 _log.warning("outbound_failed", url=base_url + path, attempt=attempt, error=type(exc).__name__)
                 last = None
             else:
+                record_response(last.headers.get_list(SERVER_TIMING))
                 if not _retryable(last):
                     return last
             if attempt < self.retries_max:
@@ -202,6 +206,7 @@ class HttpTransport:
             except httpx.TransportError:
                 last = None
             else:
+                record_response(last.headers.get_list(SERVER_TIMING))
                 if not _retryable(last):
                     return last
             if attempt < self.retries_max:
@@ -214,8 +219,10 @@ class HttpTransport:
                 response = await self.client.get(base_url + path)
             except httpx.TransportError:
                 response = None
-            if response is not None and response.status_code < 500:
-                return response
+            if response is not None:
+                record_response(response.headers.get_list(SERVER_TIMING))
+                if response.status_code < 500:
+                    return response
             if attempt < self.retries_max:
                 await asyncio.sleep(self._pause_s(attempt))
         return None

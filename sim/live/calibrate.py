@@ -1,11 +1,25 @@
 """``ccsim calibrate LIVE_RUN_DIR``: fit each service's service time from a live run; write an overlay.
 
-A live run (``ccsim load``) records, per payment, the time each service reported spending on it
-(``legs.service_ms``, from the services' ``Server-Timing`` header). For every scenario service
-with enough samples this fits a lognormal by maximum likelihood — for a lognormal the MLE is closed
-form: ``mu`` and ``sigma`` are the mean and the (1/n) standard deviation of ``ln x`` — and reports
-it the way scenarios write it, as the mean and the coefficient of variation
-(``mean = exp(mu + sigma²/2)``, ``cv = sqrt(exp(sigma²) - 1)``).
+A live run (``ccsim load``) records, per payment and leg, the time that leg took (``legs``): each
+party service's **own** time, read from the ``Server-Timing`` header of the payment's answer with
+the time of the services it waited on subtracted (:mod:`services.api.timing`), and the
+``acquirer`` leg, the POS's wait beyond the network service's own time (:mod:`sim.live.load`).
+
+Live legs and simulated stages (``ServicesSpec``): ``acquirer``, ``network``, ``issuer``,
+``exchange`` and ``bank`` are fitted each from its own leg. The simulation's ``custody`` stage is
+part of the exchange's sale live (one service moves the crypto and sells it), so when the exchange
+is fitted, custody becomes a zero-time constant. The network and the acquirer are measured there
+and back in one leg, so their ``return_service_time`` is set to none. The simulated issuer serves a
+payment in two calls when it sells crypto (screening, then finalizing after the sale) and in one
+otherwise; its live leg is the sum over the payment, so the issuer's per-call time is fitted by the
+moments of a sum of ``k`` independent calls (``mean = Σ S / Σ k``, ``variance = Σ (S − k·mean)² /
+Σ k``) whenever some payment had a sale; every other fit is a lognormal by maximum likelihood — for
+a lognormal the MLE is closed form: ``mu`` and ``sigma`` are the mean and the (1/n) standard
+deviation of ``ln x`` — reported the way scenarios write it, as the mean and the coefficient of
+variation (``mean = exp(mu + sigma²/2)``, ``cv = sqrt(exp(sigma²) - 1)``).
+
+Payments the network answered by stand-in are left out: the network's leg then holds its wait for
+the issuer's deadline, not its work. So are payments that got no answer.
 
 When the services reported no per-leg times, the end-to-end latency is fitted instead and put on
 the ``acquirer`` leg, the other legs becoming zero-time constants: the simulated chain then
@@ -14,13 +28,15 @@ of the two it is.
 
 The overlay is YAML in the scenario's own shape (``services.<name>.service_time``) and the same
 fields as ``--set`` arguments (``overlay.set``), so ``ccsim run SCENARIO $(cat overlay.set)`` simulates the
-calibrated chain and ``ccsim compare SIM_RUN LIVE_RUN`` shows simulated and measured side by side.
+calibrated chain and ``ccsim compare SIM_RUN LIVE_RUN`` shows simulated and measured side by side,
+per stage too.
 """
 
 from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -30,11 +46,14 @@ import yaml
 
 from sim.scenario import SERVICE_NAMES
 
-__all__ = ["MIN_SAMPLES", "CalibrationError", "Fit", "calibrate_run", "fit_lognormal", "overlay_mapping",
-           "overlay_set_args"]
+__all__ = ["MIN_SAMPLES", "CalibrationError", "Fit", "calibrate_run", "fit_lognormal", "fit_per_call",
+           "overlay_mapping", "overlay_set_args", "sim_calls"]
 
 MIN_SAMPLES: Final = 30  # fewer samples than this give no fit: a tail cannot be read from them
 END_TO_END_LEG: Final = "acquirer"
+INSIDE_EXCHANGE: Final = "custody"  # a simulated stage that is part of the exchange's sale live
+ROUND_TRIP_LEGS: Final = ("acquirer", "network")  # measured there and back in one live leg
+UNANSWERED: Final = ("timeout", "connect_error", "http_error")
 
 
 class CalibrationError(Exception):
@@ -51,8 +70,10 @@ class Fit:
     cv: float
     mu: float
     sigma: float
-    p50_ms: float  # of the samples, for the docs and the check against the fit
+    p50_ms: float  # of the samples (per payment), for the docs and the check against the fit
     p99_ms: float
+    method: str = "lognormal MLE"  # or "moments per call" (fit_per_call)
+    calls: int = 0  # simulated calls the samples stand for (n when one per payment)
 
     def service_time(self) -> dict[str, Any]:
         if self.cv <= 0:
@@ -72,41 +93,93 @@ def fit_lognormal(service: str, samples_ms: np.ndarray) -> Fit:
     mean_ms = math.exp(mu + sigma * sigma / 2.0)
     cv = math.sqrt(math.expm1(sigma * sigma))
     return Fit(service, int(x.size), mean_ms, cv, mu, sigma, float(np.percentile(x, 50.0)),
-               float(np.percentile(x, 99.0)))
+               float(np.percentile(x, 99.0)), calls=int(x.size))
 
 
-def _read_samples(db_path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per-leg service times and the answered end-to-end latencies of a run's results.db."""
+def fit_per_call(service: str, samples_ms: np.ndarray, calls: np.ndarray) -> Fit:
+    """The per-call time of a service that a payment calls ``calls[i]`` times, from each payment's
+    total ``samples_ms[i]``, by the moments of a sum of independent calls: ``E[S] = k·m`` and
+    ``Var[S] = k·v`` give ``m = Σ S / Σ k`` and ``v = Σ (S − k·m)² / Σ k``; reported as a lognormal
+    of that mean and cv. With one call per payment everywhere this is :func:`fit_lognormal`."""
+    x = np.asarray(samples_ms, dtype=float)
+    k = np.asarray(calls, dtype=float)
+    keep = np.isfinite(x) & (x > 0) & (k >= 1)
+    x, k = x[keep], k[keep]
+    if np.all(k == 1):
+        return fit_lognormal(service, x)
+    if x.size < MIN_SAMPLES:
+        raise CalibrationError(f"{service}: {x.size} positive samples, at least {MIN_SAMPLES} are needed")
+    mean_ms = float(x.sum() / k.sum())
+    variance = float(((x - k * mean_ms) ** 2).sum() / k.sum())
+    cv = math.sqrt(variance) / mean_ms
+    sigma = math.sqrt(math.log1p(cv * cv))
+    mu = math.log(mean_ms) - sigma * sigma / 2.0
+    return Fit(service, int(x.size), mean_ms, cv, mu, sigma, float(np.percentile(x, 50.0)),
+               float(np.percentile(x, 99.0)), method="moments per call", calls=int(k.sum()))
+
+
+def sim_calls(service: str, legs_of_payment: Mapping[str, float] | Iterable[str]) -> int:
+    """How many times the simulated chain calls ``service`` for a payment that had these live legs:
+    the issuer twice when the payment sold crypto (an exchange leg), every other stage once."""
+    return 2 if service == "issuer" and "exchange" in legs_of_payment else 1
+
+
+def _read_samples(db_path: Path) -> tuple[dict[int, dict[str, float]], np.ndarray, int]:
+    """Per payment its legs, the answered end-to-end latencies, and how many payments with legs
+    were left out (stand-ins, unanswered) of a run's results.db."""
     if not db_path.is_file():
         raise CalibrationError(f"{db_path}: no results database (run ccsim load first)")
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    unanswered = ", ".join(f"'{r}'" for r in UNANSWERED)
     try:
-        legs: dict[str, list[float]] = {}
-        for service, ms in conn.execute("SELECT service, service_ms FROM legs"):
-            legs.setdefault(str(service), []).append(float(ms))
+        per_payment: dict[int, dict[str, float]] = {}
+        left_out: set[int] = set()
+        for pid, service, ms, usable in conn.execute(
+                "SELECT l.payment_id, l.service, l.service_ms, "
+                f"p.payment_id IS NOT NULL AND NOT p.stand_in AND p.reason NOT IN ({unanswered}) "
+                "FROM legs l LEFT JOIN payments p ON p.payment_id = l.payment_id"):
+            if not usable:
+                left_out.add(int(pid))
+                continue
+            legs = per_payment.setdefault(int(pid), {})
+            legs[str(service)] = legs.get(str(service), 0.0) + float(ms)
         e2e = [float(v) for (v,) in conn.execute(
-            "SELECT latency_ms FROM payments WHERE reason NOT IN ('timeout', 'connect_error', 'http_error')")]
+            f"SELECT latency_ms FROM payments WHERE reason NOT IN ({unanswered})")]
     except sqlite3.DatabaseError as exc:
         raise CalibrationError(f"{db_path}: not a ccsim results database ({exc})") from None
     finally:
         conn.close()
-    return {k: np.asarray(v, dtype=float) for k, v in legs.items()}, np.asarray(e2e, dtype=float)
+    return per_payment, np.asarray(e2e, dtype=float), len(left_out)
 
 
 def calibrate_run(run_dir: Path) -> tuple[list[Fit], str, list[str]]:
     """The fits, the method (``per-leg`` or ``end-to-end``) and notes on what was left out."""
-    legs, e2e = _read_samples(run_dir / "results.db")
+    per_payment, e2e, left_out = _read_samples(run_dir / "results.db")
     notes: list[str] = []
     fits: list[Fit] = []
-    for name, values in sorted(legs.items()):
+    names = sorted({name for legs in per_payment.values() for name in legs})
+    for name in names:
         if name not in SERVICE_NAMES:
             notes.append(f"leg {name!r} is not a scenario service ({', '.join(SERVICE_NAMES)}): not fitted")
             continue
+        rows = [(legs[name], sim_calls(name, legs)) for legs in per_payment.values() if name in legs]
+        samples = np.asarray([ms for ms, _ in rows], dtype=float)
+        calls = np.asarray([k for _, k in rows], dtype=float)
         try:
-            fits.append(fit_lognormal(name, values))
+            fits.append(fit_per_call(name, samples, calls))
         except CalibrationError as exc:
             notes.append(str(exc))
+    if left_out:
+        notes.append(f"{left_out} payments answered by stand-in or not at all are left out "
+                     "(their network leg holds the wait for the issuer's deadline)")
     if fits:
+        fitted = {f.service for f in fits}
+        if "exchange" in fitted:
+            notes.append(f"{INSIDE_EXCHANGE} is part of the exchange's sale live: set to take no time")
+        for f in fits:
+            if f.calls != f.n:
+                notes.append(f"{f.service}: {f.calls} simulated calls in {f.n} payments (two when a payment "
+                             "sells crypto): the per-call time is fitted by moments")
         return fits, "per-leg", notes
     notes.append("the services reported no per-leg times: the end-to-end latency is fitted onto the "
                  f"{END_TO_END_LEG} leg and the other legs take no time")
@@ -114,13 +187,20 @@ def calibrate_run(run_dir: Path) -> tuple[list[Fit], str, list[str]]:
 
 
 def overlay_mapping(fits: list[Fit], method: str) -> dict[str, Any]:
-    """The scenario fragment: ``services.<name>.service_time`` for every fit (zero-time legs too)."""
+    """The scenario fragment: ``services.<name>.service_time`` for every fit, and what the live
+    measurement implies for the stages it did not fit (see the module docstring)."""
     services: dict[str, Any] = {f.service: {"service_time": f.service_time()} for f in fits}
     if method == "end-to-end":
         for name in SERVICE_NAMES:
             services.setdefault(name, {"service_time": {"dist": "constant", "mean_ms": 0.0}})
             services[name].setdefault("return_service_time", None)
-    return {"services": services}
+        return {"services": services}
+    if "exchange" in services:
+        services.setdefault(INSIDE_EXCHANGE, {"service_time": {"dist": "constant", "mean_ms": 0.0}})
+    for name in ROUND_TRIP_LEGS:
+        if name in services:
+            services[name]["return_service_time"] = None
+    return {"services": {name: services[name] for name in SERVICE_NAMES if name in services}}
 
 
 def overlay_set_args(mapping: dict[str, Any]) -> list[str]:
@@ -154,9 +234,9 @@ def write_overlay(run_dir: Path, out: Path | None = None) -> tuple[Path, list[Fi
     fits, method, notes = calibrate_run(run_dir)
     mapping = overlay_mapping(fits, method)
     out = out or run_dir / "overlay.yaml"
-    header = [f"# ccsim calibrate {run_dir}: {method} fit, lognormal by maximum likelihood"]
-    header += [f"#   {f.service}: n={f.n}, mean {f.mean_ms:.3f} ms, cv {f.cv:.3f} "
-               f"(samples: p50 {f.p50_ms:.3f} ms, p99 {f.p99_ms:.3f} ms)" for f in fits]
+    header = [f"# ccsim calibrate {run_dir}: {method} fit"]
+    header += [f"#   {f.service}: {f.method}, n={f.n}, mean {f.mean_ms:.3f} ms, cv {f.cv:.3f} "
+               f"(samples per payment: p50 {f.p50_ms:.3f} ms, p99 {f.p99_ms:.3f} ms)" for f in fits]
     header += [f"# note: {n}" for n in notes]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(header) + "\n" + yaml.safe_dump(mapping, sort_keys=False), encoding="utf-8")

@@ -19,15 +19,14 @@ It lives in ``sim`` because it runs simulations; the party services never import
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import inspect
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Final
 
+import anyio.to_thread
 from fastapi import APIRouter, FastAPI, Query
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -35,6 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from services.api import FieldError, ProblemError, StrictJsonRoute, create_base_app
+from services.api.parties.integrity import IntegrityUnavailableError, collect_invariants, collect_reconciliation
 from services.api.problems import problem_responses
 from services.api.settings import ApiSettings
 from services.money import DEFAULT_ASSETS, format_amount
@@ -120,25 +120,23 @@ def party_urls(settings: GatewaySettings) -> dict[str, str]:
     return out
 
 
-async def _cross_party(settings: GatewaySettings, function: str) -> Any:
-    """Call ``services.api.parties.integrity.<function>(base_urls)`` (sync or async)."""
-    try:
-        module = importlib.import_module("services.api.parties.integrity")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("services.api.parties.integrity", "services.api.parties"):
-            raise
-        raise ProblemError(503, "this build has no live party services (services.api.parties.integrity)",
-                           slug="unavailable") from None
-    urls = party_urls(settings)
+async def _cross_party(settings: GatewaySettings, collect: Callable[[dict[str, str]], Any]) -> Any:
+    """Run a cross-party check (:mod:`services.api.parties.integrity`) in a worker thread.
+
+    The checks call every party with a synchronous HTTP client, one after the other, and the ports
+    file is read from disk: both would stall the gateway's event loop — the dashboard's polls, the
+    runs API — for as long as the slowest party takes, so neither runs on it.
+    """
+    urls = await anyio.to_thread.run_sync(party_urls, settings)
     if not urls:
         raise ProblemError(503, "no live party services are configured: start them with ccsim serve",
                            [FieldError(field="party_urls", reason="empty, and no ports file was found")],
                            slug="unavailable")
-    call = getattr(module, function)
-    if inspect.iscoroutinefunction(call):
-        result = await call(urls)
-    else:  # a blocking HTTP client: keep it off the event loop
-        result = await asyncio.to_thread(call, urls)
+    try:
+        result = await anyio.to_thread.run_sync(collect, urls)
+    except IntegrityUnavailableError as exc:
+        raise ProblemError(503, f"a party service did not answer: {exc}",
+                           [FieldError(field="party_urls", reason=str(exc)[:200])], slug="unavailable") from None
     return _jsonable(result)
 
 
@@ -293,12 +291,12 @@ def _integrity_router(settings: GatewaySettings) -> APIRouter:
     @router.get("/v1/ledger/invariants", responses=problem_responses(503))
     async def ledger_invariants() -> Any:
         """Every live party's ledger invariants (conservation per asset, no overdrafts, ...)."""
-        return await _cross_party(settings, "collect_invariants")
+        return await _cross_party(settings, collect_invariants)
 
     @router.get("/v1/reconciliation", responses=problem_responses(503))
     async def reconciliation() -> Any:
         """Messages between live parties matched half to half."""
-        return await _cross_party(settings, "collect_reconciliation")
+        return await _cross_party(settings, collect_reconciliation)
 
     return router
 

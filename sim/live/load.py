@@ -22,9 +22,17 @@ Request (``POST {target}/v1/payments``, ``Idempotency-Key: <auth_id>``)::
     {"id": "a17", "card_id": "c4", "merchant_id": "m2", "amount": "12500.00", "category": "grocery"}
 
 (``services/api/parties/network.py``'s ``PaymentIn``). Answer: ``{"id", "code", "approved",
-"stand_in", "approval_code", "merchant_id", "acquirer_id"}``. Per-leg timings, when the services
-report them, come in a ``Server-Timing`` header (``issuer;dur=3.1, exchange;dur=41.7``) or a body
-field ``timings_ms`` (``{"issuer": 3.1}``); they feed ``legs`` and :mod:`sim.live.calibrate`.
+"stand_in", "approval_code", "merchant_id", "acquirer_id"}``.
+
+**Per-leg times.** The answer's ``Server-Timing`` header lists every service hop the payment
+caused (:mod:`services.api.timing`: ``network``, ``network.issuer``, ``network.issuer.exchange``, …,
+each with its inclusive ``dur``). :func:`leg_times_ms` turns it into one time per leg: each
+service's own time (its hops' ``dur`` less their callees', summed over its hops), and the
+``acquirer`` leg — what the POS waited beyond the answering service's own ``dur``: the connection,
+the request's parsing and its wait for the service's event loop, the acquirer's front end of the
+simulated chain. The legs of a payment add up to its answer time measured at the POS (from the
+send, not the schedule), so never to more than its latency. They feed ``legs`` in the results and
+:mod:`sim.live.calibrate`.
 """
 
 from __future__ import annotations
@@ -32,14 +40,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
 import numpy as np
 
+from services.api.timing import SERVER_TIMING, TimingEntry, parse_server_timing, self_times_ms
 from services.money import DEFAULT_ASSETS, format_amount
 from sim.components.arrivals import ArrivalSchedule
 from sim.components.population import build_population
@@ -47,14 +55,14 @@ from sim.distributions import BlockSampler, amount_sampler
 from sim.rng import Streams
 from sim.scenario import Scenario
 
-__all__ = ["LATE_THRESHOLD_MS", "LoadOutcome", "PlannedPayment", "Sample", "parse_server_timing", "payment_body",
-           "plan_payments", "run_open_loop"]
+__all__ = ["FRONT_END_LEG", "LATE_THRESHOLD_MS", "LoadOutcome", "PlannedPayment", "Sample", "leg_times_ms",
+           "payment_body", "plan_payments", "run_open_loop"]
 
 LATE_THRESHOLD_MS: Final = 10.0  # a send later than this after its scheduled time is a late send
 START_LEAD_S: Final = 0.2  # the schedule starts this long after the generator is ready
 PLAN_MAX: Final = 2_000_000  # a limit on everything: the whole schedule is held in memory
+FRONT_END_LEG: Final = "acquirer"  # the POS's wait beyond the answering service's own time
 _KZT = DEFAULT_ASSETS[0]
-_TIMING_RE: Final = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(?:;(.*))?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +95,7 @@ class Sample:
     approved: bool = False
     reason: str = ""  # ISO 8583 code from the answer, or http_<status> / timeout / connect_error
     stand_in: bool = False
-    legs_ms: dict[str, float] = field(default_factory=dict)
+    legs_ms: dict[str, float] = field(default_factory=dict)  # per leg, from Server-Timing (leg_times_ms)
 
     @property
     def latency_ms(self) -> float:
@@ -157,26 +165,20 @@ def payment_body(p: PlannedPayment) -> dict[str, str]:
             "amount": format_amount(p.amount_kzt_minor, _KZT), "category": p.category}
 
 
-def parse_server_timing(header: str) -> dict[str, float]:
-    """``"issuer;dur=3.1, exchange;desc=sell;dur=41.7"`` → ``{"issuer": 3.1, "exchange": 41.7}``."""
-    out: dict[str, float] = {}
-    for entry in header.split(","):
-        match = _TIMING_RE.match(entry)
-        if not match:
-            continue
-        for param in (match.group(2) or "").split(";"):
-            key, _, value = param.strip().partition("=")
-            if key.lower() == "dur":
-                try:
-                    dur_ms = float(value.strip('"'))
-                except ValueError:
-                    continue
-                if math.isfinite(dur_ms) and dur_ms >= 0:
-                    out[match.group(1)] = out.get(match.group(1), 0.0) + dur_ms
-    return out
+def leg_times_ms(entries: Iterable[TimingEntry], answer_ms: float) -> dict[str, float]:
+    """Per leg, the time of one payment: each service's own time (:func:`services.api.timing.self_times_ms`)
+    and :data:`FRONT_END_LEG`, ``answer_ms`` (send to answer, at the POS) less the root hops'
+    ``dur``. Empty when the answer carried no timings."""
+    entries = list(entries)
+    if not entries:
+        return {}
+    legs = self_times_ms(entries)
+    roots_ms = sum(e.dur_ms for e in entries if "." not in e.name)
+    legs[FRONT_END_LEG] = legs.get(FRONT_END_LEG, 0.0) + max(0.0, answer_ms - roots_ms)
+    return legs
 
 
-def _read_answer(sample: Sample, status: int, headers: Mapping[str, str], raw: bytes) -> None:
+def _read_answer(sample: Sample, status: int, raw: bytes) -> None:
     sample.status = status
     try:
         body = json.loads(raw) if raw else {}
@@ -191,14 +193,6 @@ def _read_answer(sample: Sample, status: int, headers: Mapping[str, str], raw: b
         sample.stand_in = body.get("stand_in") is True
     else:
         sample.reason = f"http_{status}"
-    timing = headers.get("Server-Timing") or headers.get("server-timing")
-    if timing:
-        sample.legs_ms = parse_server_timing(timing)
-    extra = body.get("timings_ms")
-    if isinstance(extra, dict):
-        for name, value in extra.items():
-            if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
-                sample.legs_ms.setdefault(str(name), float(value))
 
 
 async def run_open_loop(
@@ -231,7 +225,10 @@ async def run_open_loop(
                 try:
                     async with session.post(url, json=body_of(p), headers={"Idempotency-Key": p.auth_id}) as resp:
                         raw = await resp.read()
-                        _read_answer(sample, resp.status, resp.headers, raw)
+                        answered_s = loop.time() - t0
+                        _read_answer(sample, resp.status, raw)
+                        sample.legs_ms = leg_times_ms(parse_server_timing(resp.headers.getall(SERVER_TIMING, [])),
+                                                      (answered_s - sample.sent_s) * 1000.0)
                 except TimeoutError:
                     sample.reason = "timeout"
                 except aiohttp.ClientConnectionError:

@@ -3,7 +3,8 @@
 The summary has the simulation's keys (:mod:`sim.summary`) wherever the load generator can measure
 them from the POS side: payments, approvals, declines by reason, stand-ins, latency percentiles
 (from the scheduled send time), deadline misses, throughput, and per-leg times when the services
-report them. What only the parties' books know (settlement, liquidity, market, tax) is ``null``
+report them (``Server-Timing``; per leg and payment in ``legs``, their percentiles in the summary's
+``legs``). What only the parties' books know (settlement, liquidity, market, tax) is ``null``
 and listed under ``unmeasured``; the ledger verdict comes from the gateway's cross-party checks
 when ``--gateway`` is given. ``load`` adds what only a live run has: late sends and send lag.
 """
@@ -38,16 +39,29 @@ def _answered(samples: list[Sample]) -> list[Sample]:
     return [s for s in samples if not math.isnan(s.done_s)]
 
 
+_CHAIN_ORDER: Final = ("acquirer", "network", "issuer", "exchange", "custody", "bank")
+
+
+def _leg_order(name: str) -> tuple[int, str]:
+    return (_CHAIN_ORDER.index(name) if name in _CHAIN_ORDER else len(_CHAIN_ORDER), name)
+
+
 def _legs_summary(samples: list[Sample]) -> dict[str, Any]:
+    """Per leg, the distribution of its time per payment (:func:`sim.live.load.leg_times_ms`), over
+    the payments whose answer carried it. The keys are the simulation's where they mean the same
+    (``mean_service_ms``, ``served``); queueing inside a service is part of its time here, so the
+    wait and utilization figures are ``null``."""
     by_leg: dict[str, list[float]] = {}
     for s in samples:
         for name, ms in s.legs_ms.items():
             by_leg.setdefault(name, []).append(ms)
     out: dict[str, Any] = {}
-    for name, values in sorted(by_leg.items()):
-        arr = np.asarray(values, dtype=float)
+    for name in sorted(by_leg, key=_leg_order):
+        arr = np.asarray(by_leg[name], dtype=float)
+        p50, p95, p99 = (float(v) for v in np.percentile(arr, [50.0, 95.0, 99.0]))
         out[name] = {"mean_wait_ms": None, "p99_wait_ms": None, "mean_service_ms": float(arr.mean()),
-                     "p99_service_ms": float(np.percentile(arr, 99.0)), "utilization": None,
+                     "p50_service_ms": p50, "p95_service_ms": p95, "p99_service_ms": p99,
+                     "max_service_ms": float(arr.max()), "utilization": None,
                      "mean_queue_len": None, "served": int(arr.size), "capacity": "unknown",
                      "timeouts": 0, "failed_calls": 0}
     return out
@@ -81,7 +95,8 @@ def build_live_summary(scenario: Scenario, scenario_text: str, seed: int, outcom
             "approval_rate": approved / len(samples) if samples else 0.0,
             "stand_in": sum(1 for s in done if s.stand_in), "stand_in_approved_kzt": None, "orphaned_sales": None,
         },
-        "auth_latency_ms": percentiles(latency),
+        "auth_latency_ms": {**percentiles(latency),
+                            "p95": float(np.percentile(latency, 95.0)) if latency.size else 0.0},
         "deadline_miss_rate": missed / len(samples) if samples else 0.0,
         "legs": _legs_summary(done),
         "throughput": {"approved_per_s_mean": approved / span_s, "approved_per_s_peak": max(rates, default=0.0)},
@@ -106,6 +121,7 @@ def build_live_summary(scenario: Scenario, scenario_text: str, seed: int, outcom
             "errors": dict(sorted(Counter(s.reason for s in samples if not s.reason[:1].isdigit()
                                           and s.reason != "??").items())),
             "offered_per_s": len(samples) / span_s,
+            "timed_payments": sum(1 for s in done if s.legs_ms),
         },
     }
     summary["slo"] = evaluate_slos(scenario, _slo_view(summary))

@@ -14,6 +14,7 @@ from sim.report.charts_flow import (
     reason_label,
     throughput_charts,
 )
+from sim.report.charts_live import live_leg_charts
 from sim.report.charts_money import market_charts, settlement_charts, tax_charts, tax_collection
 from sim.report.figures import Chart
 from sim.report.fmt import fmt_count, fmt_kzt_exact, fmt_ms, fmt_pct, kzt_decimal, kzt_from_minor
@@ -136,7 +137,7 @@ def _sections(run: RunData) -> list[Section]:
         Section("latency", "Authorization latency",
                 _charts(latency_charts(conn, summary, bucket_s))),
         Section("legs", "Per-leg breakdown",
-                _legs_table(summary) + _charts(leg_charts(conn, summary))),
+                _legs_table(summary) + _charts(leg_charts(conn, summary) + live_leg_charts(summary))),
         Section("throughput", "Throughput", _charts(throughput_charts(rates, bucket_s, summary))),
         Section("outcomes", "Approvals and declines",
                 _declines_table(summary) + _charts(outcome_charts(rates, bucket_s, summary))),

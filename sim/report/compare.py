@@ -3,12 +3,21 @@
 For questions like "JIT or pre-funded?" and "before and after the outage": the headline figures of
 every run with a difference column against the first run (the baseline), and overlaid charts.
 Runs of different ccsim versions are refused, because their figures may not mean the same thing.
+
+When one of the runs is a live one (``ccsim load``), the **stages** follow the headline figures:
+per service of the chain, the time a measured payment spent there (mean, p50, p99;
+:func:`sim.report.queries.stage_latency`), read the same way from the simulated and the live run —
+so a calibrated simulation and the live run it was calibrated from are checked stage by stage.
+(Between simulated runs the report's per-leg section has the same figures, split into waiting and
+service.)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,13 +26,43 @@ from sim.report.charts_flow import CDF_QUANTILES, reason_label
 from sim.report.errors import ReportError
 from sim.report.figures import COLORS, Chart, new_figure
 from sim.report.fmt import kzt_decimal
-from sim.report.headline import HEADLINE, lookup
+from sim.report.headline import HEADLINE, Kind, Metric, Value, lookup
 from sim.report.page import Section, chart_html, esc, render_page, write_atomic
 from sim.report.rundata import RunData, open_run, read_summary
 
 __all__ = ["COMPARE_HTML", "compare_runs", "format_compare_table"]
 
 COMPARE_HTML: Final = "compare.html"
+_STAGE_ORDER: Final = ("acquirer", "network", "issuer", "exchange", "custody", "bank")
+_STAGE_FIGURES: Final = (("mean", "mean"), ("p50", "p50"), ("p99", "p99"))
+
+
+@dataclass(frozen=True, slots=True)
+class _StageMetric(Metric):
+    """A stage's time: a few milliseconds, so shown to a tenth of one."""
+
+    def fmt(self, value: Value) -> str:
+        return "n/a" if value is None else f"{float(value):,.1f} ms"
+
+
+def _with_stages(summary: dict[str, Any], run: RunData) -> dict[str, Any]:
+    """The summary plus ``stages``: per-stage time per measured payment, from the run's legs."""
+    from_s = float(summary.get("warmup_s") or 0.0)
+    until_s = float(summary.get("sim_duration_s") or 0.0) - float(summary.get("cooldown_s") or 0.0)
+    if until_s <= from_s:
+        until_s = math.inf
+    return {**summary, "stages": queries.stage_latency(run.conn, from_s, until_s)}
+
+
+def _stage_metrics(summaries: Sequence[dict[str, Any]]) -> list[Metric]:
+    """A row per stage any run passed through and figure, in the chain's order; none unless a
+    live run is compared."""
+    if not any(s.get("mode") == "live" for s in summaries):
+        return []
+    names = {name for s in summaries for name in s.get("stages", {})}
+    ordered = [n for n in _STAGE_ORDER if n in names] + sorted(names - set(_STAGE_ORDER))
+    return [_StageMetric(f"stages.{name}.{key}", f"{name}: time per payment, {label}", Kind.MS)
+            for name in ordered for key, label in _STAGE_FIGURES]
 
 
 def _labels(run_dirs: Sequence[Path]) -> list[str]:
@@ -45,9 +84,10 @@ def _checked_summaries(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
 
 
 def _rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[str], list[str]]]:
-    """Per headline metric: label, formatted values per run, formatted deltas vs the first."""
+    """Per headline metric, then per stage figure: label, formatted values per run, formatted
+    deltas vs the first."""
     out = []
-    for metric in HEADLINE:
+    for metric in (*HEADLINE, *_stage_metrics(summaries)):
         values = [metric.value(s) for s in summaries]
         deltas = [metric.fmt_delta(metric.delta(values[0], v)) for v in values[1:]]
         out.append((metric.label, [metric.fmt(v) for v in values], deltas))
@@ -58,6 +98,10 @@ def format_compare_table(run_dirs: Sequence[Path]) -> str:
     """The comparison as a fixed-width text table for the terminal."""
     run_dirs = [Path(d) for d in run_dirs]
     summaries = _checked_summaries(run_dirs)
+    if any(s.get("mode") == "live" for s in summaries):
+        with ExitStack() as stack:
+            summaries = [_with_stages(s, stack.enter_context(open_run(d)))
+                         for s, d in zip(summaries, run_dirs, strict=True)]
     labels = _labels(run_dirs)
     header = ["figure", labels[0]]
     for label in labels[1:]:
@@ -84,8 +128,10 @@ def _table_html(runs: Sequence[RunData], labels: Sequence[str]) -> str:
     for i, label in enumerate(labels[1:], start=2):
         head += f'<th class="num">{esc(label)}</th><th class="num">Δ {i}−1</th>'
     body = ""
-    for metric in HEADLINE:
-        values = [metric.value(r.summary) for r in runs]
+    live = any(r.summary.get("mode") == "live" for r in runs)
+    summaries = [_with_stages(r.summary, r) if live else r.summary for r in runs]
+    for metric in (*HEADLINE, *_stage_metrics(summaries)):
+        values = [metric.value(s) for s in summaries]
         cells = (f'<td class="num" data-run="1" data-value="{esc(values[0])}">'
                  f"{esc(metric.fmt(values[0]))}</td>")
         for i, value in enumerate(values[1:], start=2):

@@ -33,6 +33,7 @@ __all__ = [
     "settlement_positions",
     "slippage_by_ticket",
     "span_seconds",
+    "stage_latency",
     "tax_by_residency",
     "timeseries_by_key",
 ]
@@ -203,6 +204,36 @@ def timeseries_by_key(conn: Connection, metric: str,
         series = out.setdefault(str(key), Series())
         series.t_s.append(float(t))
         series.values.append(float(value))
+    return out
+
+
+def stage_latency(conn: Connection, from_s: float, until_s: float) -> dict[str, dict[str, float]]:
+    """Per stage (``legs.service``), the time a payment arriving in ``[from_s, until_s)`` spent there
+    — waiting and served, over all its calls — as ``mean``/``p50``/``p95``/``p99`` (nearest rank)
+    and ``payments``. The same figure for a simulated run (a row per call) and a live one (a row
+    per leg and payment, ``ccsim load``), so ``ccsim compare`` can put them side by side."""
+    per_payment = (
+        select(results.legs.c.service.label("s"),
+               func.sum(results.legs.c.wait_ms + results.legs.c.service_ms).label("ms"))
+        .select_from(results.legs.join(results.payments,
+                                       results.payments.c.payment_id == results.legs.c.payment_id))
+        .where(_P.t_arrival_s >= from_s, _P.t_arrival_s < until_s)
+        .group_by(results.legs.c.service, results.legs.c.payment_id)
+        .subquery()
+    )
+    ranked = select(
+        per_payment.c.s, per_payment.c.ms,
+        func.row_number().over(partition_by=per_payment.c.s, order_by=per_payment.c.ms).label("rn"),
+        func.count().over(partition_by=per_payment.c.s).label("n"),
+    ).subquery()
+    c = ranked.c
+    quantiles = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+    columns = [func.min(case((c.rn >= cast(c.n, Float) * q, c.ms))) for _, q in quantiles]
+    rows = conn.execute(select(c.s, func.count(), func.avg(c.ms), *columns).group_by(c.s)).all()
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        out[str(row[0])] = {"payments": float(row[1]), "mean": float(row[2]),
+                            **{name: float(v) for (name, _), v in zip(quantiles, row[3:], strict=True)}}
     return out
 
 

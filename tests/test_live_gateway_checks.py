@@ -1,0 +1,72 @@
+"""The gateway's cross-party checks run off its event loop, and a party that does not answer is a 503.
+
+``GET /v1/ledger/invariants`` and ``GET /v1/reconciliation`` call every party with a blocking HTTP
+client. The check below blocks until another request to the same gateway has been served: on the
+event loop that request could never run, so the check would see its event unset (after a generous
+bound, a failure detector only) — in a worker thread, it is served at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.api import close_app
+from services.api.parties.integrity import IntegrityUnavailableError
+from sim.live import gateway
+from sim.live.gateway import GatewaySettings, create_gateway_app
+
+ROOT = Path(__file__).resolve().parents[1]
+URLS = {"network": "http://127.0.0.1:9", "issuer": "http://127.0.0.1:9"}
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_gateway_app(GatewaySettings(scenarios_dir=ROOT / "scenarios", runs_dir=tmp_path / "runs",
+                                             data_dir=tmp_path / "data", party_urls=URLS))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as c:
+        yield c
+    close_app(app)
+
+
+@pytest.mark.parametrize(("path", "name"), [("/v1/ledger/invariants", "collect_invariants"),
+                                            ("/v1/reconciliation", "collect_reconciliation")])
+async def test_a_slow_check_does_not_stop_the_gateway(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
+                                                      path: str, name: str) -> None:
+    served = threading.Event()
+    called_with: list[dict[str, str]] = []
+
+    def check(urls: dict[str, str]) -> dict[str, Any]:
+        called_with.append(urls)
+        return {"ok": served.wait(timeout=10.0), "parties": {}}
+
+    monkeypatch.setattr(gateway, name, check)
+
+    async def meanwhile() -> None:
+        while not called_with:  # the check has started and is blocking its thread
+            await asyncio.sleep(0.005)
+        assert (await client.get("/healthz")).status_code == 200
+        served.set()
+
+    checked, _ = await asyncio.gather(client.get(path), meanwhile())
+    assert checked.status_code == 200 and checked.json() == {"ok": True, "parties": {}}
+    assert called_with == [URLS]
+
+
+async def test_a_party_that_does_not_answer_is_a_503_naming_it(client: httpx.AsyncClient,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def down(_urls: dict[str, str]) -> list[Any]:
+        raise IntegrityUnavailableError("issuer (http://127.0.0.1:9) did not answer GET /v1/ledger/halves")
+
+    monkeypatch.setattr(gateway, "collect_reconciliation", down)
+    response = await client.get("/v1/reconciliation")
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["errors"][0]["field"] == "party_urls" and "issuer" in problem["errors"][0]["reason"]

@@ -7,6 +7,7 @@
     ccsim export RUN_DIR --format csv|parquet [--out DIR]
     ccsim sweep SCENARIO --grid KEY=V1,V2,... [--replications N] [--scheduler ADDRESS] [--out DIR] [--resume]
     ccsim capacity SCENARIO --target "METRIC<NUMBER" --vary KEY [--low N --high N]
+    ccsim db current|upgrade|revision ...   (the party databases' schema: sim/db_cli.py)
 
 Exit codes: 0 ok; 1 a ledger invariant or the reconciliation failed; 2 bad input (nothing
 written); 3 an SLO was breached.
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     add_sweep_parsers(sub)  # sweep and capacity (sim/sweep/cli.py; exit 130 when interrupted)
     importlib.import_module("sim.live.cli_ops").add_live_ops_commands(sub, _COMMANDS)  # load, calibrate
     importlib.import_module("sim.live.cli").add_serve_command(sub, _COMMANDS)  # serve (docs/live-mode.md)
+    importlib.import_module("sim.db_cli").add_db_command(sub, _COMMANDS)  # db current|upgrade|revision
     return parser
 
 

@@ -50,6 +50,8 @@ from sqlalchemy.exc import IntegrityError
 from services.api.problems import FieldError, ProblemError
 from services.clock import Clock, SystemClock
 from services.ledger.sql import sqlite_engine
+from services.migrations import drop as drop_schema
+from services.migrations import upgrade as upgrade_schema
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
@@ -114,13 +116,15 @@ class IdempotencyStore:
         )
         self._metadata = metadata
         self._engine = _engine(parsed)
-        metadata.create_all(self._engine)
+        self._table_prefix = table_prefix
+        upgrade_schema(self._engine, "idempotency", table_prefix)  # Alembic revisions (services/migrations)
 
     def close(self) -> None:
         self._engine.dispose()
 
     def drop_table(self) -> None:
-        self._metadata.drop_all(self._engine)
+        """Drop the table and its version row (throwaway databases: tests, ``--reset``)."""
+        drop_schema(self._engine, "idempotency", self._table_prefix, self._metadata)
 
     def count(self) -> int:
         with self._engine.connect() as conn:

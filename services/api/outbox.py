@@ -57,6 +57,8 @@ from services.clock import Clock, SystemClock
 from services.ledger.sql import sqlite_engine
 from services.logging import get_logger
 from services.messaging import PaymentMessage
+from services.migrations import drop as drop_schema
+from services.migrations import upgrade as upgrade_schema
 from services.money import AssetRegistry
 
 __all__ = ["Outbox", "OutboxEntry", "RecoveryReport", "Relay"]
@@ -107,13 +109,15 @@ class Outbox:
             Column("delivered_at", Float, nullable=True),
         )
         self._engine = _engine(parsed)
-        self._metadata.create_all(self._engine)
+        self._table_prefix = table_prefix
+        upgrade_schema(self._engine, "outbox", table_prefix)  # Alembic revisions (services/migrations)
 
     def close(self) -> None:
         self._engine.dispose()
 
     def drop_table(self) -> None:
-        self._metadata.drop_all(self._engine)
+        """Drop the table and its version row (throwaway databases: tests, ``--reset``)."""
+        drop_schema(self._engine, "outbox", self._table_prefix, self._metadata)
 
     # -- writing (inside the booking's transaction) ------------------------------------------
     def stage_message(self, conn: Connection, receiver: str, msg: PaymentMessage) -> None:

@@ -82,6 +82,8 @@ from services.ledger.model import (
     TransferResult,
     Violation,
 )
+from services.migrations import drop as drop_schema
+from services.migrations import upgrade as upgrade_schema
 from services.money import AssetRegistry
 
 __all__ = ["SqlLedger", "TransactionHook", "UnitOfWork", "sqlite_engine"]
@@ -246,7 +248,8 @@ class SqlLedger:
     """A party's books in a SQL database; the same interface and results as ``InMemoryLedger``.
 
     Thread-safe: threads (and, on SQLite, processes) may share the database. ``table_prefix`` lets
-    several ledgers (parties, tests) share one database. Tables are created on first use.
+    several ledgers (parties, tests) share one database. Its tables are created or brought up to date
+    by the Alembic revisions of ``services/migrations`` when it opens.
     """
 
     def __init__(
@@ -293,7 +296,7 @@ class SqlLedger:
             self._write_lock = nullcontext()
             self._lock_rows = True
             self._read_options = {"isolation_level": "REPEATABLE READ"}
-        self._metadata.create_all(self._writer)
+        upgrade_schema(self._writer, "ledger", table_prefix)  # Alembic revisions (services/migrations)
         self._hooks = threading.local()  # per thread: the hook of also_in_transaction, if any
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -305,8 +308,8 @@ class SqlLedger:
     dispose = close
 
     def drop_tables(self) -> None:
-        """Drop this ledger's tables (throwaway ledgers: tests, benchmarks)."""
-        self._metadata.drop_all(self._writer)
+        """Drop this ledger's tables and their version row (throwaway ledgers: tests, benchmarks)."""
+        drop_schema(self._writer, "ledger", self.table_prefix, self._metadata)
 
     def __enter__(self) -> SqlLedger:
         return self

@@ -57,6 +57,8 @@ from services.ledger import (
 )
 from services.ledger.sql import SqlLedger, TransactionHook, UnitOfWork
 from services.logging import get_logger
+from services.migrations import drop as drop_schema
+from services.migrations import upgrade as upgrade_schema
 
 __all__ = [
     "CommandClock", "DurabilityError", "Durable", "ReplayReport", "StatefulService", "SwitchLedger", "seed_digest",
@@ -233,8 +235,9 @@ class Durable:
         self.clock = clock
         self.lock = lock
         self._metadata = MetaData()
+        self._prefix = table_prefix
         self._table = _command_table(self._metadata, table_prefix)
-        self._metadata.create_all(unit.engine)
+        upgrade_schema(unit.engine, "commands", table_prefix)  # Alembic revisions (services/migrations)
         self._targets: dict[str, object] = {}
         self._names: dict[int, str] = {}
         self._running = threading.local()
@@ -256,13 +259,13 @@ class Durable:
         self._rebuild = rebuild
 
     def drop_table(self) -> None:
-        """Drop the command log (throwaway databases: tests)."""
-        self._metadata.drop_all(self.unit.engine)
+        """Drop the command log and its version row (throwaway databases: tests)."""
+        drop_schema(self.unit.engine, "commands", self._prefix, self._metadata)
 
     def reset(self) -> None:
         """An empty command log (``--reset``)."""
-        self._metadata.drop_all(self.unit.engine)
-        self._metadata.create_all(self.unit.engine)
+        self.drop_table()
+        upgrade_schema(self.unit.engine, "commands", self._prefix)
 
     def __len__(self) -> int:
         with self.unit.engine.connect() as conn:

@@ -169,6 +169,13 @@ class IdempotencyStore:
             conn.execute(update(self.table).where(self.table.c.key == key).values(
                 state="done", status=status, body=body.decode("utf-8"), media_type=media_type))
 
+    def release_in_flight(self) -> int:
+        """Release every key still claimed (``in_flight``); how many. For a service's start-up: it
+        runs as one process, so a claim left in the table belongs to a process that died, and its
+        retries should not wait out the lease."""
+        with self._engine.begin() as conn:
+            return int(conn.execute(delete(self.table).where(self.table.c.state == "in_flight")).rowcount or 0)
+
     def release(self, key: str) -> None:
         """Forget a claim whose request failed with a fault, so that a retry runs again."""
         with self._engine.begin() as conn:
@@ -178,7 +185,7 @@ class IdempotencyStore:
 
 def _engine(url: Any) -> Engine:
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_size=5, max_overflow=15, pool_timeout=60)
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=15, pool_timeout=60)
     return sqlite_engine(url)  # WAL, busy timeout, BEGIN IMMEDIATE: as the party's ledger
 
 

@@ -298,5 +298,5 @@ def transport_deliverer(transport: HttpTransport, base_url: Callable[[str], str]
 
 def _engine(url: Any) -> Engine:
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_size=3, max_overflow=5, pool_timeout=60)
+        return create_engine(url, pool_pre_ping=True, pool_size=3, max_overflow=5, pool_timeout=60)
     return sqlite_engine(url)  # WAL, busy timeout, BEGIN IMMEDIATE: as the party's ledger

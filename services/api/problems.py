@@ -13,6 +13,7 @@ no odd input (NaN, lone surrogates, bytes) can make the error path itself fail.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, Final
@@ -38,6 +39,7 @@ __all__ = [
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
 _TYPE_PREFIX: Final = "urn:ccsim:problem:"
 _REASON_CHARS_MAX: Final = 300
+_METHODS: Final = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 _ERRORS_MAX: Final = 50  # a limit on everything: a 10,000-item body does not get 10,000 errors back
 
 _SLUG_BY_STATUS: Final = {
@@ -132,12 +134,30 @@ def _reason(message: object) -> str:
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
-    """``ProblemError`` and Starlette's own HTTP errors (404 route, 405 with ``Allow``)."""
+    """``ProblemError`` and Starlette's own HTTP errors (404 route, 405 with ``Allow`` listing every
+    method the path serves)."""
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc, ProblemError):
         return problem_response(request, exc.status_code, str(exc.detail), exc.errors,
                                 slug=exc.slug, headers=exc.headers)
-    return problem_response(request, exc.status_code, _reason(exc.detail), headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:  # Starlette names only the first route of the path; a path may have several
+        headers = {**(headers or {}), "Allow": _allowed_methods(request) or (headers or {}).get("Allow", "")}
+    return problem_response(request, exc.status_code, _reason(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the app's OpenAPI document declares at this request's path (``GET, POST``)."""
+    openapi = getattr(request.app, "openapi", None)
+    if openapi is None:
+        return ""
+    methods: set[str] = set()
+    for template, item in openapi().get("paths", {}).items():
+        pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part)
+                          for part in re.split(r"(\{[^/}]+\})", template))
+        if re.fullmatch(pattern, request.url.path):
+            methods.update(m.upper() for m in item if m in _METHODS)
+    return ", ".join(sorted(methods))
 
 
 async def validation_exception_handler(request: Request, exc: Exception) -> JSONResponse:

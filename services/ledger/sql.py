@@ -290,8 +290,8 @@ class SqlLedger:
             self._lock_rows = False
             self._read_options: dict[str, Any] = {}
         else:
-            self._writer = self._reader = create_engine(
-                parsed, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=120,
+            self._writer = self._reader = create_engine(  # pre-ping: a restarted server drops pooled connections
+                parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=120,
             )
             self._write_lock = nullcontext()
             self._lock_rows = True
@@ -604,7 +604,7 @@ class UnitOfWork:
         if parsed.get_backend_name() == "sqlite":
             self.engine = sqlite_engine(parsed, pool_size=1, max_overflow=0, pool_timeout=120)
         else:
-            self.engine = create_engine(parsed, pool_size=2, max_overflow=2, pool_timeout=120)
+            self.engine = create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2, pool_timeout=120)
         self._local = threading.local()
 
     def close(self) -> None:

@@ -104,6 +104,10 @@ class _Gate:
                 self._cond.notify_all()
 
 
+class _RefusedError(Exception):
+    """One half of an in-service payment was refused: roll the other back."""
+
+
 def _no_books(_msg: PaymentMessage) -> bool:
     """Merchants and cardholders keep no books in the model: their bank's credit ends the chain."""
     return True
@@ -132,9 +136,27 @@ class BankService:
     def handler(self, bank: Bank) -> Handler:
         def handle(msg: PaymentMessage) -> bool:
             with self._gate.message():
+                if not self._both_halves(bank, msg):
+                    return False
                 return bank.handle(msg)
 
         return handle
+
+    def _both_halves(self, bank: Bank, msg: PaymentMessage) -> bool:
+        """When the payer's and the payee's banks both live in this service, book the two halves
+        in one transaction first (the party's unit of work): a kill between them would leave the
+        tenge out of one bank and not yet in the other. ``bank.handle`` then finds both booked and
+        only passes the message on. ``False`` when either half is refused (nothing is booked)."""
+        payee_bank = self.banks.get(msg.payee_bank)
+        if msg.payer_bank != bank.id or payee_bank is None or payee_bank is bank:
+            return True
+        try:
+            with self.ctx.unit.scope():
+                if not (bank.book(msg).ok and payee_bank.book(msg).ok):
+                    raise _RefusedError
+        except _RefusedError:
+            return False
+        return True
 
     def bank(self, bank_id: str) -> Bank:
         bank = self.banks.get(bank_id)

@@ -184,6 +184,19 @@ def create_party_base(
 
     app.add_exception_handler(SQLAlchemyError, database_unavailable)
     app.add_exception_handler(DurabilityError, database_unavailable)
+    original = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
+        # A served party is one process: keys a killed predecessor still claims are released, so
+        # their retries run now instead of waiting out the lease (in-process tests run no lifespan).
+        released = await anyio.to_thread.run_sync(keys.release_in_flight)
+        if released:
+            _log.warning("idempotency_keys_released", service=settings.party, count=released)
+        async with original(a) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
     routes = {
         party: url.rstrip("/") for party, url in (
             (seed.config.exchange_id, settings.exchange_url), (seed.config.issuer_id, settings.issuer_url),

@@ -47,7 +47,7 @@ from services.acquirer import Acquirer, merchant_party
 from services.api.common import on_shutdown
 from services.api.fields import API_MODEL_CONFIG, AmountText, Identifier, Text
 from services.api.idempotency import IdempotencyKey, run_idempotent
-from services.api.outbox import Outbox, Relay
+from services.api.outbox import PENDING, Outbox, Relay
 from services.api.parties.base import (
     PartyContext,
     create_party_base,
@@ -201,7 +201,18 @@ class NetworkService(StatefulService):
 
     # The domain calls that change state, as commands of this service.
     def _stand_in(self, req: AuthorizationRequest) -> AuthorizationResponse:
-        return self.network.stand_in(req)
+        """The stand-in decision and its advice to the issuer commit together: the advice is an
+        outbox row written in the decision's transaction (not during a replay, whose rows exist)."""
+        response = self.network.stand_in(req)
+        if self.ctx.unit.active():
+            row = (f"advice:{req.auth_id}", "issuer", "/v1/advices", idempotency_key("advice", req.auth_id),
+                   self._advice_body(req, response))
+
+            def stage(conn: Any) -> None:
+                self.outbox.stage_post(conn, *row)
+
+            self.ctx.unit.before_commit(stage)
+        return response
 
     def _present(self, acquirer_id: str, p: Presentment) -> bool:
         return self.acquirers[acquirer_id].present(p)
@@ -251,10 +262,7 @@ class NetworkService(StatefulService):
         it in the background now."""
         if req.auth_id in self._advices:
             return
-        self._advices[req.auth_id] = (req, response)
-        await anyio.to_thread.run_sync(lambda: self.outbox.stage_post(
-            None, f"advice:{req.auth_id}", "issuer", "/v1/advices", idempotency_key("advice", req.auth_id),
-            self._advice_body(req, response)))
+        self._advices[req.auth_id] = (req, response)  # its outbox row was written with the decision
         task = asyncio.get_running_loop().create_task(self._send_advice(req.auth_id))
         self._advice_tasks.add(task)
         task.add_done_callback(self._advice_tasks.discard)
@@ -299,6 +307,7 @@ class NetworkService(StatefulService):
             path, payload = f"/v1/authorizations/{body.auth_id}/capture", {"amount": body.amount}
         else:
             path, payload = f"/v1/authorizations/{body.auth_id}/refund", {"amount": body.amount, "kind": body.kind}
+        await self._advice_applied(body.auth_id)
         answer = await self.ctx.transport.apost(issuer_url, path, payload, key=idempotency_key(body.kind, key))
         cleared = _clearing_or_problem(answer)
         acquirer = self.acquirers.get(cleared.acquirer_id)
@@ -313,6 +322,23 @@ class NetworkService(StatefulService):
                                [FieldError(field="auth_id", reason="merchant unknown to its acquirer")])
         return PresentmentOut(presentment_id=p.id, kind=p.kind.value, auth_id=p.auth_id, amount=body.amount,
                               acquirer_id=p.acquirer_id, merchant_id=p.merchant_id)
+
+    async def _advice_applied(self, auth_id: str) -> None:
+        """A presentment of a payment the network stood in for waits until the issuer has applied
+        the advice: before that, the issuer holds nothing for it (or its own decline) and would
+        refuse the capture for good. One delivery attempt now; if the issuer still has not applied
+        it, a retryable 503 (the presenter retries with the same key)."""
+        row = f"advice:{auth_id}"
+        if await anyio.to_thread.run_sync(self.outbox.state, row) != PENDING:
+            return
+        if auth_id in self._advices:
+            await self.advise_once(auth_id)
+        else:  # advised before a restart: the relay holds the row
+            await self.relay.run_once(force=True)
+        if await anyio.to_thread.run_sync(self.outbox.state, row) == PENDING:
+            raise ProblemError(503, f"the issuer has not yet applied the network's stand-in advice for {auth_id}; "
+                               "retry with the same Idempotency-Key",
+                               [FieldError(field="auth_id", reason="stand-in advice pending")], slug="advice-pending")
 
     # -- settlement --------------------------------------------------------------------------
     def settle(self, window_id: str) -> SettlementReport:

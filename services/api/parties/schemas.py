@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from services.api.fields import API_MODEL_CONFIG, AmountText, AssetCode, Identifier, Text, parse_amount_field
+from services.api.fields import API_MODEL_CONFIG, AmountText, AssetCode, Identifier, Text, amount_in
 from services.api.problems import FieldError, ProblemError
 from services.contracts import (
     AuthorizationRequest,
@@ -38,21 +38,20 @@ __all__ = [
 ]
 
 OptionalId = Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9][A-Za-z0-9._:-]{0,127})?$")]
-PriceText = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}(\.[0-9]{1,18})?$"), Field(
+# A price is below AMOUNT_UNITS_MAX (10^15) tenge per whole unit: at most 15 digits before the point.
+PriceText = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,15}(\.[0-9]{1,18})?$"), Field(
     description="KZT per one whole unit of the asset, a decimal string", examples=["45000000.00"])]
 SignedAmountText = Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,40}(\.[0-9]{1,18})?$")]
 
 
 def kzt_in(text: str, assets: AssetRegistry, field: str = "amount") -> int:
-    """Tiyn of a positive KZT amount field, or a 422 problem naming ``field``."""
-    errors: list[FieldError] = []
-    minor = parse_amount_field(text, assets.get("KZT"), field, errors)
-    if minor is None:
-        raise ProblemError(422, f"{field} is not a valid KZT amount", errors)
-    return minor
+    """Tiyn of a positive KZT amount field (below ``AMOUNT_UNITS_MAX`` tenge), or a 422 problem
+    naming ``field``."""
+    return amount_in(text, assets.get("KZT"), field)
 
 
 def price_in(text: str, field: str = "price_kzt") -> Decimal:
+    """A price in KZT per whole unit (a :data:`PriceText`, so below 10^15), or a 422 problem if zero."""
     price = D(text)
     if price <= 0:
         raise ProblemError(422, "the price must be greater than zero", [FieldError(field=field, reason="not > 0")])
@@ -146,9 +145,11 @@ class AuthorizationIn(BaseModel):
     amount: AmountText = Field(description="KZT")
     category: Text = ""
 
-    def to_request(self, assets: AssetRegistry, at_s: float) -> AuthorizationRequest:
+    def to_request(self, assets: AssetRegistry, at_s: float, field: str = "amount") -> AuthorizationRequest:
+        """The domain request; a bad amount is a 422 problem naming ``field`` (``request.amount``
+        when this request is nested in an advice)."""
         return AuthorizationRequest(self.auth_id, self.card_id, self.merchant_id, self.acquirer_id,
-                                    kzt_in(self.amount, assets), self.category, at_s)
+                                    kzt_in(self.amount, assets, field), self.category, at_s)
 
     @classmethod
     def of(cls, req: AuthorizationRequest, assets: AssetRegistry) -> AuthorizationIn:

@@ -460,57 +460,14 @@ CATALOGUE: Final = [case for route in ROUTES for case in cases_of(route)]
 
 # Cases that fail today because of a bug in a party module (services/api/parties/*.py, durable.py);
 # each reason names the fix. strict: the day a fix lands, its xfails fail and the entries must go.
-_MESSAGE_CAP: Final = ("base.py MessageIn.to_message parses the amount with parse_amount_field without a bound: "
-                       "use services.api.fields.amount_in(self.amount, assets.get('KZT'), 'amount')")
-_UNITS_CAP: Final = ("exchange.py ExchangeService._units parses with parse_amount without a bound: "
-                     "return services.api.fields.amount_in(text, self.ctx.assets.get(asset), field)")
-_ADVICE_FIELD: Final = ("issuer.py advice route names the nested amount 'amount': call "
-                        "body.request.to_request(ctx.assets, ctx.clock.now(), field='request.amount')")
-_INBOX_502: Final = ("base.py inbox_router answers 502 whenever the handler returns False, also when the receiver "
-                     "itself refuses the message (and the stateful parties log the refused command): a refusal by "
-                     "the receiver must be a 4xx naming the field, writing nothing; 502 only for a later hop")
-_REFUSAL_LOGGED: Final = ("durable.py Durable._run logs a refused command whenever the unit of work's connection "
-                          "was opened (unit.current() is not None), even when nothing was written; decide by rows "
-                          "written, or pass refused= (exchange.py quote/sell: refuse before _replenish())")
-
 KNOWN: Final[dict[str, str]] = {
-    **{f"{p}/v1/inbox/{{receiver}} amount: 2^63 as text": _MESSAGE_CAP for p in ("exchange", "issuer", "network",
-                                                                             "bank")},
-    "issuer/v1/outgoing-payments amount: 2^63 as text": _MESSAGE_CAP,
-    "exchange/v1/deposits quantity: 2^63 as text": _UNITS_CAP,
-    "exchange/v1/wallets stablecoin: 2^63 as text": _UNITS_CAP,
-    **{f"issuer/v1/advices request.amount: {n}": _ADVICE_FIELD for n in (
-        "zero", "zero with decimals", "more decimals than the scale", "2^63 as text", "2^128 as text")},
-    "exchange/v1/inbox/{receiver} re-buy of an unknown sale": _INBOX_502,
-    "exchange/v1/inbox/{receiver} a purpose the exchange does not receive": _INBOX_502,
-    "issuer/v1/inbox/{receiver} card load of an unknown card": _INBOX_502,
-    "issuer/v1/inbox/{receiver} proceeds of an unknown sale": _INBOX_502,
-    "network/v1/inbox/{receiver} a purpose the network does not receive": _INBOX_502,
-    "bank/v1/inbox/{receiver} more than the payer has": _INBOX_502,
-    "bank/v1/inbox/{receiver} unknown payer": _INBOX_502,
-    "bank/v1/inbox/{receiver} unknown payee": _INBOX_502,
-    "exchange/v1/deposits a deposit id used for another deposit": _REFUSAL_LOGGED,
-    "exchange/v1/quotes unknown holder": _REFUSAL_LOGGED,
-    "exchange/v1/quotes more than the holder has": _REFUSAL_LOGGED,
-    "exchange/v1/sells unknown holder": _REFUSAL_LOGGED,
-    "exchange/v1/sells more than the holder has": _REFUSAL_LOGGED,
-    "issuer/v1/interchange a booked window, another amount": _REFUSAL_LOGGED,
     "issuer/v1/outgoing-payments more than the issuer has": (
         "issuer.py IssuerService.pay answers 409 'id: could not be booked' for a payment above the issuer's "
-        "balance, and the refusal is logged: Issuer.book_payment must say why (422 amount), nothing written"),
-    "exchange/v1/inbox/{receiver} re-buy for another amount than the sale's": (
-        "exchange.py ExchangeService._rebuy books the sale's own net whatever the message's amount: refuse "
-        "msg.amount_kzt != sale.net_kzt (422 amount) before Exchange.rebuy"),
+        "balance: Issuer.book_payment must say why (422 amount), nothing written"),
     "exchange/v1/wallets an existing holder, other holdings": (
-        "exchange.py ExchangeService._open_wallet answers 200 with the existing wallet when the holder exists "
-        "with other residency/holdings: answer 409 holder_id (an id reused with other fields)"),
-    "exchange/v1/wallets holdings in tenge": (
-        "exchange.py ExchangeService.open_wallet passes holdings in KZT (an asset without an order book) to "
-        "Exchange.open_wallet, which raises RuntimeError half way (500, accounts and a command written): refuse "
-        "holdings[i].asset not in exchange.config.books with 422 before the command"),
-    "issuer/v1/advices unknown card": (
-        "issuer.py IssuerService.advice applies and books an advice for a card the issuer does not have: "
-        "answer 404 request.card_id, nothing booked"),
+        "exchange.py ExchangeService._open_wallet answers 200 with the existing wallet when a holder the seed "
+        "opened is opened again with other residency/holdings: answer 409 holder_id (an id reused with other "
+        "fields); the seed's opening fields are not kept to compare with"),
 }
 
 

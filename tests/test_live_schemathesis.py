@@ -123,20 +123,7 @@ class Known:
     fix: str
 
 
-KNOWN: tuple[Known, ...] = (
-    Known("exchange", "POST /v1/wallets [", "exchange.py ExchangeService.open_wallet accepts holdings in an asset "
-          "without an order book (KZT): Exchange.open_wallet raises RuntimeError mid-way (500) after creating "
-          "accounts; refuse holdings[i].asset not in exchange.config.books with 422 before the command. And the "
-          "route answers 200 for an existing wallet without declaring it: responses={200: ...} on POST /v1/wallets "
-          "(also /v1/deposits, /v1/sells, /v1/cards, which answer 200 to a replay)"),
-    Known("exchange", "POST /v1/deposits [", "a deposit into the half-opened wallet above raises ValueError in "
-          "TaxBook.residency (500): goes with the open_wallet fix"),
-    Known("exchange", "[stateful]: status_code_conformance: Undocumented status code Received: 200",
-          "POST /v1/wallets answers an undeclared 200 (see above)"),
-    Known("issuer", "POST /v1/interchange -> 409 changed", "durable.py Durable._run logs "
-          "a refused command (interchange of a booked window with another amount) because the unit of work's "
-          "connection was opened, though nothing was written"),
-)
+KNOWN: tuple[Known, ...] = ()
 
 
 def _params() -> list[Any]:

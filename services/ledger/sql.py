@@ -519,6 +519,8 @@ class SqlLedger:
                 .values(pending_state=bindparam("b_state")),
                 changed,
             )
+        if self.unit is not None and (st.new_accounts or st.accounts or st.transfers or changed):
+            self.unit.mark_written()
         hook: TransactionHook | None = getattr(self._hooks, "hook", None)
         if hook is not None:
             hook(conn, st)
@@ -618,6 +620,7 @@ class UnitOfWork:
         if depth == 0:
             self._local.conn = None
             self._local.before_commit = []
+            self._local.written = False
         try:
             yield self
             if depth == 0:
@@ -642,6 +645,14 @@ class UnitOfWork:
     def active(self) -> bool:
         return getattr(self._local, "depth", 0) > 0
 
+    def mark_written(self) -> None:
+        """A ledger wrote rows in this thread's unit (a refused batch opens it but writes nothing)."""
+        self._local.written = True
+
+    def written(self) -> bool:
+        """Whether anything was written in this thread's open unit so far."""
+        return self.active() and bool(getattr(self._local, "written", False))
+
     def current(self) -> Connection | None:
         """The connection of this thread's open unit, if it has written yet (reads use it then)."""
         return getattr(self._local, "conn", None) if self.active() else None
@@ -663,3 +674,4 @@ class UnitOfWork:
         if not self.active():
             raise RuntimeError("before_commit outside a unit of work scope")
         self._local.before_commit.append(callback)
+        self._local.written = True

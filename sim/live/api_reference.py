@@ -25,6 +25,7 @@ from services.api.parties import (
     create_issuer_app,
     create_network_app,
 )
+from services.logging import configure_logging
 from sim.live.gateway import create_gateway_app
 
 __all__ = ["main", "render"]
@@ -127,6 +128,7 @@ def render() -> str:
 
 
 def main() -> int:
+    configure_logging(level="warning")  # the page goes to stdout; log lines, if any, to stderr
     sys.stdout.write(render())
     return 0
 

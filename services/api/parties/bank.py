@@ -49,7 +49,7 @@ from services.api.parties.settings import PartySettings
 from services.api.problems import problem_responses
 from services.api.routing import StrictJsonRoute
 from services.api.statement import StatementReader
-from services.bank import Bank, deposit_account
+from services.bank import Bank, BankResult, deposit_account
 from services.clock import Clock
 from services.ledger import TransferFlags, Violation
 from services.ledger.sql import SqlLedger
@@ -104,8 +104,20 @@ class _Gate:
                 self._cond.notify_all()
 
 
-class _RefusedError(Exception):
-    """One half of an in-service payment was refused: roll the other back."""
+def _accept(bank: Bank, msg: PaymentMessage, result: BankResult) -> None:
+    """A bank's answer to a booking as the inbox's answer: nothing, or a 4xx problem naming the field."""
+    if result.ok:
+        return
+    if result is BankResult.UNKNOWN_CUSTOMER:
+        side = "payer" if msg.payer_bank == bank.id and not bank.has_customer(msg.payer) else "payee"
+        raise problem(404, f"{getattr(msg, side)} has no account at {bank.id}", side, "no account at this bank")
+    if result is BankResult.INSUFFICIENT_FUNDS:
+        raise problem(422, f"{msg.payer} has less than the amount at {bank.id}", "amount", "insufficient funds")
+    if result is BankResult.INVALID_AMOUNT:
+        raise problem(422, "the amount must be greater than zero", "amount", "not > 0")
+    if result is BankResult.EXISTS_WITH_DIFFERENT_FIELDS:
+        raise problem(409, f"message {msg.id} was booked before with other fields", "id", "exists with other fields")
+    raise problem(422, f"{bank.id} is neither the payer's nor the payee's bank", "payee_bank", "not this bank")
 
 
 def _no_books(_msg: PaymentMessage) -> bool:
@@ -136,27 +148,21 @@ class BankService:
     def handler(self, bank: Bank) -> Handler:
         def handle(msg: PaymentMessage) -> bool:
             with self._gate.message():
-                if not self._both_halves(bank, msg):
-                    return False
-                return bank.handle(msg)
+                self._book_here(bank, msg)
+                return bank.handle(msg)  # finds its half booked; passes the message on
 
         return handle
 
-    def _both_halves(self, bank: Bank, msg: PaymentMessage) -> bool:
-        """When the payer's and the payee's banks both live in this service, book the two halves
-        in one transaction first (the party's unit of work): a kill between them would leave the
-        tenge out of one bank and not yet in the other. ``bank.handle`` then finds both booked and
-        only passes the message on. ``False`` when either half is refused (nothing is booked)."""
+    def _book_here(self, bank: Bank, msg: PaymentMessage) -> None:
+        """Book ``bank``'s half of a message from the inbox, and, when the payee's bank also lives
+        in this service, the payee's half in the same transaction (the party's unit of work): a
+        kill between them would leave the tenge out of one bank and not yet in the other. A half
+        the bank refuses is a 4xx naming the field, and nothing is booked."""
         payee_bank = self.banks.get(msg.payee_bank)
-        if msg.payer_bank != bank.id or payee_bank is None or payee_bank is bank:
-            return True
-        try:
-            with self.ctx.unit.scope():
-                if not (bank.book(msg).ok and payee_bank.book(msg).ok):
-                    raise _RefusedError
-        except _RefusedError:
-            return False
-        return True
+        with self.ctx.unit.scope():
+            _accept(bank, msg, bank.book(msg))
+            if msg.payer_bank == bank.id and payee_bank is not None and payee_bank is not bank:
+                _accept(payee_bank, msg, payee_bank.book(msg))
 
     def bank(self, bank_id: str) -> Bank:
         bank = self.banks.get(bank_id)

@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.api.common import create_base_app, on_shutdown
-from services.api.fields import API_MODEL_CONFIG, AmountText, Identifier, Text, parse_amount_field
+from services.api.fields import API_MODEL_CONFIG, AmountText, Identifier, Text, amount_in
 from services.api.idempotency import (
     IDEMPOTENCY_HEADER,
     REPLAYED_HEADER,
@@ -80,6 +80,7 @@ __all__ = [
     "outbox_router",
     "problem",
     "recovery_router",
+    "replayed",
     "run_idempotent_async",
     "send_staged",
     "staging_hook",
@@ -334,6 +335,11 @@ def recovery_router(ctx: PartyContext, report: Callable[[], dict[str, Any]]) -> 
     return router
 
 
+def replayed(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI: the 200 a creating POST answers when what it would create exists, identical."""
+    return {200: {"model": model, "description": "it existed already, identical: the existing one"}}
+
+
 def problem(status: int, detail: str, field: str, reason: str) -> ProblemError:
     """A problem about one field (the common case)."""
     return ProblemError(status, detail, [FieldError(field=field, reason=reason)])
@@ -392,10 +398,7 @@ class MessageIn(BaseModel):
     ref: Text = ""
 
     def to_message(self, assets: AssetRegistry) -> PaymentMessage:
-        errors: list[FieldError] = []
-        amount = parse_amount_field(self.amount, assets.get("KZT"), "amount", errors)
-        if amount is None:
-            raise ProblemError(422, "the amount is invalid", errors)
+        amount = amount_in(self.amount, assets.get("KZT"), "amount")
         return PaymentMessage(self.id, Purpose(self.purpose), self.payer, self.payee, self.payer_bank,
                               self.payee_bank, amount, self.ref)
 

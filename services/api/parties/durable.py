@@ -307,7 +307,7 @@ class Durable:
                     raise
                 except Exception as exc:  # its partial effects, if any, are real: replay repeats it
                     failure, outcome = exc, "raised"
-                wrote = self.unit.current() is not None
+                wrote = self.unit.written()
                 if not wrote and (isinstance(failure, ProblemError)
                                   or (failure is None and refused is not None and refused(result))):
                     if failure is not None:

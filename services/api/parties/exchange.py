@@ -38,7 +38,7 @@ from fastapi import APIRouter, FastAPI, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from services.api.common import on_shutdown
-from services.api.fields import API_MODEL_CONFIG, AmountText, AssetCode, Identifier
+from services.api.fields import API_MODEL_CONFIG, AmountText, AssetCode, Identifier, amount_in
 from services.api.idempotency import IdempotencyKey, run_idempotent
 from services.api.outbox import PENDING, Outbox, Relay
 from services.api.parties.base import (
@@ -52,6 +52,7 @@ from services.api.parties.base import (
     outbox_router,
     problem,
     recovery_router,
+    replayed,
 )
 from services.api.parties.durable import StatefulService, SwitchLedger
 from services.api.parties.schemas import PriceText, SaleOut, SellOrderIn, price_in
@@ -68,7 +69,6 @@ from services.ledger import Transfer, TransferResult
 from services.ledger.engine import Staging
 from services.ledger.sql import SqlLedger, TransactionHook
 from services.messaging import PaymentMessage, Purpose
-from services.money import MoneyError, parse_amount
 from services.reconciliation import exchange_halves
 from services.tax import TaxBook
 
@@ -197,6 +197,7 @@ class ExchangeService(StatefulService):
         cfg = self.ctx.seed.config
         self.tax = TaxBook(method=cfg.cost_basis, assets=self.ctx.assets)
         self.exchange = Exchange(self.ledger, self.ctx.assets, self.ctx.clock, cfg.exchange_config(), self.tax)
+        self._opened: dict[str, tuple[Residency, tuple[Any, ...], int]] = {}  # wallets opened through the API
         self.ctx.durable.register("service", self)
 
     def _seed(self) -> None:
@@ -226,6 +227,7 @@ class ExchangeService(StatefulService):
         self._check_order(body)
         order = body.to_order(self.ctx.assets)
 
+        self._precheck(order)
         got = self.ctx.command(self._quote, order)
         if isinstance(got, SaleReason):
             raise _refused(got)
@@ -237,6 +239,13 @@ class ExchangeService(StatefulService):
                             pit_withheld=fmt(leg.pit_withheld_kzt, "KZT"),
                             avg_price_kzt=str(leg.quote.avg_price_kzt), slippage_bps=str(leg.quote.slippage_bps),
                         ) for leg in got.legs])
+
+    def _precheck(self, order: SellOrder) -> None:
+        """Refuse, before any command, an order no depth could fill (unknown holder, not enough
+        crypto, no price, halted): such a refusal changes nothing, the order book's clock included."""
+        plan = self.ctx.locked(self.exchange.quote, order)
+        if isinstance(plan, SaleReason) and plan in _REFUSED_WHATEVER_THE_DEPTH:
+            raise _refused(plan)
 
     def _quote(self, order: SellOrder) -> SaleQuote | SaleReason:
         self._replenish()
@@ -257,6 +266,8 @@ class ExchangeService(StatefulService):
         self._check_order(body)
         order = body.to_order(self.ctx.assets)
 
+        if self.ctx.locked(self.exchange.sale, order.id) is None:
+            self._precheck(order)
         new, sale = self.ctx.command(self._sell, order)
         if not sale.ok:
             self.sales_total.labels(self.ctx.settings.party, sale.reason).inc()
@@ -301,13 +312,7 @@ class ExchangeService(StatefulService):
         return self.ledger.account(acc.wallet(holder_id, self.stable)) is not None
 
     def _units(self, text: str, asset: str, field: str) -> int:
-        try:
-            minor = parse_amount(text, self.ctx.assets.get(asset))
-        except MoneyError as exc:
-            raise ProblemError(422, f"{field} is invalid", [FieldError(field=field, reason=str(exc))]) from None
-        if minor <= 0:
-            raise ProblemError(422, f"{field} must be greater than zero", [FieldError(field=field, reason="not > 0")])
-        return minor
+        return amount_in(text, self.ctx.assets.get(asset), field)
 
     def _asset(self, code: str, field: str) -> None:
         if code not in self.ctx.assets:
@@ -322,6 +327,9 @@ class ExchangeService(StatefulService):
             if h.asset == self.stable:
                 raise ProblemError(422, "the stablecoin is not held in lots; use the stablecoin field",
                                    [FieldError(field=f"holdings[{i}].asset", reason="stablecoin")])
+            if h.asset not in self.exchange.config.books:
+                raise ProblemError(422, f"{h.asset} is not traded here: no holdings of it",
+                                   [FieldError(field=f"holdings[{i}].asset", reason="no order book for this asset")])
             lots = tuple(Lot(self._units(lot.quantity, h.asset, f"holdings[{i}].lots[{j}].quantity"),
                              price_in(lot.price_kzt, f"holdings[{i}].lots[{j}].price_kzt"), float(lot.acquired_at_s))
                          for j, lot in enumerate(h.lots))
@@ -329,13 +337,18 @@ class ExchangeService(StatefulService):
         stable = self._units(body.stablecoin, self.stable, "stablecoin") if body.stablecoin else 0
 
         status = self.ctx.command(self._open_wallet, body.holder_id, Residency(body.residency), tuple(holdings),
-                                  stable, refused=lambda status: status == 200)
+                                  stable, refused=lambda status: status != 201)
+        if status == 409:
+            raise ProblemError(409, f"a wallet for {body.holder_id} exists with other residency or holdings",
+                               [FieldError(field="holder_id", reason="exists with different fields")])
         return status, self.wallet(body.holder_id)
 
     def _open_wallet(self, holder_id: str, residency: Residency, holdings: tuple[Any, ...], stable: int) -> int:
         if self._has_wallet(holder_id):
-            return 200
+            opened = self._opened.get(holder_id)  # None: opened by the seed, whose fields are not compared
+            return 200 if opened is None or opened == (residency, holdings, stable) else 409
         self.exchange.open_wallet(holder_id, residency, holdings, stable)
+        self._opened[holder_id] = (residency, holdings, stable)
         return 201
 
     def wallet(self, holder_id: str) -> WalletOut:
@@ -413,13 +426,20 @@ class ExchangeService(StatefulService):
     def receive(self, msg: PaymentMessage) -> bool:
         """A re-buy's tenge has arrived: buy the sold crypto back into the holder's wallets."""
         if msg.purpose is not Purpose.REBUY:
-            return False
+            raise ProblemError(422, "the exchange receives only re-buys", [FieldError(field="purpose",
+                                                                                        reason="not received here")])
 
         return self.ctx.command(self._rebuy, msg)
 
     def _rebuy(self, msg: PaymentMessage) -> bool:
         sale = self.exchange.sale(msg.ref)
-        return sale is not None and self.exchange.rebuy(sale, msg.id).ok
+        if sale is None:
+            raise ProblemError(404, f"a re-buy of sale {msg.ref!r}, which this exchange never made",
+                               [FieldError(field="ref", reason="unknown sale")])
+        if msg.amount_kzt != sale.net_kzt:
+            raise ProblemError(422, f"a re-buy must return the sale's net {sale.net_kzt} minor units",
+                               [FieldError(field="amount", reason="not the sale's net")])
+        return self.exchange.rebuy(sale, msg.id).ok
 
     def tax_statement(self, holder_id: str) -> TaxStatementOut:
         def work() -> Any:
@@ -441,6 +461,11 @@ class ExchangeService(StatefulService):
                                pit_withheld=fmt(st.pit_withheld_kzt), pit_to_declare=fmt(st.pit_to_declare_kzt))
 
 
+_REFUSED_WHATEVER_THE_DEPTH = frozenset({
+    SaleReason.INVALID_AMOUNT, SaleReason.UNKNOWN_ASSET, SaleReason.UNKNOWN_HOLDER, SaleReason.NO_PRICE,
+    SaleReason.HALTED, SaleReason.INSUFFICIENT_CRYPTO})
+
+
 def _refused(reason: SaleReason) -> ProblemError:
     field = {SaleReason.INVALID_AMOUNT: "net", SaleReason.UNKNOWN_HOLDER: "holder_id"}.get(reason, "asset_priority")
     status = 404 if reason is SaleReason.UNKNOWN_HOLDER else 422
@@ -456,7 +481,8 @@ def exchange_router(svc: ExchangeService) -> APIRouter:
     router = APIRouter(route_class=StrictJsonRoute, tags=["exchange"])
     keys = svc.ctx.keys
 
-    @router.post("/v1/wallets", status_code=201, response_model=WalletOut, responses=problem_responses(409))
+    @router.post("/v1/wallets", status_code=201, response_model=WalletOut,
+                 responses={**replayed(WalletOut), **problem_responses(409)})
     def open_wallet(body: WalletIn, key: IdempotencyKey, request: Request) -> Response:
         return run_idempotent(keys, key, request, body.model_dump(mode="json"),
                               lambda: json_response(*svc.open_wallet(body)))
@@ -465,7 +491,8 @@ def exchange_router(svc: ExchangeService) -> APIRouter:
     def get_wallet(holder_id: HolderId) -> WalletOut:
         return svc.wallet(holder_id)
 
-    @router.post("/v1/deposits", status_code=201, response_model=DepositOut, responses=problem_responses(404, 409))
+    @router.post("/v1/deposits", status_code=201, response_model=DepositOut,
+                 responses={**replayed(DepositOut), **problem_responses(404, 409)})
     def deposit(body: DepositIn, key: IdempotencyKey, request: Request) -> Response:
         return run_idempotent(keys, key, request, body.model_dump(mode="json"),
                               lambda: json_response(*svc.deposit(body)))
@@ -486,7 +513,8 @@ def exchange_router(svc: ExchangeService) -> APIRouter:
     def quote(body: SellOrderIn) -> QuoteOut:
         return svc.quote(body)
 
-    @router.post("/v1/sells", status_code=201, response_model=SaleOut, responses=problem_responses(404, 409))
+    @router.post("/v1/sells", status_code=201, response_model=SaleOut,
+                 responses={**replayed(SaleOut), **problem_responses(404, 409)})
     def sell(body: SellOrderIn, key: IdempotencyKey, request: Request) -> Response:
         return run_idempotent(keys, key, request, body.model_dump(mode="json"),
                               lambda: json_response(*svc.sell(body)))

@@ -59,6 +59,7 @@ from services.api.parties.base import (
     outbox_router,
     problem,
     recovery_router,
+    replayed,
     run_idempotent_async,
     send_staged,
     staging_hook,
@@ -353,6 +354,15 @@ class IssuerService(StatefulService):
         return self.issuer.apply_advice(req, response)
 
     def _handle(self, msg: PaymentMessage) -> bool:
+        """Money arriving; what the issuer cannot place is refused (4xx) before anything is booked."""
+        if msg.purpose is Purpose.PROCEEDS and self.issuer.card_of_sale(msg.id) is None:
+            raise problem(404, f"proceeds of sale {msg.id}, which this issuer never ordered", "id", "unknown sale")
+        if msg.purpose is Purpose.CARD_LOAD and msg.ref not in self.issuer.cards:
+            raise problem(404, f"a card load for card {msg.ref!r}, which this issuer does not have", "ref",
+                          "unknown card")
+        if msg.purpose not in (Purpose.PROCEEDS, Purpose.CARD_LOAD, Purpose.SETTLEMENT_OUT):
+            raise problem(422, f"the issuer does not receive {msg.purpose.value} messages", "purpose",
+                          "not received here")
         return self.issuer.handle(msg)
 
     def _open_card(self, spec: CardholderSpec) -> CardResult:
@@ -502,7 +512,8 @@ def issuer_router(svc: IssuerService) -> APIRouter:
     ctx = svc.ctx
     keys = ctx.keys
 
-    @router.post("/v1/cards", status_code=201, response_model=CardOut, responses=problem_responses(409))
+    @router.post("/v1/cards", status_code=201, response_model=CardOut,
+                 responses={**replayed(CardOut), **problem_responses(409)})
     def open_card(body: CardIn) -> Response:
         return json_response(*svc.open_card(body))
 
@@ -549,9 +560,12 @@ def issuer_router(svc: IssuerService) -> APIRouter:
         return run_idempotent(keys, key, request, body.model_dump(mode="json"),
                               lambda: json_response(200, svc.refund(auth_id, body)))
 
-    @router.post("/v1/advices", response_model=AdviceOut)
+    @router.post("/v1/advices", response_model=AdviceOut, responses=problem_responses(404))
     async def advice(body: AdviceIn, key: IdempotencyKey, request: Request) -> Response:
-        req = body.request.to_request(ctx.assets, ctx.clock.now())
+        req = body.request.to_request(ctx.assets, ctx.clock.now(), field="request.amount")
+        if ctx.locked(lambda: req.card_id not in svc.issuer.cards):
+            raise problem(404, f"an advice for card {req.card_id}, which this issuer does not have", "request.card_id",
+                          "unknown card")
         try:
             code = ReasonCode(body.response.code)
         except ValueError:

@@ -218,6 +218,12 @@ class NetworkService(StatefulService):
         return self.acquirers[acquirer_id].present(p)
 
     def _handle(self, receiver: str, msg: PaymentMessage) -> bool:
+        """Settlement money arriving: the network takes participants' payments in, an acquirer the
+        network's payment out; another purpose is refused (422) before anything is booked."""
+        wanted = Purpose.SETTLEMENT_IN if receiver == self.network.id else Purpose.SETTLEMENT_OUT
+        if msg.purpose is not wanted:
+            raise ProblemError(422, f"{receiver} does not receive {msg.purpose.value} messages",
+                               [FieldError(field="purpose", reason="not received here")])
         party = self.network if receiver == self.network.id else self.acquirers[receiver]
         return party.handle(msg)
 

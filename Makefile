@@ -60,15 +60,21 @@ report-docs: install
 scenario-reference: install
 	$(BIN)/python -m sim.scenario_reference > docs/scenario-reference.md
 
-# Fault injection (docs/reliability.md): the tests/faults suite (short bank check, proxy), then the
-# long Jepsen-style bank check on SQLite and PostgreSQL with SIGKILLs of the ledger service.
-# Reports: tests/artifacts/bank_check_<db>.json, tests/artifacts/proxy_duplicates_<db>.json.
+# Fault injection (docs/reliability.md): the tests/faults suite (short bank check, proxy, short
+# party faults), then the long Jepsen-style bank check on SQLite and PostgreSQL with SIGKILLs of the
+# ledger service, then the party faults on both databases (>= 30 kills each, a PostgreSQL crash, a
+# partition, proxy chaos, clock jumps). Reports: tests/artifacts/bank_check_<db>.json,
+# proxy_duplicates_<db>.json, party_faults_<db>.json and .html.
 FAULTS_DURATION_S ?= 120
 FAULTS_KILLS ?= 30
+PARTY_FAULTS_DURATION_S ?= 180
+PARTY_FAULTS_KILLS ?= 32
 .PHONY: faults
 faults: install
 	$(BIN)/pytest -q tests/faults
 	$(BIN)/python -m tests.faults.bank_check --duration-s $(FAULTS_DURATION_S) --kills $(FAULTS_KILLS)
+	$(BIN)/python -m tests.faults.party_faults --db both --duration-s $(PARTY_FAULTS_DURATION_S) \
+	  --kills $(PARTY_FAULTS_KILLS)
 
 # Regenerate docs/api-reference.md from the live services' OpenAPI documents.
 .PHONY: api-reference

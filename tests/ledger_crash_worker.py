@@ -15,6 +15,7 @@ import sys
 from services.clock import SystemClock
 from services.ledger import Account, AccountFlags, Transfer, TransferFlags, linked
 from services.ledger.sql import SqlLedger
+from services.logging import configure_logging
 
 PEND = TransferFlags.PENDING
 POST = TransferFlags.POST_PENDING
@@ -46,6 +47,7 @@ def batch_for(n: int, run: str) -> list[Transfer]:
 
 
 def main(path: str) -> None:
+    configure_logging(level="warning")  # stdout carries the protocol ("ready", ids); logs go to stderr
     ledger = SqlLedger(f"sqlite:///{path}", clock=SystemClock(), name="crash-worker")
     dnec = AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
     ledger.create_accounts([

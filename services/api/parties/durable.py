@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -156,7 +157,7 @@ class SwitchLedger:
         return nullcontext()
 
 
-class StatefulService:
+class StatefulService(ABC):
     """A party service whose domain objects are rebuilt from its command log (exchange, issuer,
     network). Subclasses build the objects on their switch ledgers (:meth:`_build`), seed them
     (:meth:`_seed`) and name the (switch, database ledger) pairs; :meth:`_start` does the rest."""
@@ -165,14 +166,17 @@ class StatefulService:
     seed_digest: str
     assets: Any
 
+    @abstractmethod
     def _build(self) -> None:
-        raise NotImplementedError
+        """Build the domain objects on the switch ledgers and register them as command targets."""
 
+    @abstractmethod
     def _seed(self) -> None:
-        raise NotImplementedError
+        """Seed the freshly built domain objects from the party's seed."""
 
+    @abstractmethod
     def _ledger_pairs(self) -> list[tuple[SwitchLedger, SqlLedger]]:
-        raise NotImplementedError
+        """Each switch the domain objects hold, with the database ledger it stands for."""
 
     def _create(self) -> None:
         """Build the domain objects and seed them: the first command of the log."""

@@ -28,6 +28,7 @@ columns hold exact decimal text. Either way Python sees ``int`` and never a floa
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -555,6 +556,23 @@ def _retryable(exc: DBAPIError) -> bool:
     return "database is locked" in text or "database is busy" in text
 
 
+def _enter_wal(cur: Any) -> None:
+    """Switch the database file to WAL (a no-op once any connection has). Entering WAL needs the
+    file to itself, and SQLite answers "database is locked" at once, without its busy handler, when
+    other connections are opening the same new file: so wait and retry, up to the busy timeout."""
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
+
+
 def sqlite_engine(
     url: Any, *, begin: str = "BEGIN IMMEDIATE", pool_size: int = 5, max_overflow: int = 10,
     pool_timeout: float = 30.0,
@@ -572,7 +590,7 @@ def sqlite_engine(
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy's pysqlite recipe)
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 

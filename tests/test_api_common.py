@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from conftest import SQL_BACKENDS, require_postgres
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -81,6 +82,7 @@ class PayApp:
         self.app: FastAPI = create_base_app(settings)
         self.store = store
         self.effects: list[str] = []
+        self.fault_next: Callable[[], None] | None = None  # called, then the next payment fails
         paid = self.app.state.metrics.counter("payments", "Payments by outcome", ("outcome",))
 
         @self.app.post("/pay", status_code=201)
@@ -89,6 +91,10 @@ class PayApp:
                 if body.amount == "13":
                     raise ProblemError(422, "unlucky amount", [FieldError(field="amount", reason="13")])
                 if body.amount == "500":
+                    raise RuntimeError("a fault while paying")
+                fault, self.fault_next = self.fault_next, None
+                if fault is not None:
+                    fault()
                     raise RuntimeError("a fault while paying")
                 self.effects.append(body.amount)
                 paid.labels(settings.party, "approved").inc()
@@ -348,6 +354,57 @@ async def test_a_rejection_or_a_fault_releases_the_key(client: httpx.AsyncClient
     # A corrected request under the same key now runs.
     assert (await client.post("/pay", json={"amount": "14"}, headers={"Idempotency-Key": "k1"})).status_code == 201
     assert pay_app.effects == ["14"] and pay_app.store.count() == 1
+
+
+class Outage:
+    """The key store's database failing: every statement it sends raises, as when the server is
+    down (a real engine hook, so the store's own error handling runs)."""
+
+    def __init__(self, store: IdempotencyStore) -> None:
+        self.down = False
+        sa.event.listen(store._engine, "before_cursor_execute", self._check)
+
+    def _check(self, *_: Any) -> None:
+        if self.down:
+            raise sa.exc.OperationalError("statement", {}, Exception("server closed the connection"))
+
+
+async def test_a_key_left_claimed_by_a_database_failure_is_taken_over_at_once(
+        client: httpx.AsyncClient, pay_app: PayApp) -> None:
+    """The work fails while the database is down, so releasing its key fails too and the row stays
+    in flight. Once the database is back, the retry runs at once (not 409 until the lease ends)."""
+    outage = Outage(pay_app.store)
+    pay_app.fault_next = lambda: setattr(outage, "down", True)
+    with capture_logs() as logs:
+        failed = await client.post("/pay", json={"amount": "5"}, headers={"Idempotency-Key": "k1"})
+    assert failed.status_code >= 500 and pay_app.effects == []
+    assert pay_app.store.abandoned == 1 and any(e["event"] == "idempotency_key_abandoned" for e in logs)
+    outage.down = False
+    assert pay_app.store.count() == 1  # the row is still in flight: nothing could delete it
+    other = await client.post("/pay", json={"amount": "6"}, headers={"Idempotency-Key": "k1"})
+    assert_problem(other, 422, "Idempotency-Key")  # another body is still refused, and takes nothing over
+    retry = await client.post("/pay", json={"amount": "5"}, headers={"Idempotency-Key": "k1"})
+    assert retry.status_code == 201 and pay_app.effects == ["5"] and pay_app.store.abandoned == 0
+    again = await client.post("/pay", json={"amount": "5"}, headers={"Idempotency-Key": "k1"})
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_key_whose_success_could_not_be_stored_is_taken_over_once(
+        store_url: tuple[str, str], clock: FixedClock) -> None:
+    url, prefix = store_url
+    store = IdempotencyStore(url, table_prefix=prefix, clock=clock, lease_s=30.0)
+    outage = Outage(store)
+    try:
+        assert store.claim("k", "h").state is ClaimState.STARTED
+        outage.down = True
+        with pytest.raises(sa.exc.OperationalError):
+            store.finish("k", 201, b"{}", "application/json")
+        outage.down = False
+        assert store.claim("k", "h").state is ClaimState.STARTED  # taken over, not in flight
+        assert store.claim("k", "h").state is ClaimState.IN_FLIGHT  # by one retry only
+    finally:
+        store.drop_table()
+        store.close()
 
 
 def test_the_key_store_is_shared_by_two_handles(store_url: tuple[str, str], clock: FixedClock) -> None:

@@ -461,13 +461,6 @@ CATALOGUE: Final = [case for route in ROUTES for case in cases_of(route)]
 # Cases that fail today because of a bug in a party module (services/api/parties/*.py, durable.py);
 # each reason names the fix. strict: the day a fix lands, its xfails fail and the entries must go.
 KNOWN: Final[dict[str, str]] = {
-    "issuer/v1/outgoing-payments more than the issuer has": (
-        "issuer.py IssuerService.pay answers 409 'id: could not be booked' for a payment above the issuer's "
-        "balance: Issuer.book_payment must say why (422 amount), nothing written"),
-    "exchange/v1/wallets an existing holder, other holdings": (
-        "exchange.py ExchangeService._open_wallet answers 200 with the existing wallet when a holder the seed "
-        "opened is opened again with other residency/holdings: answer 409 holder_id (an id reused with other "
-        "fields); the seed's opening fields are not kept to compare with"),
 }
 
 

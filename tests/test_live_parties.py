@@ -345,6 +345,14 @@ async def test_exchange_endpoints(live: Live) -> None:
     assert live.journal_sizes() == sizes
     await live.client.post("http://exchange/v1/halts", json={"asset": "ETH", "halted": False})
     assert (await live.client.get("http://exchange/v1/wallets/nobody")).status_code == 404
+    # A holder the seed opened, opened again: its own fields are a replay, others a conflict.
+    seeded = {"holder_id": "h1", "residency": "resident", "holdings": [
+        {"asset": "BTC", "lots": [{"quantity": "0.1", "price_kzt": "40000000"}]}]}
+    assert (await live.post("http://exchange/v1/wallets", seeded, "w-h1")).status_code == 200
+    sizes = live.journal_sizes()
+    other = await live.post("http://exchange/v1/wallets", {**seeded, "residency": "non_resident"}, "w-h1b")
+    assert other.status_code == 409 and other.json()["errors"][0]["field"] == "holder_id"
+    assert live.journal_sizes() == sizes
     assert (await live.client.get("http://exchange/v1/sells/none")).status_code == 404
     assert (await live.client.post("http://exchange/v1/outbox/retry", json={})).json() == {"undelivered": []}
     await assert_clean(live)

@@ -10,7 +10,9 @@ A client that did not hear the answer sends the same request again with the same
 - the same key with another request → 422; the same key while the first is still running → 409;
 - a rejection (4xx) or a fault (an exception, a 5xx) releases the key: a rejected request wrote
   nothing, not even its key, so a corrected retry with the same key simply runs. A claim whose
-  process died is taken over after ``lease_s``.
+  process died is taken over after ``lease_s``. A claim this process could not release or finish
+  because the database failed (the key stays ``in_flight`` although nothing runs under it) is
+  remembered in memory, and the first retry once the database answers takes it over at once.
 
 The key store and the ledger commit separately. If a process dies between the two commits, the
 retry runs again, and the ledger's own idempotency by transfer id makes that run write nothing
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,11 +48,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from services.api.problems import FieldError, ProblemError
 from services.clock import Clock, SystemClock
 from services.ledger.sql import sqlite_engine
+from services.logging import get_logger
 from services.migrations import drop as drop_schema
 from services.migrations import upgrade as upgrade_schema
 
@@ -68,6 +72,8 @@ IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 IDEMPOTENCY_KEY_LENGTH_MAX: Final = 128
 IDEMPOTENCY_KEY_PATTERN: Final = r"^[\x21-\x7e]{1,128}$"  # visible ASCII: no spaces, no control characters
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
+
+_log = get_logger(__name__)
 
 
 class ClaimState(StrEnum):
@@ -99,6 +105,10 @@ class IdempotencyStore:
                  lease_s: float = 60.0) -> None:
         self.clock: Clock = clock or SystemClock()
         self.lease_s = lease_s
+        # Keys this process claimed and then could not release or finish (the database failed):
+        # their rows say in_flight, but nothing runs under them any more.
+        self._abandoned: set[str] = set()
+        self._abandoned_lock = threading.Lock()
         parsed = make_url(url)
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
@@ -138,6 +148,7 @@ class IdempotencyStore:
                 conn.execute(insert(self.table).values(
                     key=key, request_hash=request_hash, state="in_flight", created_at=now,
                     claimed_at=now))
+            self._take_abandoned(key)  # its row was released after all (at start-up, by hand)
             return Claim(ClaimState.STARTED)
         except IntegrityError:
             pass  # the key exists: decide below, in a transaction of its own
@@ -156,18 +167,39 @@ class IdempotencyStore:
             return Claim(ClaimState.STARTED)
         if row.request_hash != request_hash:
             return Claim(ClaimState.MISMATCH)
+        abandoned = self._take_abandoned(key)
         if row.state == "done":
             return Claim(ClaimState.REPLAY, int(row.status), str(row.body).encode("utf-8"),
                          str(row.media_type))
-        if now - row.claimed_at > self.lease_s:  # the claimer died: this request takes over
+        if abandoned or now - row.claimed_at > self.lease_s:
+            # This process claimed the key and nothing runs under it since the database failed,
+            # or the claimer died (its lease ran out): this request takes over.
             conn.execute(update(t).where(t.c.key == key).values(claimed_at=now))
             return Claim(ClaimState.STARTED)
         return Claim(ClaimState.IN_FLIGHT)
 
+    def _take_abandoned(self, key: str) -> bool:
+        """Whether ``key`` was abandoned by this process; it is no longer (one taker only)."""
+        with self._abandoned_lock:
+            if key in self._abandoned:
+                self._abandoned.remove(key)
+                return True
+            return False
+
+    @property
+    def abandoned(self) -> int:
+        """Keys this process holds although nothing runs under them (their release failed)."""
+        return len(self._abandoned)
+
     def finish(self, key: str, status: int, body: bytes, media_type: str) -> None:
-        with self._engine.begin() as conn:
-            conn.execute(update(self.table).where(self.table.c.key == key).values(
-                state="done", status=status, body=body.decode("utf-8"), media_type=media_type))
+        """Remember a success. If the database fails, the key is abandoned (see :meth:`release`)."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(update(self.table).where(self.table.c.key == key).values(
+                    state="done", status=status, body=body.decode("utf-8"), media_type=media_type))
+        except SQLAlchemyError:
+            self._abandon(key)
+            raise
 
     def release_in_flight(self) -> int:
         """Release every key still claimed (``in_flight``); how many. For a service's start-up: it
@@ -177,10 +209,21 @@ class IdempotencyStore:
             return int(conn.execute(delete(self.table).where(self.table.c.state == "in_flight")).rowcount or 0)
 
     def release(self, key: str) -> None:
-        """Forget a claim whose request failed with a fault, so that a retry runs again."""
-        with self._engine.begin() as conn:
-            conn.execute(delete(self.table).where(
-                self.table.c.key == key, self.table.c.state == "in_flight"))
+        """Forget a claim whose request failed with a fault, so that a retry runs again. If the
+        database fails too, the row stays ``in_flight``: the key is remembered as abandoned, and
+        the next claim of it takes it over without waiting out the lease."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(delete(self.table).where(
+                    self.table.c.key == key, self.table.c.state == "in_flight"))
+        except SQLAlchemyError:
+            self._abandon(key)
+            raise
+
+    def _abandon(self, key: str) -> None:
+        with self._abandoned_lock:
+            self._abandoned.add(key)
+        _log.warning("idempotency_key_abandoned", key=key)
 
 
 def _engine(url: Any) -> Engine:

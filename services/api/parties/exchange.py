@@ -197,11 +197,14 @@ class ExchangeService(StatefulService):
         cfg = self.ctx.seed.config
         self.tax = TaxBook(method=cfg.cost_basis, assets=self.ctx.assets)
         self.exchange = Exchange(self.ledger, self.ctx.assets, self.ctx.clock, cfg.exchange_config(), self.tax)
-        self._opened: dict[str, tuple[Residency, tuple[Any, ...], int]] = {}  # wallets opened through the API
+        # holder -> the fields its wallet was opened with (by the seed or through the API)
+        self._opened: dict[str, tuple[Residency, tuple[Any, ...], int]] = {}
         self.ctx.durable.register("service", self)
 
     def _seed(self) -> None:
         seed_exchange(self.exchange, self.ctx.seed)
+        for holder in self.ctx.seed.cardholders:
+            self._opened[holder.holder_id] = (holder.residency, tuple(holder.holdings), holder.stablecoin_minor)
         self._replenished_at_s = self.ctx.clock.now()
 
     def _ledger_pairs(self) -> list[tuple[SwitchLedger, SqlLedger]]:
@@ -345,8 +348,7 @@ class ExchangeService(StatefulService):
 
     def _open_wallet(self, holder_id: str, residency: Residency, holdings: tuple[Any, ...], stable: int) -> int:
         if self._has_wallet(holder_id):
-            opened = self._opened.get(holder_id)  # None: opened by the seed, whose fields are not compared
-            return 200 if opened is None or opened == (residency, holdings, stable) else 409
+            return 200 if self._opened.get(holder_id) == (residency, holdings, stable) else 409
         self.exchange.open_wallet(holder_id, residency, holdings, stable)
         self._opened[holder_id] = (residency, holdings, stable)
         return 201

@@ -426,8 +426,11 @@ class IssuerService(StatefulService):
             raise ProblemError(422, "the payer's bank is not the issuer's bank",
                                [FieldError(field="payer_bank", reason="wrong bank")])
         if not self.ctx.command(self._book_payment, msg, refused=lambda r: not r):
-            raise ProblemError(409, f"payment {msg.id} could not be booked (a different payment under this id?)",
-                               [FieldError(field="id", reason="not booked")])
+            if self.ctx.locked(self.ledger.transfer, f"{msg.id}:pay") is not None:
+                raise ProblemError(409, f"payment {msg.id} was booked before with other fields",
+                                   [FieldError(field="id", reason="already used for another payment")])
+            raise ProblemError(422, f"payment {msg.id} is more than the issuer's settlement balance",
+                               [FieldError(field="amount", reason="exceeds the issuer's balance")])
         return BookedOut(id=msg.id, booked=True, delivered=send_staged(self.ctx, self.outbox, msg))
 
     # -- cards -------------------------------------------------------------------------------

@@ -10,6 +10,12 @@ a fresh subprocess (``python -m benchmarks.bench_sim --child N``) that goes thro
 :func:`sim.runner.simulate`, the code behind ``ccsim run``: world, simulation, integrity checks,
 results database; its peak RSS is read from the kernel when the parent reaps it (``os.wait4``).
 
+Memory: ``ccsim run`` keeps bounded books (:mod:`services.bounded_books`), so a run's memory should
+follow what is in flight and the size of the city, not the number of payments done. Each case
+reports its peak RSS (median of its runs), the RSS once the world is built (the city: cards, wallets,
+lots, accounts), and the growth from there to the peak per payment; the table ends with the largest
+case's peak over the smallest's.
+
 "Scaled" keeps the day's shape: the arrival rate, the cardholders and the merchants are all
 multiplied by the same factor, so each card still pays about three times a day and meets the same
 limits; only the city is bigger.
@@ -77,12 +83,14 @@ def child(payments: int, seed: int) -> dict[str, Any]:
     scenario, text = load_scenario(SCENARIO, overrides)
     worlds: list[World] = []
     built: list[float] = []
+    built_rss: list[float] = []
     original_init = World.__init__
 
-    def init(self: World, *args: Any, **kwargs: Any) -> None:  # records the world and its build time
+    def init(self: World, *args: Any, **kwargs: Any) -> None:  # records the world, its build time and RSS
         t0 = time.perf_counter()
         original_init(self, *args, **kwargs)
         built.append(time.perf_counter() - t0)
+        built_rss.append(_rss_mb())
         worlds.append(self)
 
     World.__init__ = init  # type: ignore[method-assign]
@@ -97,10 +105,21 @@ def child(payments: int, seed: int) -> dict[str, Any]:
     s = result.summary
     return {
         "payments": s["payments"]["attempted"], "wall_s": s["wall_s"], "total_s": total_s, "cpu_s": cpu_s,
-        "build_s": built[0], "events": events, "exit_code": result.exit_code,
+        "build_s": built[0], "built_rss_mb": built_rss[0], "events": events, "exit_code": result.exit_code,
         "invariants_ok": s["ledger"]["invariants_ok"], "approval_rate": s["payments"]["approval_rate"],
         "results_db_mb": db_mb, "overrides": overrides,
     }
+
+
+def _rss_mb() -> float:
+    """This process's resident set now, in MB (Linux: /proc; elsewhere the peak so far)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        import resource  # noqa: PLC0415 — only where /proc is missing
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run_child(payments: int, seed: int) -> dict[str, Any]:
@@ -116,6 +135,7 @@ def run_child(payments: int, seed: int) -> dict[str, Any]:
         raise RuntimeError(f"ccsim benchmark child for {payments} payments failed ({proc.returncode})")
     row: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     row["peak_rss_mb"] = usage.ru_maxrss / 1024.0  # Linux reports KiB
+    row["growth_kb_per_payment"] = (row["peak_rss_mb"] - row["built_rss_mb"]) * 1024.0 / row["payments"]
     row["payments_per_s"] = row["payments"] / row["wall_s"]
     row["events_per_s"] = row["events"] / row["wall_s"]
     row["payments_per_cpu_s"] = row["payments"] / row["cpu_s"]
@@ -191,23 +211,36 @@ def measure(sizes: tuple[int, ...], runs: int, large_runs: int, customers: int) 
             "ratio_cpu": statistics.median(r["payments_per_cpu_s"] for r in rows) / base_cpu_rate,
             "median_wall_s": statistics.median(r["wall_s"] for r in rows),
             "median_build_s": statistics.median(r["build_s"] for r in rows),
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rows),
+            "peak_rss_mb_runs": [round(r["peak_rss_mb"]) for r in rows],
+            "built_rss_mb": statistics.median(r["built_rss_mb"] for r in rows),
+            "growth_kb_per_payment": statistics.median(r["growth_kb_per_payment"] for r in rows),
             "results_db_mb": rows[0]["results_db_mb"],
             "exit_codes": [r["exit_code"] for r in rows],
             "invariants_ok": all(r["invariants_ok"] for r in rows),
             "approval_rate": rows[0]["approval_rate"],
             "overrides": rows[0]["overrides"],
         })
-    return {"benchmark": "sim", "machine": _machine(), "cases": cases}
+    small, large = cases[1], cases[-1]
+    memory = {"peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"],
+              "payments_ratio": large["payments"] / small["payments"],
+              "built_rss_ratio": large["built_rss_mb"] / small["built_rss_mb"]}
+    return {"benchmark": "sim", "machine": _machine(), "cases": cases, "memory": memory}
 
 
 def print_table(report: dict[str, Any]) -> None:
     print(f"{'case':<64} {'runs':>4} {'per s':>9} {'ratio':>6} {'per CPU s':>9} {'ratio':>6} "
-          f"{'events/s':>9} {'peak RSS':>9}")
+          f"{'events/s':>9} {'peak RSS':>9} {'built':>8} {'KB/pay':>6}")
     for c in report["cases"]:
         rss = f"{c['peak_rss_mb']:,.0f} MB" if "peak_rss_mb" in c else "-"
+        built = f"{c['built_rss_mb']:,.0f} MB" if "built_rss_mb" in c else "-"
+        growth = f"{c['growth_kb_per_payment']:.2f}" if "growth_kb_per_payment" in c else "-"
         print(f"{c['case']:<64} {c['runs']:>4} {c['median_per_s']:>9,.0f} {c['ratio']:>6.3f} "
-              f"{c['median_per_cpu_s']:>9,.0f} {c['ratio_cpu']:>6.3f} {c['median_events_per_s']:>9,.0f} {rss:>9}")
+              f"{c['median_per_cpu_s']:>9,.0f} {c['ratio_cpu']:>6.3f} {c['median_events_per_s']:>9,.0f} {rss:>9} "
+              f"{built:>8} {growth:>6}")
+    m = report["memory"]
+    print(f"peak RSS, largest case / smallest: {m['peak_rss_ratio']:.2f} for {m['payments_ratio']:.1f}x the "
+          f"payments (after building the world: {m['built_rss_ratio']:.2f})")
 
 
 def main(argv: list[str]) -> None:

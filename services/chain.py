@@ -7,13 +7,14 @@ every ``_s`` is seconds of the injected clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from itertools import chain as chained
 
 from services.acquirer import Acquirer, merchant_party
 from services.bank import Bank
+from services.bounded_books import FLUSH_EVERY, BoundedBooks, JournalExport
 from services.clock import Clock
 from services.contracts import (
     AuthorizationRequest,
@@ -41,14 +42,16 @@ from services.issuer import (
     IssuerConfig,
     TopUpRule,
 )
-from services.ledger import InMemoryLedger, Violation
+from services.ledger import InMemoryLedger, Transfer, Violation
 from services.messaging import InProcessTransport, PaymentMessage, Purpose
 from services.money import AssetRegistry, D
 from services.network import FeeSchedule, Network, Presentment, PresentmentKind
 from services.reconciliation import Half, bank_halves, exchange_halves, party_halves, reconcile
 from services.tax import AuthoritySummary, CostMethod, TaxBook
 
-__all__ = ["DEFAULT_TIER_LIMITS_KZT", "ChainConfig", "InProcessChain"]
+__all__ = ["CLEAR_SLICE", "DEFAULT_TIER_LIMITS_KZT", "ChainConfig", "InProcessChain"]
+
+CLEAR_SLICE = 4_096  # presentments the network clears at a time when the books are bounded
 
 # tier -> (per transaction, per day, per 30-day month), tiyn. Illustrative values for a KYC ladder.
 DEFAULT_TIER_LIMITS_KZT: dict[str, tuple[int, int, int]] = {
@@ -161,6 +164,10 @@ class InProcessChain:
     acquirers, then each merchant); cardholders bank at the issuer's bank (the card's linked
     account). Every step is O(1) in the number of past payments except :meth:`settle` (linear in
     the window's presentments) and the integrity checks (linear in the journals).
+
+    Memory: by default every journal, authorization and sale is kept. A long simulation opts in to
+    bounded books (:meth:`stream_journals`, :meth:`close_authorization`, :meth:`retire`;
+    :mod:`services.bounded_books` says why what it forgets cannot be asked for again).
     """
 
     def __init__(self, config: ChainConfig, clock: Clock, assets: AssetRegistry | None = None) -> None:
@@ -200,6 +207,7 @@ class InProcessChain:
         self.orphans_kept = 0
         self.orphans_rebought = 0
         self.settlement_failures: list[str] = []
+        self._bounded: BoundedBooks | None = None  # stream_journals(): bounded books
         self._open_parties(exchange_config)
 
     # -- set-up ------------------------------------------------------------------------------
@@ -299,13 +307,23 @@ class InProcessChain:
 
     # -- authorization legs ------------------------------------------------------------------
     def screen(self, req: AuthorizationRequest) -> Screening:
+        bounded = self._bounded
+        if bounded is not None:
+            bounded.touch(req.auth_id)
         route = self._route_error(req)
         if route is not None:
             return Screening(req.auth_id, decline=route)
-        return self.issuer.screen(req)
+        screening = self.issuer.screen(req)
+        if bounded is not None and screening.sell is not None:
+            bounded.ordered(req.auth_id, screening.sell.id)
+        return screening
 
     def sell(self, order: SellOrder) -> SaleResult:
         """The exchange sells (or, for a stablecoin card, redeems) for the issuer's order."""
+        bounded = self._bounded
+        if bounded is not None:
+            bounded.touch(order.auth_id)
+            bounded.ordered(order.auth_id, order.id)
         card = self.issuer.card_of_sale(order.id)
         if card is not None and card.funding_mode is FundingMode.STABLECOIN:
             result = self.exchange.redeem_stablecoin(order)
@@ -318,6 +336,8 @@ class InProcessChain:
     def pay_proceeds(self, sale: SaleResult) -> bool:
         """Move a sale's tenge exchange → banks → issuer → card, keyed by the sale id. ``True``
         once every hop has booked it; safe to call again (a retry books only what is missing)."""
+        if self._bounded is not None:
+            self._bounded.touch(sale.auth_id)
         if not sale.ok or sale.net_kzt <= 0 or self.issuer.card_of_sale(sale.id) is None:
             return False
         return self._send(
@@ -332,6 +352,8 @@ class InProcessChain:
         )
 
     def finalize(self, req: AuthorizationRequest, sale: SaleResult | None) -> AuthorizationResponse:
+        if self._bounded is not None:
+            self._bounded.touch(req.auth_id)
         route = self._route_error(req)
         if route is not None:
             known = self.issuer.auths.get(req.auth_id)
@@ -365,6 +387,8 @@ class InProcessChain:
             sale = self.sell(order)
             if sale.ok:
                 self.pay_proceeds(sale)
+            if self._bounded is not None and order.id not in self._undelivered:
+                self._forget_sale(order.id)  # paid in this command, never replayed
 
     def _route_error(self, req: AuthorizationRequest) -> ReasonCode | None:
         merchant = self.merchants.get(req.merchant_id)
@@ -374,11 +398,15 @@ class InProcessChain:
 
     # -- deadline, stand-in, orphans ---------------------------------------------------------
     def stand_in(self, req: AuthorizationRequest) -> AuthorizationResponse:
+        if self._bounded is not None:
+            self._bounded.touch(req.auth_id)
         return self.network.stand_in(req)
 
     def apply_advice(self, req: AuthorizationRequest, response: AuthorizationResponse) -> bool:
         """The issuer applies the network's stand-in decision once; a JIT card's shortfall is sold
         first, whatever stays uncovered is the issuer's stand-in exposure."""
+        if self._bounded is not None:
+            self._bounded.touch(req.auth_id)
         if self.issuer.advice_seen(req.auth_id):
             return False
         if response.approved:
@@ -394,6 +422,8 @@ class InProcessChain:
         """A sale that finished after the deadline: its tenge reaches the card either way; under
         REBUY the issuer sends it back and the exchange buys the crypto back (when the card still
         has it and the assets trade; otherwise it stays as tenge and counts as kept)."""
+        if self._bounded is not None:
+            self._bounded.touch(req.auth_id)
         if not sale.ok or sale.id in self._orphans:
             return
         self._orphans.add(sale.id)
@@ -451,6 +481,8 @@ class InProcessChain:
 
     def increment(self, auth_id: str, extra_kzt: int) -> ClearingResult:
         """Incremental authorization: raise the hold by ``extra_kzt`` (selling first if JIT)."""
+        if self._bounded is not None:
+            self._bounded.touch(auth_id)
         shortfall = self.issuer.increment_shortfall(auth_id, extra_kzt)
         auth = self.issuer.auths.get(auth_id)
         if shortfall and auth is not None:
@@ -511,7 +543,15 @@ class InProcessChain:
         if known is not None:
             return known
         for acquirer in self.acquirers.values():
-            self.network.clear(acquirer.submit_batch())
+            batch = acquirer.submit_batch()
+            if self._bounded is None:
+                self.network.clear(batch)
+                continue
+            # Bounded books: a window can hold hours of captures. Each presentment is its own
+            # chain, so clearing them in slices books the same journal; it leaves between slices.
+            for start in range(0, len(batch), CLEAR_SLICE):
+                self.network.clear(batch[start:start + CLEAR_SLICE])
+                self.flush_journals()
         summary = self.network.close_window(window_id)
         for issuer_id, interchange_kzt in summary.interchange_kzt.items():
             if issuer_id == self.issuer.id:
@@ -633,6 +673,7 @@ class InProcessChain:
     def check_invariants(self) -> dict[str, list[Violation]]:
         """Each party's ledger invariants, plus the system's: with nothing in flight, the banks'
         reserves add up to the tenge that entered from outside."""
+        self.flush_journals()
         out: dict[str, list[Violation]] = {
             self.config.exchange_id: self.exchange.check_invariants(),
             self.issuer.id: self.issuer.ledger.check_invariants(),
@@ -657,6 +698,7 @@ class InProcessChain:
         return out
 
     def halves(self) -> Iterator[Half]:
+        """Every party's halves from its journal (not available once the journals are streamed)."""
         yield from exchange_halves(self.config.exchange_id, self.exchange_ledger.journal())
         yield from party_halves(self.issuer.id, "issuer", self.issuer.ledger.journal())
         yield from party_halves(self.network.id, "network", self.network.ledger.journal())
@@ -669,7 +711,93 @@ class InProcessChain:
         in_transit = set(
             chained.from_iterable((p.id for p in acquirer.open_batch()) for acquirer in self.acquirers.values())
         )
+        if self._bounded is not None:
+            self.flush_journals()
+            return self._bounded.messages.breaks(in_transit)
         return reconcile(self.halves(), in_transit)
+
+    # -- bounded books (opt-in: a long simulation) -------------------------------------------------
+    def stream_journals(self, export: JournalExport) -> None:
+        """From now on every party's journal goes to ``export`` in batches and leaves memory, and
+        the caller tells the chain when a payment is over (:meth:`close_authorization`,
+        :meth:`retire`) so that its state can go too (:mod:`services.bounded_books`). The integrity
+        checks and the reconciliation keep their verdicts; :meth:`halves` and the ledgers'
+        ``journal()`` are no longer available. Irreversible."""
+        if self._bounded is not None:
+            raise RuntimeError("the chain already streams its journals")
+        bounded = self._bounded = BoundedBooks(export)
+        for party, ledger, halves in self._journals():
+            if not isinstance(ledger, InMemoryLedger):
+                raise TypeError(f"{party}: only in-memory ledgers stream their journals")
+            ledger.stream_journal(bounded.sink(party, halves), bounded.retention_key)
+
+    def flush_journals(self) -> None:
+        """Stream what every party committed since the last flush, drop what is no longer
+        retained, and let go of the messages now booked on every side. A no-op by default."""
+        bounded = self._bounded
+        if bounded is None:
+            return
+        released = bounded.take_released()
+        for _, ledger, _ in self._journals():
+            assert isinstance(ledger, InMemoryLedger)
+            ledger.flush_journal(released)
+        bounded.messages.settle()
+
+    def close_authorization(self, auth_id: str) -> None:
+        """Bounded books: the authorization leg of ``auth_id`` is over (answered, the issuer done,
+        any delivery that waited for the banks made). Its sales and stand-in decision are forgotten
+        and its transfers may leave the ledgers; captures, reversals and refunds still work. A
+        payment with a proceeds or re-buy message still undelivered stays open. A no-op by default."""
+        bounded = self._bounded
+        if bounded is None:
+            return
+        sales = bounded.sales_of.get(auth_id, ())
+        undelivered = self._undelivered
+        if undelivered and any(s in undelivered or f"{s}:rebuy" in undelivered for s in sales):
+            return  # a retry may send it again: its ids must stay idempotent
+        bounded.sales_of.pop(auth_id, None)
+        for sale_id in sales:
+            self._forget_sale(sale_id)
+        self.network.forget_stand_in(auth_id)
+        if auth_id in bounded.live:
+            bounded.live.discard(auth_id)
+            bounded.released.append(auth_id)
+            bounded.closed += 1
+            if bounded.closed >= FLUSH_EVERY:
+                self.flush_journals()
+
+    def retire(self, auth_id: str) -> None:
+        """Bounded books: nothing will touch ``auth_id`` again; the issuer forgets it too (its holds
+        stay on the ledger while pending). Closes the authorization first. A no-op by default."""
+        bounded = self._bounded
+        if bounded is None:
+            return
+        self.close_authorization(auth_id)
+        if auth_id not in bounded.sales_of:  # not kept open for an undelivered message
+            self.issuer.forget_authorization(auth_id)
+
+    def _forget_sale(self, sale_id: str) -> None:
+        self.exchange.forget_sale(sale_id)
+        self.issuer.forget_sale(sale_id)
+        self._orphans.discard(sale_id)
+        self._rebuy_sales.pop(f"{sale_id}:rebuy", None)
+
+    def _journals(self) -> Iterator[tuple[str, object, Callable[[str, Iterable[Transfer]], Iterator[Half]]]]:
+        """(party, ledger, halves of a journal) for every party's books, in the journals' order."""
+        yield self.config.exchange_id, self.exchange_ledger, exchange_halves
+        yield self.issuer.id, self.issuer.ledger, _role_halves("issuer")
+        yield self.network.id, self.network.ledger, _role_halves("network")
+        for acquirer in self.acquirers.values():
+            yield acquirer.id, acquirer.ledger, _role_halves("acquirer")
+        for bank in self.banks.values():
+            yield bank.id, bank.ledger, bank_halves
+
+
+def _role_halves(role: str) -> Callable[[str, Iterable[Transfer]], Iterator[Half]]:
+    def halves(party: str, journal: Iterable[Transfer]) -> Iterator[Half]:
+        return party_halves(party, role, journal)
+
+    return halves
 
 
 def _no_books(msg: PaymentMessage) -> bool:

@@ -209,6 +209,8 @@ class ResultsWriter:
     SQLAlchemy's ``Boolean`` does on SQLite).
     """
 
+    keeps_rows = True  # False for a writer that drops every row (a sweep's summary-only run)
+
     def __init__(self, path: Path, batch_rows: int = BATCH_ROWS) -> None:
         self.path = path
         self.engine = open_engine(path)

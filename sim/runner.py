@@ -71,6 +71,7 @@ def _integrity(world: World) -> list[tuple[str, bool, str]]:
 
 
 def _party_journals(world: World) -> Iterator[tuple[str, Iterator[Transfer]]]:
+    """Every party's whole journal (a world with bounded books has streamed them already)."""
     chain = world.chain
     yield chain.config.exchange_id, chain.exchange_ledger.journal()
     yield chain.issuer.id, chain.issuer.ledger.journal()
@@ -99,6 +100,8 @@ class _SummaryOnlyWriter(ResultsWriter):
     when their batch would be inserted, so memory stays at one batch per table.
     """
 
+    keeps_rows = False
+
     def __init__(self) -> None:
         super().__init__(Path(":memory:"))
 
@@ -123,12 +126,12 @@ class _SummaryOnlyWriter(ResultsWriter):
 
 def _simulate_with(
     scenario: Scenario, scenario_text: str, seed: int, writer: ResultsWriter, progress: Progress | None,
-    *, write_rows: bool, on_world: Callable[[World], None] | None = None,
+    *, write_rows: bool, bounded: bool, on_world: Callable[[World], None] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Run the world into ``writer``; the summary and the integrity violations."""
     started = datetime.now(UTC)
     wall0 = time.perf_counter()
-    world = World(scenario, seed, writer)
+    world = World(scenario, seed, writer, bounded=bounded)
     if on_world is not None:
         on_world(world)  # the live gateway reads KPIs in ``progress`` and tax statements after the run
     world.run(progress)
@@ -136,8 +139,8 @@ def _simulate_with(
     checks = _integrity(world)
     for check, ok, detail in checks:
         writer.add(integrity, {"check": check, "ok": ok, "detail": detail})
-    if write_rows and scenario.metrics.write_transfers:
-        _write_transfers(world, writer)
+    if write_rows and scenario.metrics.write_transfers and not bounded:
+        _write_transfers(world, writer)  # a bounded world streamed them during the run
     body = build_summary(scenario, world.metrics, world.stations, world.chain.tax_summary())
     wall_s = time.perf_counter() - wall0
     sha = scenario_sha256(scenario_text)
@@ -194,13 +197,14 @@ def simulate_summary(scenario: Scenario, scenario_text: str, seed: int, progress
     """Run ``scenario`` with ``seed`` in memory: no files, only the summary (``run_dir`` is None).
 
     The summary is the one :func:`simulate` writes for the same scenario and seed (apart from the
-    wall-clock fields); sweeps run thousands of these and need no per-payment rows.
+    wall-clock fields); sweeps run thousands of these and need no per-payment rows. The books are
+    bounded (:class:`~sim.world.World`).
     """
     writer = _SummaryOnlyWriter()
     try:
         with few_collections():  # see sim.world.GC_THRESHOLDS
             summary, violations = _simulate_with(scenario, scenario_text, seed, writer, progress,
-                                                 write_rows=False)
+                                                 write_rows=False, bounded=True)
     finally:
         writer.close()
     return _result(None, summary, violations)
@@ -208,13 +212,19 @@ def simulate_summary(scenario: Scenario, scenario_text: str, seed: int, progress
 
 def simulate(
     scenario: Scenario, scenario_text: str, seed: int, run_dir: Path, progress: Progress | None = None,
-    *, on_world: Callable[[World], None] | None = None,
+    *, on_world: Callable[[World], None] | None = None, keep_books: bool | None = None,
 ) -> RunResult:
     """Run ``scenario`` with ``seed`` and write ``summary.json`` and ``results.db`` into ``run_dir``.
 
     ``on_world`` (optional) is handed the world once it is built, before it runs: a caller that
     watches a run (the live gateway) reads its metrics from ``progress`` and its books afterwards.
+
+    ``keep_books``: keep every journal, authorization, sale and tax statement in memory for the
+    caller to read after the run (memory grows with the run), or bound memory (journals streamed
+    into ``results.db``, payments forgotten when over; :class:`~sim.world.World`). The default keeps
+    them only for a caller that gets the world (``on_world``). The results are the same either way.
     """
+    bounded = not (keep_books if keep_books is not None else on_world is not None)
     run_dir.mkdir(parents=True, exist_ok=True)
     db_path = run_dir / "results.db"
     for stale in (db_path, run_dir / "results.db-wal", run_dir / "results.db-shm"):
@@ -223,7 +233,7 @@ def simulate(
     try:
         with few_collections():  # see sim.world.GC_THRESHOLDS
             summary, violations = _simulate_with(scenario, scenario_text, seed, writer, progress,
-                                                 write_rows=True, on_world=on_world)
+                                                 write_rows=True, bounded=bounded, on_world=on_world)
     finally:
         writer.close()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -490,7 +490,7 @@ class MetricsSpec(Model):
     sample_s: Pos = Field(10.0, description="utilization, queue length and liquidity sampling interval")
     bucket_s: Pos = Field(60.0, description="width of the throughput and latency-percentile buckets")
     write_transfers: bool = Field(
-        True, description="copy every party's ledger journal into results.db at the end")
+        True, description="copy every party's ledger journal into results.db (streamed in batches during the run)")
 
 
 # -- SLOs ------------------------------------------------------------------------------------

@@ -3,6 +3,11 @@
 ``World`` owns the SimPy environment, the domain chain on a sim clock, the population, the six
 stations, the market, the authorization path, the after-authorization processes and the metrics.
 Each component gets its own named rng stream; none reads another's.
+
+``bounded=True`` (what ``ccsim run`` and sweeps use) keeps memory bounded over a long run: every
+party's journal streams into ``results.db`` as it is written, and the world tells the chain when
+each payment is over (:mod:`services.bounded_books`), so the books keep balances, pending holds and
+the payments still in flight, not the history. The results are the same either way.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import simpy
@@ -17,6 +23,7 @@ import simpy
 from services.chain import InProcessChain
 from services.clock import FunctionClock
 from services.contracts import SettlementReport
+from services.ledger import Transfer
 from sim.components.arrivals import Arrivals
 from sim.components.authorization import AuthorizationPath, Payment
 from sim.components.clearing import AfterAuthorization
@@ -26,11 +33,11 @@ from sim.components.station import Station
 from sim.distributions import time_sampler
 from sim.domain import chain_config
 from sim.metrics import Metrics
-from sim.results import ResultsWriter
+from sim.results import ResultsWriter, transfers
 from sim.rng import Streams
 from sim.scenario import SERVICE_NAMES, Scenario
 
-__all__ = ["DRAIN_LIMIT_S", "GC_THRESHOLDS", "World", "few_collections"]
+__all__ = ["DRAIN_LIMIT_S", "GC_THRESHOLDS", "OPEN_FLUSH_EVERY", "World", "few_collections"]
 
 DRAIN_LIMIT_S = 3_600.0  # after the last arrival, in-flight payments get this long to finish
 # A run allocates millions of objects that live to its end (ledger journals, tax lots, auths) and
@@ -38,6 +45,7 @@ DRAIN_LIMIT_S = 3_600.0  # after the last arrival, in-flight payments get this l
 # collector rescans that growing heap again and again: a quarter or more of a run's CPU time, for
 # nothing collected. These thresholds keep it running (cycles are still freed) far less often.
 GC_THRESHOLDS = (100_000, 50, 100)
+OPEN_FLUSH_EVERY = 4_096  # a bounded world streams the journals after opening this many cardholders
 
 
 @contextmanager
@@ -54,21 +62,34 @@ Progress = Callable[[float, int], None]  # (virtual seconds, payments so far)
 
 
 class World:
-    def __init__(self, scenario: Scenario, seed: int, writer: ResultsWriter) -> None:
+    def __init__(self, scenario: Scenario, seed: int, writer: ResultsWriter, *, bounded: bool = False) -> None:
         with few_collections():
-            self._build(scenario, seed, writer)
+            self._build(scenario, seed, writer, bounded)
 
-    def _build(self, scenario: Scenario, seed: int, writer: ResultsWriter) -> None:
+    def _build(self, scenario: Scenario, seed: int, writer: ResultsWriter, bounded: bool) -> None:
         self.scenario = scenario
         self.seed = seed
+        self.bounded = bounded
+        self.writer = writer
         self.streams = Streams(seed)
         self.env = simpy.Environment()
         env = self.env
         self.chain = InProcessChain(chain_config(scenario), FunctionClock(lambda: env.now), scenario.registry())
+        if bounded:
+            keep = scenario.metrics.write_transfers and writer.keeps_rows
+            self.chain.stream_journals(self._export if keep else _discard)
         self.market = Market(env, scenario.market, self.chain, self.streams)
         self.population = build_population(scenario, self.streams)
-        for holder in self.population.cardholders:
+        cardholders = self.population.cardholders
+        for i, holder in enumerate(cardholders):
             self.chain.open_cardholder(holder)
+            if bounded:
+                # The exchange and the tax book hold the wallets and lots now; the run reads only
+                # the card, its funding mode and residency from the population.
+                cardholders[i] = replace(holder, holdings=())
+                if (i + 1) % OPEN_FLUSH_EVERY == 0:
+                    self.chain.flush_journals()
+        self.chain.flush_journals()
         for merchant in self.population.merchants:
             self.chain.open_merchant(merchant)
         window = (scenario.measure_from_s, scenario.measure_until_s)
@@ -92,9 +113,9 @@ class World:
         )
         self.after = AfterAuthorization(env, self.chain, scenario=scenario, rng=self.streams["clearing"],
                                         bank=self.stations["bank"], on_captured=self.metrics.captured,
-                                        on_settled=self._settled)
+                                        on_settled=self._settled, on_done=self._clearing_done if bounded else None)
         self.path = AuthorizationPath(env, self.chain, self.stations, scenario.network.deadline_ms / 1000.0,
-                                      self._payment_done)
+                                      self._payment_done, on_closed=self._authorization_closed if bounded else None)
         self.arrivals = Arrivals(env, scenario, self.population, self.streams, self.path.start)
         self.settlement_reports: list[SettlementReport] = []
 
@@ -102,6 +123,25 @@ class World:
         self.metrics.payment_done(p)
         if p.response is not None and p.response.approved:
             self.after.approved(p)
+
+    # -- bounded books: when a payment is over (services.bounded_books) -------------------------
+    def _authorization_closed(self, p: Payment) -> None:
+        if p.after:
+            self.chain.close_authorization(p.req.auth_id)  # clearing events still to come
+        else:
+            self.chain.retire(p.req.auth_id)
+
+    def _clearing_done(self, p: Payment) -> None:
+        if p.closed:
+            self.chain.retire(p.req.auth_id)
+
+    def _export(self, party: str, seq: int, batch: list[Transfer]) -> None:
+        """A streamed journal batch into ``transfers`` (columns in the table's order)."""
+        self.writer.add_rows(transfers, [
+            (party, seq + i, t.id, t.debit_account_id, t.credit_account_id, str(t.amount), t.asset, t.code,
+             int(t.flags), t.pending_id, t.user_data, t.timestamp)
+            for i, t in enumerate(batch)
+        ])
 
     def _settled(self, items: list[tuple[int, float]], t_s: float, report: SettlementReport) -> None:
         self.settlement_reports.append(report)
@@ -137,3 +177,8 @@ class World:
         while True:
             progress(self.env.now, self.arrivals.count)
             yield self.env.timeout(step)
+
+
+def _discard(party: str, seq: int, batch: list[Transfer]) -> None:
+    """A journal export that keeps nothing (``metrics.write_transfers: false``, or a writer that
+    keeps no rows)."""

@@ -123,7 +123,8 @@ class Exchange:
         new_assets = [c for c in codes if c not in self._wallet_ids]
         # An asset held but not traded here (no book) still needs its custody account.
         opening = [a for c in new_assets for a in acc.asset_accounts(c)]
-        opening += [acc.wallet_account(holder_id, c) for c in codes]
+        wallets = [acc.wallet_account(holder_id, c) for c in codes]
+        opening += wallets
         results = self.ledger.create_accounts(opening)
         if any(r.name not in ("OK", "EXISTS") for r in results):
             raise RuntimeError(f"could not open wallets for {holder_id}: {results}")
@@ -138,8 +139,8 @@ class Exchange:
         for holding in holdings:
             if holding.asset != self._stable.code:
                 self.tax.add_lots(holder_id, residency, holding.asset, holding.lots)
-        for code in codes:
-            self._wallet_ids.setdefault(code, []).append(acc.wallet(holder_id, code))
+        for code, wallet in zip(codes, wallets, strict=True):
+            self._wallet_ids.setdefault(code, []).append(wallet.id)  # the account's own id string
             self._inventory_minor.setdefault(code, 0)
         self._holders.add(holder_id)
 
@@ -434,6 +435,17 @@ class Exchange:
 
     def sale(self, sale_id: str) -> SaleResult | None:
         return self._sales.get(sale_id)
+
+    def forget_sale(self, sale_id: str) -> None:
+        """Forget a sale, its re-buy and their tax realizations; the books, the lots and the tax
+        totals keep their effect. Afterwards a replay of the order is priced as a new one, so only a
+        caller that can no longer replay it may forget it (a long simulation; live services never do)."""
+        sale = self._sales.pop(sale_id, None)
+        rebuy_id = self._rebought.pop(sale_id, None)
+        if rebuy_id is not None:
+            self._rebuys.pop(rebuy_id, None)
+        if sale is not None:
+            self.tax.forget_sale(sale.holder_id, sale_id, [leg.asset for leg in sale.legs])
 
     def wallet_balance(self, holder_id: str, asset: str) -> int:
         account = self.ledger.account(acc.wallet(holder_id, asset))

@@ -622,6 +622,18 @@ class Issuer:
         )
         return True
 
+    # -- forgetting (opt-in: a long simulation; live services never call these) ---------------
+    def forget_sale(self, sale_id: str) -> None:
+        """Forget which card a sale was for: its proceeds can no longer be credited or re-bought.
+        The simulation calls it once nothing can deliver them any more (``services.bounded_books``)."""
+        self._orders.pop(sale_id, None)
+
+    def forget_authorization(self, auth_id: str) -> None:
+        """Forget an authorization and its stand-in advice: later commands on it answer as for an
+        unknown one. Its holds stay on the ledger while they are pending (they still expire)."""
+        self.auths.pop(auth_id, None)
+        self._advised.discard(auth_id)
+
     # -- messages and settlement -------------------------------------------------------------
     def handle(self, msg: PaymentMessage) -> bool:
         """Transport handler for money arriving at the issuer (its bank has already credited it)."""

@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 from services.contracts import ReasonCode
 from services.issuer.cards import IssuerConfig
 
@@ -32,8 +30,9 @@ class _CardSpend:
         self.day_kzt = 0
         self.month = -1
         self.month_kzt = 0
-        self.recent: deque[float] = deque()  # approval times inside the velocity window
-        self.near: deque[float] = deque()  # near-limit approval times inside the structuring window
+        # Lists, oldest first: at most a few dozen entries, and a tenth of a deque's memory per card.
+        self.recent: list[float] = []  # approval times inside the velocity window
+        self.near: list[float] = []  # near-limit approval times inside the structuring window
 
 
 class SpendTracker:
@@ -85,10 +84,17 @@ class SpendTracker:
         if month != spend.month:
             spend.month, spend.month_kzt = month, 0
         cfg = self._config
-        horizon = now_s - cfg.aml_velocity_window_s
-        while spend.recent and spend.recent[0] <= horizon:
-            spend.recent.popleft()
-        horizon = now_s - cfg.aml_structuring_window_s
-        while spend.near and spend.near[0] <= horizon:
-            spend.near.popleft()
+        _expire(spend.recent, now_s - cfg.aml_velocity_window_s)
+        _expire(spend.near, now_s - cfg.aml_structuring_window_s)
         return spend
+
+
+def _expire(times: list[float], horizon: float) -> None:
+    """Drop the times at or before ``horizon`` (they are in order, oldest first)."""
+    gone = 0
+    for t in times:
+        if t > horizon:
+            break
+        gone += 1
+    if gone:
+        del times[:gone]

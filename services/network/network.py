@@ -78,6 +78,7 @@ class Network:
         self.stand_in_enabled = stand_in_enabled
         self.stand_in_limit_kzt = stand_in_limit_kzt
         self._stand_ins: dict[str, AuthorizationResponse] = {}
+        self._stand_in_count = 0  # decisions ever taken (approval codes count on; some may be forgotten)
         # Live services pass a SqlLedger; simulations and tests get an in-memory one.
         self.ledger: LedgerRepository = ledger if ledger is not None else InMemoryLedger(
             assets, clock, name=network_id)
@@ -111,15 +112,22 @@ class Network:
             return known
         if self.stand_in_enabled and 0 < req.amount_kzt <= self.stand_in_limit_kzt:
             response = AuthorizationResponse(
-                req.auth_id, ReasonCode.APPROVED, f"S{len(self._stand_ins) + 1:05d}", stand_in=True
+                req.auth_id, ReasonCode.APPROVED, f"S{self._stand_in_count + 1:05d}", stand_in=True
             )
         else:
             response = AuthorizationResponse(req.auth_id, ReasonCode.ISSUER_UNAVAILABLE, stand_in=True)
         self._stand_ins[req.auth_id] = response
+        self._stand_in_count += 1
         return response
 
     def stand_ins(self) -> int:
-        return len(self._stand_ins)
+        """Stand-in decisions taken so far."""
+        return self._stand_in_count
+
+    def forget_stand_in(self, auth_id: str) -> None:
+        """Forget the decision for ``auth_id`` (asking again would decide anew). For a long
+        simulation once the authorization is over; live services never call it."""
+        self._stand_ins.pop(auth_id, None)
 
     # -- clearing ----------------------------------------------------------------------------
     def clear(self, batch: Sequence[Presentment]) -> int:

@@ -209,6 +209,20 @@ class TaxBook:
     def realization(self, holder_id: str, sale_id: str, asset: str) -> Realization | None:
         return self._realized.get((holder_id, sale_id, asset))
 
+    def forget_sale(self, holder_id: str, sale_id: str, assets: Iterable[str]) -> None:
+        """Forget a sale's realizations and its lines in the holder's statement. The lots it consumed
+        stay consumed and the authority totals keep it; a replay of it would realize again. For a
+        long simulation that reads no statements (live services never call it)."""
+        for asset in assets:
+            self._realized.pop((holder_id, sale_id, asset), None)
+        records = self._records.get(holder_id)
+        if records:
+            kept = [r for r in records if r.sale_id != sale_id]
+            if not kept:
+                del self._records[holder_id]
+            elif len(kept) != len(records):
+                self._records[holder_id] = kept
+
     def year_of(self, at_s: float) -> int:
         """The UTC calendar year of ``epoch_unix_s + at_s`` (the last year seen is cached)."""
         start_s, end_s, year = self._year_cache

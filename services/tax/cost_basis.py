@@ -13,7 +13,6 @@ than as a silent loss.
 
 from __future__ import annotations
 
-from collections import deque
 from decimal import Decimal
 from fractions import Fraction
 from math import lcm
@@ -62,7 +61,8 @@ class CostPool(Protocol):
 
 
 class FifoPool:
-    """First in, first out: a queue of ``[quantity_left, cost_numerator]`` lots, oldest first.
+    """First in, first out: a list of ``[quantity_left, cost_numerator]`` lots, oldest first (a
+    holder has a handful; a list is a tenth of a deque's memory, and a million pools add up).
 
     Every lot's cost per minor unit is ``cost_numerator / self._den``: one denominator for the
     pool (widened when a lot with more decimals arrives), so a sale's basis is a sum of integers.
@@ -71,7 +71,7 @@ class FifoPool:
     __slots__ = ("_den", "_lots", "_quantity_minor")
 
     def __init__(self) -> None:
-        self._lots: deque[list[int]] = deque()
+        self._lots: list[list[int]] = []
         self._den = 1
         self._quantity_minor = 0
 
@@ -107,16 +107,19 @@ class FifoPool:
         basis = 0
         left = quantity_minor
         lots = self._lots
-        while left and lots:
-            lot = lots[0]
+        used = 0  # lots consumed whole, from the front
+        while left and used < len(lots):
+            lot = lots[used]
             qty = lot[0]
             take = min(left, qty)
             basis += take * lot[1]
             left -= take
             if take == qty:
-                lots.popleft()
+                used += 1
             else:
                 lot[0] = qty - take
+        if used:
+            del lots[:used]
         self._quantity_minor = max(0, self._quantity_minor - quantity_minor)
         return basis, self._den
 

@@ -11,6 +11,10 @@ work ends it does not answer: the stand-in decision reaches it as an advice
 (:meth:`PaymentChain.apply_advice`), and a sale it completed meanwhile is an orphaned sale
 (:meth:`PaymentChain.orphaned_sale`). A station that fails every attempt makes the issuer decline
 with 91 (the exchange leg) or the payment fail with 96 (the acquirer or network legs).
+
+The authorization leg of a payment is over when the POS has its answer, the issuer has finished and
+every delivery that waited for the banks has been made; ``on_closed`` (optional) is then called once
+(a bounded run tells the chain, which forgets what only that leg needed).
 """
 
 from __future__ import annotations
@@ -36,8 +40,12 @@ class Payment:
     """One payment in flight and what happened to it."""
 
     __slots__ = (
+        "after",
+        "answered",
         "card_index",
+        "closed",
         "deadline_missed",
+        "deliveries",
         "issuer_done",
         "legs",
         "measured",
@@ -70,10 +78,17 @@ class Payment:
         self.proceeds_paid = False  # the sale's tenge has been moved to the card
         self.issuer_done = False
         self.t_done_s = -1.0  # when the POS got its answer
+        self.answered = False  # the row is written: the POS has its answer and the issuer is done
+        self.deliveries = 0  # proceeds or orphaned sales waiting for the banks
+        self.closed = False  # the authorization leg is over (answered, nothing waiting)
+        self.after = 0  # clearing events still scheduled (capture, reversal, refund, chargeback)
 
 
 def _failed_sale(req: AuthorizationRequest, reason: str) -> SaleResult:
     return SaleResult(f"{req.auth_id}:sale", req.auth_id, "", False, reason)
+
+
+_NO_LEGS: LegLog = []  # what a payment's leg log becomes once its rows are written (never appended to)
 
 
 class AuthorizationPath:
@@ -81,7 +96,8 @@ class AuthorizationPath:
     when the POS has its answer and the issuer has finished (the row is then final)."""
 
     def __init__(self, env: simpy.Environment, chain: PaymentChain, stations: dict[str, Station],
-                 deadline_s: float, on_complete: Callable[[Payment], None]) -> None:
+                 deadline_s: float, on_complete: Callable[[Payment], None], *,
+                 on_closed: Callable[[Payment], None] | None = None) -> None:
         self.env = env
         self.chain = chain
         self.acquirer = stations["acquirer"]
@@ -92,10 +108,11 @@ class AuthorizationPath:
         self.bank = stations["bank"]
         self.deadline_s = deadline_s
         self.on_complete = on_complete
+        self.on_closed = on_closed
         self._returning = (self.network.sample_return is not None or self.acquirer.sample_return is not None)
         self.in_flight = 0
         self.advices_applied = 0  # stand-in decisions the issuer applied (once each)
-        self._deferred: dict[int, Callable[[], object]] = {}  # proceeds waiting for the banks
+        self._deferred: dict[int, tuple[Payment, Callable[[], object]]] = {}  # waiting for the banks
         self._deferred_seq = 0
 
     def start(self, p: Payment) -> None:
@@ -166,13 +183,13 @@ class AuthorizationPath:
         if sale_done is not None and sale_done.ok:
             if not approved:
                 p.orphaned = True
-                self._when_bank_up(lambda: chain.orphaned_sale(req, sale_done))
+                self._when_bank_up(p, lambda: chain.orphaned_sale(req, sale_done))
             elif not p.proceeds_paid:  # approved from tenge already on the card; the sale's still due
-                self._when_bank_up(lambda: chain.pay_proceeds(sale_done))
+                self._when_bank_up(p, lambda: chain.pay_proceeds(sale_done))
         return p.response if p.response is not None else response
 
     # -- proceeds that could not move at once --------------------------------------------------
-    def _when_bank_up(self, deliver: Callable[[], object]) -> None:
+    def _when_bank_up(self, p: Payment, deliver: Callable[[], object]) -> None:
         """Deliver a sale's proceeds now, or when the banks are back (the sender retries)."""
         now = self.env.now
         up = self.bank.up_at(now)
@@ -181,13 +198,18 @@ class AuthorizationPath:
             return
         key = self._deferred_seq
         self._deferred_seq += 1
-        self._deferred[key] = deliver
+        self._deferred[key] = (p, deliver)
+        p.deliveries += 1
         self.env.timeout(up - now).callbacks.append(lambda _ev: self._run_deferred(key))
 
     def _run_deferred(self, key: int) -> None:
-        deliver = self._deferred.pop(key, None)
-        if deliver is not None:
+        entry = self._deferred.pop(key, None)
+        if entry is not None:
+            p, deliver = entry
             deliver()
+            p.deliveries -= 1
+            if p.answered and not p.deliveries:
+                self._close(p)
 
     def flush_deferred(self) -> None:
         """Recovery at the end of a run: deliver whatever still waits for the banks."""
@@ -225,3 +247,12 @@ class AuthorizationPath:
     def _complete(self, p: Payment) -> None:
         self.in_flight -= 1
         self.on_complete(p)
+        p.answered = True
+        p.legs = _NO_LEGS  # written; nothing reads them again
+        if not p.deliveries:
+            self._close(p)
+
+    def _close(self, p: Payment) -> None:
+        p.closed = True
+        if self.on_closed is not None:
+            self.on_closed(p)

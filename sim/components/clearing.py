@@ -8,6 +8,9 @@ schedule; a window that falls in a bank outage waits for the bank. All of it is 
 this module only chooses *when* and *how much*, on its own rng stream (``clearing``).
 
 These are callbacks on SimPy timeouts, not processes: a day has tens of thousands of them.
+
+``on_done`` (optional) is called when the last clearing event scheduled for an approved payment has
+run (at once when none is: a payment never presented); a bounded run then retires the payment.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class AfterAuthorization:
         bank: Station,
         on_captured: Callable[[int, float], None],
         on_settled: Callable[[list[tuple[int, float]], float, SettlementReport], None],
+        on_done: Callable[[Payment], None] | None = None,
     ) -> None:
         self.env = env
         self.chain = chain
@@ -72,6 +76,7 @@ class AfterAuthorization:
         self.bank = bank
         self.on_captured = on_captured
         self.on_settled = on_settled
+        self.on_done = on_done
         self.u = BlockSampler(rng, lambda g, n: g.random(n))
         self.counts = ClearingCounts()
         self._unsettled: list[tuple[int, float]] = []  # (payment id, authorized at) captured since the last window
@@ -87,12 +92,21 @@ class AfterAuthorization:
         c = self.clearing
         delay_s = c.delay_min_s + (c.delay_max_s - c.delay_min_s) * self.u()
         if self.u() < c.reversal_rate:
-            self._at(delay_s, lambda: self._reverse(p))
+            self._at(p, delay_s, lambda: self._reverse(p))
         elif self.u() < c.capture_rate:
-            self._at(delay_s, lambda: self._capture(p))
+            self._at(p, delay_s, lambda: self._capture(p))
+        elif self.on_done is not None:
+            self.on_done(p)  # never presented: only the ledger's expiry will touch its hold
 
-    def _at(self, delay_s: float, fn: Callable[[], None]) -> None:
-        self.env.timeout(delay_s).callbacks.append(lambda _ev: fn())
+    def _at(self, p: Payment, delay_s: float, fn: Callable[[], None]) -> None:
+        p.after += 1
+        self.env.timeout(delay_s).callbacks.append(lambda _ev: self._run(p, fn))
+
+    def _run(self, p: Payment, fn: Callable[[], None]) -> None:
+        fn()
+        p.after -= 1
+        if not p.after and self.on_done is not None:
+            self.on_done(p)
 
     def _reverse(self, p: Payment) -> None:
         if self.chain.reverse(p.req.auth_id).ok:
@@ -120,9 +134,9 @@ class AfterAuthorization:
         self._unsettled.append((p.pid, p.t_arrival_s))
         d = self.disputes
         if self.u() < d.refund_rate:
-            self._at(d.refund_delay_s, lambda: self._refund(p, result.captured_kzt, chargeback=False))
+            self._at(p, d.refund_delay_s, lambda: self._refund(p, result.captured_kzt, chargeback=False))
         elif self.u() < d.chargeback_rate:
-            self._at(d.chargeback_delay_s, lambda: self._refund(p, result.captured_kzt, chargeback=True))
+            self._at(p, d.chargeback_delay_s, lambda: self._refund(p, result.captured_kzt, chargeback=True))
 
     def _refund(self, p: Payment, captured_kzt: int, *, chargeback: bool) -> None:
         """A refund gives back part or all of the capture; a chargeback all of it."""

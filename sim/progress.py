@@ -9,12 +9,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from sim.report.fmt import fmt_kzt_exact
 from sim.runner import RunResult
 from sim.world import Progress as ProgressFn
 
@@ -73,8 +75,9 @@ def print_headline(result: RunResult, report_path: Path | None) -> None:
     table.add_row("approved per s (mean / peak)",
                   f"{s['throughput']['approved_per_s_mean']:.2f} / {s['throughput']['approved_per_s_peak']:.2f}")
     table.add_row("settlement latency p50", f"{s['settlement_latency_s']['p50'] / 3600:.2f} h")
-    table.add_row("exchange peak pre-funding", f"{s['liquidity']['exchange_peak_prefund_kzt']} KZT")
-    table.add_row("PIT due / tax gap", f"{s['tax']['pit_due_kzt']} / {s['tax']['tax_gap_kzt']} KZT")
+    table.add_row("exchange peak pre-funding", fmt_kzt_exact(Decimal(s["liquidity"]["exchange_peak_prefund_kzt"])))
+    pit, gap = (fmt_kzt_exact(Decimal(s["tax"][k])).removesuffix(" KZT") for k in ("pit_due_kzt", "tax_gap_kzt"))
+    table.add_row("PIT due / tax gap", f"{pit} / {gap} KZT")
     table.add_row("ledger", "invariants hold, reconciled" if s["ledger"]["invariants_ok"] else "VIOLATIONS")
     for name, v in s["slo"].items():
         table.add_row(f"SLO {name}", "pass" if v["pass"] else f"FAIL ({v['value']:.6g})")

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import SQL_BACKENDS, require_postgres
-from sqlalchemy import create_engine, inspect, text
+from faults.service import drop_prefix
 
 from services.api.parties import PartySeed, collect_invariants, collect_reconciliation
 from services.chain import ChainConfig
@@ -81,18 +81,7 @@ def services(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[st
     finally:
         supervisor.stop()  # idempotent: every child is gone even if start or the test failed
         if database_url:
-            _drop_tables(database_url, prefix)
-
-
-def _drop_tables(url: str, prefix: str) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for table in inspect(conn).get_table_names():
-                if table.startswith(prefix):
-                    conn.execute(text(f'DROP TABLE IF EXISTS "{table}" CASCADE'))
-    finally:
-        engine.dispose()
+            drop_prefix(database_url, prefix)
 
 
 async def test_500_concurrent_authorizations_approve_exactly_250(services: dict[str, str]) -> None:

@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-import httpx
-
 from services.api.parties import PartySeed
 from services.chain import ChainConfig
 from services.contracts import CardholderSpec, FundingMode, Holding, Lot, MerchantSpec, Residency
@@ -37,10 +35,10 @@ from services.money import D
 from sim.live.serve import PARTY_FACTORIES
 
 from .clock_shift import CLOCK_FILE_ENV, ack_path
+from .service import LOOPBACK, kill_process, log_tail, stop_process, wait_healthy
 
 __all__ = ["LOOPBACK", "PARTIES", "Parties", "PartyProcess", "PgServer", "fault_seed", "free_ports"]
 
-LOOPBACK: Final = "127.0.0.1"
 PARTIES: Final = ("exchange", "issuer", "network", "bank")  # the kill order, round robin
 _REPO: Final = Path(__file__).resolve().parents[2]
 _SAT_PER_BTC: Final = 100_000_000
@@ -117,20 +115,7 @@ class PartyProcess:
 
     def wait_healthy(self, timeout_s: float) -> float:
         """Seconds until ``/healthz`` answers 200; raises when the process exits or time runs out."""
-        t0 = time.monotonic()
-        with httpx.Client(timeout=1.0) as client:
-            while True:
-                if self.proc is None or self.proc.poll() is not None:
-                    code = None if self.proc is None else self.proc.returncode
-                    raise RuntimeError(f"{self.name} exited with {code} while starting:\n{self.log_tail()}")
-                try:
-                    if client.get(f"{self.url}/healthz").status_code == 200:
-                        return time.monotonic() - t0
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() - t0 > timeout_s:
-                    raise RuntimeError(f"{self.name} not healthy within {timeout_s} s:\n{self.log_tail()}")
-                time.sleep(0.02)
+        return wait_healthy(self.proc, self.url, timeout_s, self.log_path, self.name)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -139,19 +124,10 @@ class PartyProcess:
         return None if self.proc is None else self.proc.poll()
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs; open transactions and half-sent answers die with it."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        kill_process(self.proc)
 
     def stop(self, grace_s: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        stop_process(self.proc, grace_s)
 
     def step_clock(self, offset_s: float, timeout_s: float = 10.0) -> None:
         """Move this service's wall clock to real time + ``offset_s``, while it runs; returns once
@@ -174,10 +150,7 @@ class PartyProcess:
         raise RuntimeError(f"{self.name} did not acknowledge the clock step to {offset_s:+g} s")
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
 
 @dataclass

@@ -53,7 +53,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
-from sqlalchemy import create_engine, inspect, text
 
 from services.api.parties import collect_invariants, collect_reconciliation, write_seed
 
@@ -61,6 +60,7 @@ from .bank_check import PG_URL_DEFAULT, postgres_unreachable
 from .party_cluster import PARTIES, Parties, PgServer, fault_seed, free_ports
 from .party_load import LoadConfig, OpenLoopLoad, Payment
 from .party_report import write_html
+from .service import drop_prefix
 from .tcp_proxy import Faults, ProxyThread, TcpProxy
 
 __all__ = ["ARTIFACTS", "FaultRecord", "FaultsConfig", "Planned", "main", "plan_faults", "run_party_faults"]
@@ -777,7 +777,7 @@ def run_party_faults(db: str, cfg: FaultsConfig, work_dir: Path, *, pg_shared_ur
             cleanup.append(proxy_thread.stop)
         if pg is not None:
             if cfg.pg_mode == "shared" and database_url:
-                cleanup.append(lambda: _drop_prefix(database_url, prefix))
+                cleanup.append(lambda: drop_prefix(database_url, prefix))
             cleanup.append(pg.close)
         for step in cleanup:
             try:
@@ -807,17 +807,6 @@ def _partition_summary(cfg: FaultsConfig, run: _Run, pays: dict[str, Any], audit
             "delivered_late_after_heal": rec.detail.get("held_at_heal") if rec else None,
             "sales_for_partition_payments": audit["sales"].get("sold_partition", 0),
             "their_proceeds_booked_at_issuer": audit["sales"].get("proceeds_booked_partition", 0)}
-
-
-def _drop_prefix(url: str, prefix: str) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for table in inspect(conn).get_table_names():
-                if table.startswith(prefix):
-                    conn.execute(text(f'DROP TABLE IF EXISTS "{table}" CASCADE'))
-    finally:
-        engine.dispose()
 
 
 def format_summary(s: dict[str, Any]) -> str:

@@ -15,12 +15,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from faults.bank_check import postgres_unreachable
 
 from services.clock import Clock, FixedClock
 from services.ledger import InMemoryLedger
 from services.ledger.sql import SqlLedger
+from services.logging import configure_logging
 from services.money import AssetRegistry
+
+configure_logging(json=True)  # the suite's baseline: JSON lines on stderr at info, as a service logs
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """Each test starts from the baseline logging configuration, whatever the test before it did.
+    A command run in process (``ccsim db``, the API reference) configures structlog for its own
+    output, for example at level warning, and ``capture_logs`` swaps only the processors, not the
+    level filter: without this, a later test would capture no info line."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
 
 PG_URL_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -531,6 +531,7 @@ def test_ccsim_db_reports_adopts_and_upgrades(db: Db, monkeypatch: pytest.Monkey
                                               capsys: pytest.CaptureFixture[str]) -> None:
     prefix = db.prefix("cli")
     _close(*_old_stores(monkeypatch, db.url, prefix))
+    capsys.readouterr()  # the set-up's own log lines: the command's output starts here
     assert _ccsim_db("current", "--database-url", db.url, "--prefix", prefix, "--check") == 1
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert rows[0] == ["prefix", "kind", "revision", "head", "state"]
@@ -570,6 +571,7 @@ def test_ccsim_db_current_finds_every_prefix_of_a_sqlite_file(tmp_path: Path, mo
     SqlLedger(url, table_prefix="bank_1_").close()
     IdempotencyStore(url).close()
     _close(*_old_stores(monkeypatch, url, "old_"))
+    capsys.readouterr()  # the set-up's own log lines: the command's output starts here
     assert _ccsim_db("current", "--database-url", url) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert [r[:2] + r[-1:] for r in rows] == [

@@ -218,7 +218,7 @@ class _Pair:
             self.both([Transfer(f"{key}:t{self.n}", debit, credit, amount, "KZT")])
         elif command == "hold":
             self.both([Transfer(f"{key}:h{self.n}", debit, credit, amount, "KZT",
-                                flags=TransferFlags.PENDING, timeout_s=float(amount % 7 * 10))])
+                                flags=TransferFlags.PENDING, timeout_s=10.0 * (amount % 7))])  # seconds
         elif command in ("post", "void") and holds:
             hold = holds[a % len(holds)]
             flag = TransferFlags.POST_PENDING if command == "post" else TransferFlags.VOID_PENDING
@@ -235,7 +235,7 @@ class _Pair:
             self.live.discard(KEYS[a % len(KEYS)])
             self.released.append(KEYS[a % len(KEYS)])
         elif command == "expire":
-            self.clock.advance(float(amount % 40))
+            self.clock.advance(1.0 * (amount % 40))  # seconds: the step's integer is not an amount here
             assert self.streamed.expire_pending() == self.plain.expire_pending()
 
     def _key_live(self, a: int) -> bool:

@@ -7,14 +7,15 @@ every ``_s`` is seconds of the injected clock.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from itertools import chain as chained
 
 from services.acquirer import Acquirer, merchant_party
 from services.bank import Bank
 from services.bounded_books import FLUSH_EVERY, BoundedBooks, JournalExport
+from services.chain_ports import LocalOrphanPorts, LocalPorts
 from services.clock import Clock
 from services.contracts import (
     AuthorizationRequest,
@@ -23,137 +24,41 @@ from services.contracts import (
     ClearingResult,
     FundingMode,
     MerchantSpec,
-    OrphanPolicy,
     ReasonCode,
     ReconciliationBreak,
     SaleResult,
     Screening,
     SellOrder,
     SettlementReport,
-    TaxPolicy,
 )
+from services.errors import OpeningError
 from services.exchange import Exchange, ExchangeConfig
-from services.issuer import (
-    AuthState,
-    CardResult,
-    CardStatus,
-    ClearingCode,
-    Issuer,
-    IssuerConfig,
-    TopUpRule,
+from services.flows import (
+    DEFAULT_TIER_LIMITS_KZT,
+    ChainConfig,
+    OrphanOutcome,
+    Topology,
+    apply_advice,
+    orphaned_sale,
+    run_now,
+    sell,
+    sell_and_pay,
+    settle_window,
+    tenge_conserved,
 )
+from services.flows import finalize as finalize_flow
+from services.flows.opening import open_card
+from services.issuer import AuthState, CardResult, CardStatus, ClearingCode, Issuer
 from services.ledger import InMemoryLedger, Transfer, Violation
 from services.messaging import InProcessTransport, PaymentMessage, Purpose
-from services.money import AssetRegistry, D
-from services.network import FeeSchedule, Network, Presentment, PresentmentKind
+from services.money import AssetRegistry
+from services.network import Network, Presentment, PresentmentKind, WindowSummary
 from services.reconciliation import Half, bank_halves, exchange_halves, party_halves, reconcile
-from services.tax import AuthoritySummary, CostMethod, TaxBook
+from services.tax import AuthoritySummary, TaxBook
 
 __all__ = ["CLEAR_SLICE", "DEFAULT_TIER_LIMITS_KZT", "ChainConfig", "InProcessChain"]
 
 CLEAR_SLICE = 4_096  # presentments the network clears at a time when the books are bounded
-
-# tier -> (per transaction, per day, per 30-day month), tiyn. Illustrative values for a KYC ladder.
-DEFAULT_TIER_LIMITS_KZT: dict[str, tuple[int, int, int]] = {
-    "basic": (200_000_00, 500_000_00, 2_000_000_00),
-    "standard": (1_000_000_00, 3_000_000_00, 15_000_000_00),
-    "premium": (5_000_000_00, 20_000_000_00, 100_000_000_00),
-}
-
-
-@dataclass(frozen=True)
-class ChainConfig:
-    """Every knob of the chain, with defaults. Immutable: one run, one configuration."""
-
-    # -- issuer: funding and holds ------------------------------------------------------------
-    hold_padding_bps: int = 200  # JIT sells shortfall + this much of the amount; over-capture room
-    hold_expiry_s: float = 7 * 86_400.0  # an uncaptured hold is released after this
-    max_slippage_bps: int = 100  # the issuer's cap on each sale (SellOrder.max_slippage_bps)
-    quote_ttl_s: float = 2.0  # the issuer's quote time-to-live (SellOrder.quote_ttl_s)
-    stablecoin_asset: str = "KZTE"  # redeemed 1:1 in stablecoin mode
-    # -- issuer: limits by KYC tier ------------------------------------------------------------
-    tier_limits_kzt: dict[str, tuple[int, int, int]] = field(default_factory=lambda: dict(DEFAULT_TIER_LIMITS_KZT))
-    # -- issuer: AML rules ---------------------------------------------------------------------
-    aml_velocity_max_payments: int = 20  # approvals per card within the window; the next is declined 65
-    aml_velocity_window_s: float = 3_600.0
-    aml_structuring_band_bps: int = 500  # an amount within 5 % under the per-transaction limit is "near"
-    aml_structuring_max_near: int = 3  # this many near-limit approvals in the window → the next is 59
-    aml_structuring_window_s: float = 86_400.0
-    # -- network: deadline fallback ------------------------------------------------------------
-    stand_in_enabled: bool = True  # False: the network declines (91) when the issuer is late
-    stand_in_limit_kzt: int = 50_000_00  # the network approves up to this without the issuer
-    orphan_policy: OrphanPolicy = OrphanPolicy.KEEP_TENGE
-    # -- fees ----------------------------------------------------------------------------------
-    mdr_bps: int = 150  # merchant discount rate, kept by the acquirer (must cover the next two)
-    interchange_bps: int = 80  # acquirer → issuer per cleared payment
-    scheme_fee_bps: int = 10  # network's fee per cleared payment, paid by the acquirer side
-    # -- exchange and tax ----------------------------------------------------------------------
-    # The exchange's fees, books and opening tenge; ``tax_policy`` and ``cost_basis`` below
-    # override the ones inside it, so a scenario states them once.
-    exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
-    tax_policy: TaxPolicy = TaxPolicy.SELF_DECLARE
-    cost_basis: CostMethod = "fifo"  # "fifo" or "average"
-    tax_compliance_rate: Decimal = field(default_factory=lambda: D("1"))  # self-declarers who declare
-    # -- parties and their banks ---------------------------------------------------------------
-    issuer_id: str = "issuer"
-    network_id: str = "network"
-    exchange_id: str = "exchange"
-    acquirer_ids: tuple[str, ...] = ("acq-1", "acq-2", "acq-3")
-    bank_count: int = 3  # banks "bank-1".."bank-N"; parties are spread over them round-robin
-    issuer_float_kzt: int = 1_000_000_000_00  # the issuer's opening balance at its bank
-    network_float_kzt: int = 0
-    acquirer_float_kzt: int = 10_000_000_00  # covers merchants whose refunds exceed their sales
-    # -- pre-funded cards: auto top-up (0 = off) -------------------------------------------------
-    top_up_below_kzt: int = 0  # when a pre-funded card's tenge falls below this after a payment…
-    top_up_to_kzt: int = 0  # …sell crypto to bring it back up to this
-
-    def __post_init__(self) -> None:
-        if self.hold_padding_bps < 0 or self.max_slippage_bps < 0:
-            raise ValueError("padding and slippage cap must not be negative")
-        if self.mdr_bps < self.interchange_bps + self.scheme_fee_bps:
-            raise ValueError("mdr_bps must cover interchange_bps + scheme_fee_bps")
-        if min(self.mdr_bps, self.interchange_bps, self.scheme_fee_bps) < 0:
-            raise ValueError("fees must not be negative")
-        if self.bank_count < 1 or not self.acquirer_ids:
-            raise ValueError("need at least one bank and one acquirer")
-        if self.cost_basis not in ("fifo", "average"):
-            raise ValueError(f"cost_basis must be 'fifo' or 'average', not {self.cost_basis!r}")
-        for tier, (per_txn, daily, monthly) in self.tier_limits_kzt.items():
-            if not 0 < per_txn <= daily <= monthly:
-                raise ValueError(f"tier {tier}: need 0 < per_txn <= daily <= monthly")
-        if self.top_up_below_kzt and not 0 < self.top_up_below_kzt <= self.top_up_to_kzt:
-            raise ValueError("auto top-up needs 0 < top_up_below_kzt <= top_up_to_kzt")
-        if not D(0) <= self.tax_compliance_rate <= D(1):
-            raise ValueError("tax_compliance_rate must be within 0..1")
-
-    def issuer_config(self) -> IssuerConfig:
-        return IssuerConfig(
-            issuer_id=self.issuer_id,
-            hold_padding_bps=self.hold_padding_bps,
-            hold_expiry_s=self.hold_expiry_s,
-            max_slippage_bps=self.max_slippage_bps,
-            quote_ttl_s=self.quote_ttl_s,
-            stablecoin_asset=self.stablecoin_asset,
-            tier_limits_kzt=dict(self.tier_limits_kzt),
-            aml_velocity_max_payments=self.aml_velocity_max_payments,
-            aml_velocity_window_s=self.aml_velocity_window_s,
-            aml_structuring_band_bps=self.aml_structuring_band_bps,
-            aml_structuring_max_near=self.aml_structuring_max_near,
-            aml_structuring_window_s=self.aml_structuring_window_s,
-            interchange_bps=self.interchange_bps,
-        )
-
-    def fee_schedule(self) -> FeeSchedule:
-        return FeeSchedule(self.mdr_bps, self.interchange_bps, self.scheme_fee_bps)
-
-    def exchange_config(self) -> ExchangeConfig:
-        """The exchange's configuration with this chain's tax policy and cost-basis method."""
-        return replace(
-            self.exchange,
-            tax_policy=self.tax_policy,
-            cost_basis=self.cost_basis,
-            stablecoin_code=self.stablecoin_asset,
-        )
 
 
 class InProcessChain:
@@ -175,13 +80,13 @@ class InProcessChain:
         self.clock = clock
         self.assets = assets or AssetRegistry()
         self.transport = InProcessTransport()
+        self.topology = Topology(config)
         self.banks: dict[str, Bank] = {}
         for i in range(config.bank_count):
             bank = Bank(f"bank-{i + 1}", clock, self.transport, self.assets)
             self.banks[bank.id] = bank
             self.transport.register(bank.id, bank.handle)
-        self._bank_ids = list(self.banks)
-        self.bank_of: dict[str, str] = {}
+        self.bank_of = self.topology.bank_of  # party → its bank, shared with the topology
         fees = config.fee_schedule()
         exchange_config = config.exchange_config()
         self.tax = TaxBook(method=config.cost_basis, assets=self.assets)
@@ -204,8 +109,9 @@ class InProcessChain:
         self._orphans: set[str] = set()
         self._settled: dict[str, SettlementReport] = {}
         self._deposits_kzt = 0  # tenge that entered the modelled system from outside
-        self.orphans_kept = 0
-        self.orphans_rebought = 0
+        self.orphan_outcomes: Counter[OrphanOutcome] = Counter()
+        self._top_ups: list[str] = []  # auto top-up orders of the command being run
+        self._ports = LocalPorts(self)
         self.settlement_failures: list[str] = []
         self._bounded: BoundedBooks | None = None  # stream_journals(): bounded books
         self._open_parties(exchange_config)
@@ -213,9 +119,8 @@ class InProcessChain:
     # -- set-up ------------------------------------------------------------------------------
     def _open_parties(self, exchange_config: ExchangeConfig) -> None:
         cfg = self.config
-        parties = [cfg.exchange_id, cfg.issuer_id, cfg.network_id, *cfg.acquirer_ids]
-        for i, party in enumerate(parties):
-            self._open_bank_account(party, self._bank_ids[i % len(self._bank_ids)])
+        for party in self.topology.parties():
+            self.banks[self.bank_of[party]].open_account(party)
         self.transport.register(cfg.exchange_id, self._exchange_receives)
         self.transport.register(cfg.issuer_id, self.issuer.handle)
         self.transport.register(cfg.network_id, self.network.handle)
@@ -223,28 +128,22 @@ class InProcessChain:
             self.transport.register(acquirer.id, acquirer.handle)
             self.network.open_participant(acquirer.id)
         self.network.open_participant(cfg.issuer_id)
-        # Opening balances: each party's own tenge at its bank, mirrored in its own books.
-        self._deposit(cfg.exchange_id, exchange_config.house_kzt_minor)  # the exchange books its own
-        if self._deposit(cfg.issuer_id, cfg.issuer_float_kzt):
-            self.issuer.fund(f"open:{cfg.issuer_id}", cfg.issuer_float_kzt)
-        if self._deposit(cfg.network_id, cfg.network_float_kzt):
-            self.network.fund(f"open:{cfg.network_id}", cfg.network_float_kzt)
-        for acquirer in self.acquirers.values():
-            if self._deposit(acquirer.id, cfg.acquirer_float_kzt):
-                acquirer.fund(f"open:{acquirer.id}", cfg.acquirer_float_kzt)
+        # Opening balances: each party's own tenge at its bank, mirrored in its own books (the
+        # exchange books its own from its configuration).
+        funds: dict[str, Callable[[str, int], bool]] = {cfg.issuer_id: self.issuer.fund,
+                                                         cfg.network_id: self.network.fund}
+        funds.update({a.id: a.fund for a in self.acquirers.values()})
+        for party, amount_kzt in self.topology.opening_floats():
+            self._deposit(party, amount_kzt)
+            fund = funds.get(party)
+            if fund is not None:
+                fund(f"open:{party}", amount_kzt)
 
-    def _open_bank_account(self, party: str, bank_id: str) -> None:
-        self.banks[bank_id].open_account(party)
-        self.bank_of[party] = bank_id
-
-    def _deposit(self, party: str, amount_kzt: int) -> bool:
-        if amount_kzt <= 0:
-            return False
+    def _deposit(self, party: str, amount_kzt: int) -> None:
         result = self.banks[self.bank_of[party]].deposit(f"open:{party}", party, amount_kzt)
         if not result.ok:
-            raise RuntimeError(f"opening deposit for {party} refused: {result.name}")
+            raise OpeningError(f"opening deposit for {party} refused: {result.name}")
         self._deposits_kzt += amount_kzt
-        return True
 
     def open_cardholder(self, spec: CardholderSpec) -> None:
         """Open the card at the issuer, the wallets at the exchange and the linked bank account;
@@ -252,10 +151,7 @@ class InProcessChain:
         for holding in spec.holdings:
             if holding.asset not in self.assets:
                 raise ValueError(f"cardholder {spec.holder_id}: unknown asset {holding.asset!r}")
-        rule = None
-        if spec.funding_mode is FundingMode.PREFUNDED and self.config.top_up_below_kzt:
-            rule = TopUpRule(self.config.top_up_below_kzt, self.config.top_up_to_kzt)
-        result = self.issuer.open_card(spec, rule)
+        result = open_card(self.issuer, self.config, spec)
         if result is CardResult.EXISTS:
             return
         if result is not CardResult.OK:
@@ -263,23 +159,14 @@ class InProcessChain:
         self.exchange.open_wallet(spec.holder_id, spec.residency, spec.holdings, spec.stablecoin_minor)
         holder = f"holder:{spec.holder_id}"
         if holder not in self.bank_of:
-            self._open_bank_account(holder, self.bank_of[self.config.issuer_id])
+            self.banks[self.bank_of[self.topology.add_holder(spec.holder_id)]].open_account(holder)
             self.transport.register(holder, _no_books)
         if spec.card_balance_kzt > 0:
             bank = self.banks[self.bank_of[holder]]
             if not bank.deposit(f"open:{spec.card_id}", holder, spec.card_balance_kzt).ok:
-                raise RuntimeError(f"opening deposit for card {spec.card_id} refused")
+                raise OpeningError(f"opening deposit for card {spec.card_id} refused")
             self._deposits_kzt += spec.card_balance_kzt
-            self._send(
-                self._message(
-                    f"load:{spec.card_id}",
-                    Purpose.CARD_LOAD,
-                    holder,
-                    self.config.issuer_id,
-                    spec.card_balance_kzt,
-                    ref=spec.card_id,
-                )
-            )
+            self._send(self.topology.card_load(spec))
 
     def open_merchant(self, spec: MerchantSpec) -> None:
         acquirer = self.acquirers.get(spec.acquirer_id)
@@ -288,8 +175,9 @@ class InProcessChain:
         if spec.merchant_id in self.merchants:
             return
         acquirer.open_merchant(spec.merchant_id)
+        self.topology.add_merchant(spec.merchant_id)
         party = merchant_party(spec.merchant_id)
-        self._open_bank_account(party, self._bank_ids[len(self.merchants) % len(self._bank_ids)])
+        self.banks[self.bank_of[party]].open_account(party)
         self.transport.register(party, _no_books)
         self.merchants[spec.merchant_id] = spec
 
@@ -320,18 +208,7 @@ class InProcessChain:
 
     def sell(self, order: SellOrder) -> SaleResult:
         """The exchange sells (or, for a stablecoin card, redeems) for the issuer's order."""
-        bounded = self._bounded
-        if bounded is not None:
-            bounded.touch(order.auth_id)
-            bounded.ordered(order.auth_id, order.id)
-        card = self.issuer.card_of_sale(order.id)
-        if card is not None and card.funding_mode is FundingMode.STABLECOIN:
-            result = self.exchange.redeem_stablecoin(order)
-        else:
-            result = self.exchange.sell(order)
-        if not result.ok:
-            self.issuer.sale_failed(order.id)
-        return result
+        return run_now(sell(order, self._ports))
 
     def pay_proceeds(self, sale: SaleResult) -> bool:
         """Move a sale's tenge exchange → banks → issuer → card, keyed by the sale id. ``True``
@@ -340,55 +217,40 @@ class InProcessChain:
             self._bounded.touch(sale.auth_id)
         if not sale.ok or sale.net_kzt <= 0 or self.issuer.card_of_sale(sale.id) is None:
             return False
-        return self._send(
-            self._message(
-                sale.id,
-                Purpose.PROCEEDS,
-                self.config.exchange_id,
-                self.config.issuer_id,
-                sale.net_kzt,
-                ref=sale.auth_id,
-            )
-        )
+        cfg = self.config
+        return self._send(self.topology.message(sale.id, Purpose.PROCEEDS, cfg.exchange_id, cfg.issuer_id,
+                                                sale.net_kzt, ref=sale.auth_id))
 
     def finalize(self, req: AuthorizationRequest, sale: SaleResult | None) -> AuthorizationResponse:
         if self._bounded is not None:
             self._bounded.touch(req.auth_id)
-        route = self._route_error(req)
-        if route is not None:
-            known = self.issuer.auths.get(req.auth_id)
-            return self.issuer.response(known) if known else self.issuer.decline(req, route)
-        response = self.issuer.finalize(req, sale)
-        if response.approved:
-            self._auto_top_up(req.card_id)
+        response = run_now(finalize_flow(req, sale, self._ports))
+        self._forget_top_ups()
         return response
 
     def authorize(self, req: AuthorizationRequest) -> AuthorizationResponse:
         screening = self.screen(req)
         sale = None
         if screening.decline is None and screening.sell is not None:
-            sale = self.sell(screening.sell)
-            if sale.ok:
-                self.pay_proceeds(sale)
+            sale = run_now(sell_and_pay(screening.sell, self._ports))
         return self.finalize(req, sale)
 
     def top_up(self, card_id: str, net_kzt: int, top_up_id: str) -> SaleResult:
         """Pre-fund a card: sell crypto now for ``net_kzt`` of tenge on the card."""
         if card_id not in self.issuer.cards:
             raise ValueError(f"unknown card {card_id!r}")
-        sale = self.sell(self.issuer.sell_order(card_id, top_up_id, net_kzt))
-        if sale.ok:
-            self.pay_proceeds(sale)
-        return sale
+        return run_now(sell_and_pay(self.issuer.sell_order(card_id, top_up_id, net_kzt), self._ports))
 
-    def _auto_top_up(self, card_id: str) -> None:
-        order = self.issuer.top_up_order(card_id)
-        if order is not None:
-            sale = self.sell(order)
-            if sale.ok:
-                self.pay_proceeds(sale)
-            if self._bounded is not None and order.id not in self._undelivered:
-                self._forget_sale(order.id)  # paid in this command, never replayed
+    def _forget_top_ups(self) -> None:
+        """Bounded books: an auto top-up paid in the command that ordered it is never replayed."""
+        top_ups = self._top_ups
+        if not top_ups:
+            return
+        if self._bounded is not None:
+            for order_id in top_ups:
+                if order_id not in self._undelivered:
+                    self._forget_sale(order_id)
+        top_ups.clear()
 
     def _route_error(self, req: AuthorizationRequest) -> ReasonCode | None:
         merchant = self.merchants.get(req.merchant_id)
@@ -403,56 +265,30 @@ class InProcessChain:
         return self.network.stand_in(req)
 
     def apply_advice(self, req: AuthorizationRequest, response: AuthorizationResponse) -> bool:
-        """The issuer applies the network's stand-in decision once; a JIT card's shortfall is sold
-        first, whatever stays uncovered is the issuer's stand-in exposure."""
+        """The issuer applies the network's stand-in decision once (:func:`services.flows.apply_advice`)."""
         if self._bounded is not None:
             self._bounded.touch(req.auth_id)
-        if self.issuer.advice_seen(req.auth_id):
-            return False
-        if response.approved:
-            shortfall = self.issuer.advice_shortfall(req)
-            if shortfall:
-                order = self.issuer.sell_order(req.card_id, f"{req.auth_id}:advice-sale", shortfall, req.auth_id)
-                sale = self.sell(order)
-                if sale.ok:
-                    self.pay_proceeds(sale)
-        return self.issuer.apply_advice(req, response)
+        return run_now(apply_advice(req, response, self._ports))
 
     def orphaned_sale(self, req: AuthorizationRequest, sale: SaleResult) -> None:
-        """A sale that finished after the deadline: its tenge reaches the card either way; under
-        REBUY the issuer sends it back and the exchange buys the crypto back (when the card still
-        has it and the assets trade; otherwise it stays as tenge and counts as kept)."""
+        """A sale that finished after the deadline (:func:`services.flows.orphaned_sale`)."""
         if self._bounded is not None:
             self._bounded.touch(req.auth_id)
-        if not sale.ok or sale.id in self._orphans:
-            return
-        self._orphans.add(sale.id)
-        credited = self.pay_proceeds(sale)
-        card = self.issuer.card_of_sale(sale.id)
-        if (
-            self.config.orphan_policy is OrphanPolicy.KEEP_TENGE
-            or not credited
-            or card is None
-            or self.issuer.available_kzt(card.card_id) < sale.net_kzt
-            or any(self.exchange.is_halted(leg.asset) for leg in sale.legs)
-        ):
-            self.orphans_kept += 1
-            return
-        rebuy_id = f"{sale.id}:rebuy"
-        msg = self._message(
-            rebuy_id,
-            Purpose.REBUY,
-            self.config.issuer_id,
-            self.config.exchange_id,
-            sale.net_kzt,
-            ref=sale.id,
-        )
-        self._rebuy_sales[rebuy_id] = sale
-        if not self.issuer.book_payment(msg):
-            self.orphans_kept += 1
-            return
-        self.orphans_rebought += 1
-        self._send(msg)
+        run_now(orphaned_sale(req.auth_id, sale.id, self.config.orphan_policy, LocalOrphanPorts(self, sale)))
+
+    @property
+    def orphans_kept(self) -> int:
+        """Orphaned sales whose tenge stayed on the card with no approved payment behind it."""
+        return self.orphan_outcomes[OrphanOutcome.KEPT]
+
+    @property
+    def orphans_rebought(self) -> int:
+        return self.orphan_outcomes[OrphanOutcome.REBOUGHT]
+
+    @property
+    def orphans_funded(self) -> int:
+        """Orphaned sales whose tenge paid for a stand-in approval."""
+        return self.orphan_outcomes[OrphanOutcome.FUNDED_APPROVAL]
 
     def _exchange_receives(self, msg: PaymentMessage) -> bool:
         sale = self._rebuy_sales.get(msg.id)
@@ -488,11 +324,9 @@ class InProcessChain:
         if shortfall and auth is not None:
             card = self.issuer.cards.get(auth.card_id)
             if card is not None and card.funding_mode is not FundingMode.PREFUNDED:
-                sale = self.sell(
-                    self.issuer.sell_order(card.card_id, f"{auth_id}:inc{auth.increments + 1}:sale", shortfall, auth_id)
-                )
-                if sale.ok:
-                    self.pay_proceeds(sale)
+                order = self.issuer.sell_order(card.card_id, f"{auth_id}:inc{auth.increments + 1}:sale", shortfall,
+                                               auth_id)
+                run_now(sell_and_pay(order, self._ports))
         code = self.issuer.increment(auth_id, extra_kzt)
         if code is not ClearingCode.OK or auth is None:
             return ClearingResult(auth_id, False, code.value)
@@ -542,6 +376,11 @@ class InProcessChain:
         known = self._settled.get(window_id)
         if known is not None:
             return known
+        report = run_now(settle_window(window_id, self.topology, self._ports))
+        self._settled[window_id] = report
+        return report
+
+    def _close_window(self, window_id: str) -> WindowSummary:
         for acquirer in self.acquirers.values():
             batch = acquirer.submit_batch()
             if self._bounded is None:
@@ -552,49 +391,7 @@ class InProcessChain:
             for start in range(0, len(batch), CLEAR_SLICE):
                 self.network.clear(batch[start:start + CLEAR_SLICE])
                 self.flush_journals()
-        summary = self.network.close_window(window_id)
-        for issuer_id, interchange_kzt in summary.interchange_kzt.items():
-            if issuer_id == self.issuer.id:
-                self.issuer.book_interchange(window_id, interchange_kzt)
-        network_id = self.network.id
-        for party, net in sorted(summary.net_kzt.items()):
-            if net < 0 and party != network_id:
-                msg = self._message(
-                    f"{window_id}:{party}:in",
-                    Purpose.SETTLEMENT_IN,
-                    party,
-                    network_id,
-                    -net,
-                    ref=window_id,
-                )
-                self._pay(party, msg)
-        for party, net in sorted(summary.net_kzt.items()):
-            if net > 0 and party != network_id:
-                msg = self._message(
-                    f"{window_id}:{party}:out",
-                    Purpose.SETTLEMENT_OUT,
-                    network_id,
-                    party,
-                    net,
-                    ref=window_id,
-                )
-                self._pay(network_id, msg)
-        credits: dict[str, int] = {}
-        for acquirer in self.acquirers.values():
-            for merchant_id, owed_kzt in acquirer.merchants_owed():
-                msg = self._message(
-                    f"{window_id}:{acquirer.id}:{merchant_id}",
-                    Purpose.MERCHANT_PAYOUT,
-                    acquirer.id,
-                    merchant_party(merchant_id),
-                    owed_kzt,
-                    ref=merchant_id,
-                )
-                if self._pay(acquirer.id, msg):
-                    credits[merchant_id] = credits.get(merchant_id, 0) + owed_kzt
-        report = SettlementReport(window_id, dict(summary.net_kzt), credits, summary.presentments)
-        self._settled[window_id] = report
-        return report
+        return self.network.close_window(window_id)
 
     def _pay(self, payer: str, msg: PaymentMessage) -> bool:
         """The payer books its half, then the message goes out; a refusal is recorded."""
@@ -610,26 +407,6 @@ class InProcessChain:
         return self._send(msg)
 
     # -- messaging ---------------------------------------------------------------------------
-    def _message(  # noqa: PLR0917 — one positional field per message field, in their order
-        self,
-        message_id: str,
-        purpose: Purpose,
-        payer: str,
-        payee: str,
-        amount_kzt: int,
-        ref: str = "",
-    ) -> PaymentMessage:
-        return PaymentMessage(
-            message_id,
-            purpose,
-            payer,
-            payee,
-            self.bank_of[payer],
-            self.bank_of[payee],
-            amount_kzt,
-            ref,
-        )
-
     def _send(self, msg: PaymentMessage) -> bool:
         ok = self.transport.send(msg.payer_bank, msg)
         if ok:
@@ -685,15 +462,7 @@ class InProcessChain:
             out[bank.id] = bank.ledger.check_invariants()
         system: list[Violation] = []
         if not self._undelivered:
-            reserves = sum(bank.reserve_kzt() for bank in self.banks.values())
-            if reserves != self._deposits_kzt:
-                system.append(
-                    Violation(
-                        "tenge_conserved",
-                        "banks",
-                        f"reserves {reserves} != deposits {self._deposits_kzt}",
-                    )
-                )
+            system = tenge_conserved(sum(bank.reserve_kzt() for bank in self.banks.values()), self._deposits_kzt)
         out["system"] = system
         return out
 

@@ -7,7 +7,7 @@ applies it in the simulation exactly as the live services do.
 
 from __future__ import annotations
 
-from services.chain import ChainConfig
+from services.flows import ChainConfig
 from services.exchange import ExchangeConfig
 from services.exchange.config import BookConfig
 from services.money import D

@@ -14,8 +14,9 @@ from services.api.parties.exchange import create_exchange_app
 from services.api.parties.integrity import IntegrityUnavailableError, collect_invariants, collect_reconciliation
 from services.api.parties.issuer import create_issuer_app
 from services.api.parties.network import create_network_app
-from services.api.parties.seed import PartySeed, Topology, read_seed, write_seed
+from services.api.parties.seed import PartySeed, read_seed, write_seed
 from services.api.parties.settings import PartySettings
+from services.flows import Topology
 
 __all__ = [
     "IntegrityUnavailableError",

@@ -44,13 +44,13 @@ from services.api.parties.base import (
     problem,
     recovery_router,
 )
-from services.api.parties.seed import seed_banks
 from services.api.parties.settings import PartySettings
 from services.api.problems import problem_responses
 from services.api.routing import StrictJsonRoute
 from services.api.statement import StatementReader
 from services.bank import Bank, BankResult, deposit_account
 from services.clock import Clock
+from services.flows.opening import open_banks
 from services.ledger import TransferFlags, Violation
 from services.ledger.sql import SqlLedger
 from services.messaging import Handler, PaymentMessage
@@ -143,7 +143,7 @@ class BankService:
         # Receivers inside this service are called in-process, the others over HTTP.
         ctx.transport.local.update({bank_id: bank.handle for bank_id, bank in self.banks.items()})
         ctx.transport.local.update({"merchant:": _no_books, "holder:": _no_books})
-        self.deposited_kzt = seed_banks(self.banks, ctx.seed, ctx.topology)
+        self.deposited_kzt = open_banks(self.banks, ctx.topology, ctx.seed.cardholders)
 
     def handler(self, bank: Bank) -> Handler:
         def handle(msg: PaymentMessage) -> bool:

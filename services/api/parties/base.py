@@ -49,12 +49,13 @@ from services.api.ledger_schemas import InvariantsOut, ViolationOut
 from services.api.metrics import ApiMetrics
 from services.api.outbox import PENDING, Outbox, RecoveryReport, Relay, transport_deliverer
 from services.api.parties.durable import CommandClock, DurabilityError, Durable, seed_digest
-from services.api.parties.seed import PartySeed, Topology, read_seed, seed_json
+from services.api.parties.seed import PartySeed, read_seed, seed_json, seed_topology
 from services.api.parties.settings import PartySettings
 from services.api.problems import FieldError, ProblemError, problem_response, problem_responses
 from services.api.routing import StrictJsonRoute
 from services.api.transport_http import HttpTransport
 from services.clock import Clock, SystemClock
+from services.flows import Topology
 from services.ledger import Violation
 from services.ledger.engine import Staging
 from services.ledger.sql import SqlLedger, TransactionHook, UnitOfWork
@@ -160,7 +161,7 @@ def create_party_base(
     """The base app (problem+json, limits, /healthz, /metrics) and the party's context."""
     settings.ensure_data_dir()
     seed = read_seed(settings.seed_file) if settings.seed_file is not None else PartySeed()
-    topology = Topology(seed)
+    topology = seed_topology(seed)
     assets = seed.registry()
     app = create_base_app(settings, title=title)
     party_clock = CommandClock(clock or SystemClock())

@@ -56,7 +56,6 @@ from services.api.parties.base import (
 )
 from services.api.parties.durable import StatefulService, SwitchLedger
 from services.api.parties.schemas import PriceText, SaleOut, SellOrderIn, price_in
-from services.api.parties.seed import seed_exchange
 from services.api.parties.settings import PartySettings
 from services.api.problems import FieldError, ProblemError, problem_responses
 from services.api.routing import StrictJsonRoute
@@ -65,6 +64,7 @@ from services.contracts import Lot, Residency, SaleResult, SellOrder
 from services.exchange import Exchange, SaleQuote
 from services.exchange import accounts as acc
 from services.exchange.config import SaleReason
+from services.flows.opening import open_exchange
 from services.ledger import Transfer, TransferResult
 from services.ledger.engine import Staging
 from services.ledger.sql import SqlLedger, TransactionHook
@@ -202,7 +202,7 @@ class ExchangeService(StatefulService):
         self.ctx.durable.register("service", self)
 
     def _seed(self) -> None:
-        seed_exchange(self.exchange, self.ctx.seed)
+        open_exchange(self.exchange, self.ctx.seed.prices_kzt, self.ctx.seed.cardholders)
         for holder in self.ctx.seed.cardholders:
             self._opened[holder.holder_id] = (holder.residency, tuple(holder.holdings), holder.stablecoin_minor)
         self._replenished_at_s = self.ctx.clock.now()

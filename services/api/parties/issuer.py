@@ -67,7 +67,6 @@ from services.api.parties.base import (
 from services.api.parties.breaker import CircuitBreaker
 from services.api.parties.durable import StatefulService, SwitchLedger
 from services.api.parties.schemas import AuthorizationIn, AuthorizationOut, ClearingOut, SaleOut, SellOrderIn, kzt_in
-from services.api.parties.seed import seed_issuer
 from services.api.parties.settings import PartySettings
 from services.api.problems import FieldError, ProblemError, problem_responses
 from services.api.routing import StrictJsonRoute
@@ -84,6 +83,7 @@ from services.contracts import (
     SaleResult,
     SellOrder,
 )
+from services.flows.opening import open_issuer
 from services.issuer import AuthState, CardResult, CardStatus, ClearingCode, Issuer
 from services.ledger.sql import SqlLedger
 from services.messaging import PaymentMessage, Purpose
@@ -261,7 +261,7 @@ class IssuerService(StatefulService):
         self.ctx.durable.register("service", self)
 
     def _seed(self) -> None:
-        seed_issuer(self.issuer, self.ctx.seed, self.ctx.topology)
+        open_issuer(self.issuer, self.ctx.seed.config, self.ctx.seed.cardholders, self.ctx.topology)
 
     def _ledger_pairs(self) -> list[tuple[SwitchLedger, SqlLedger]]:
         return [(self.ledger, self.sql_ledger)]

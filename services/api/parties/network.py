@@ -65,13 +65,13 @@ from services.api.parties.base import (
 )
 from services.api.parties.durable import StatefulService, SwitchLedger
 from services.api.parties.schemas import AuthorizationIn, AuthorizationOut, ClearingOut, kzt_in
-from services.api.parties.seed import seed_network
 from services.api.parties.settings import PartySettings
 from services.api.problems import FieldError, ProblemError, problem_responses
 from services.api.routing import StrictJsonRoute
 from services.api.transport_http import idempotency_key, message_to_json
 from services.clock import Clock
 from services.contracts import AuthorizationRequest, AuthorizationResponse, MerchantSpec, SettlementReport
+from services.flows.opening import open_network
 from services.ledger import Violation
 from services.ledger.sql import SqlLedger
 from services.logging import get_logger
@@ -194,7 +194,7 @@ class NetworkService(StatefulService):
         self.ctx.durable.register("service", self)
 
     def _seed(self) -> None:
-        seed_network(self.network, self.acquirers, self.ctx.seed)
+        open_network(self.network, self.acquirers, self.ctx.seed.config, self.ctx.seed.merchants)
 
     def _ledger_pairs(self) -> list[tuple[SwitchLedger, SqlLedger]]:
         return [(self.ledger_of[p], sql) for p, sql in self.sql_ledgers.items()]

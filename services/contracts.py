@@ -33,6 +33,7 @@ __all__ = [
     "ReconciliationBreak",
     "Residency",
     "SaleLeg",
+    "SaleReason",
     "SaleResult",
     "Screening",
     "SellOrder",
@@ -60,6 +61,31 @@ class OrphanPolicy(StrEnum):
 class TaxPolicy(StrEnum):
     WITHHOLD = "withhold"  # the exchange withholds PIT at source on each sale
     SELF_DECLARE = "self_declare"  # the cardholder declares; a compliance rate applies
+
+
+class SaleReason(StrEnum):
+    """Why the exchange refused a sale, redemption or re-buy (``SaleResult.reason``).
+
+    Operating errors, not faults: each refusal books nothing, consumes no lot and no book depth.
+    """
+
+    NONE = ""  # the sale went through
+    INVALID_AMOUNT = "invalid_amount"  # net_kzt <= 0
+    UNKNOWN_ASSET = "unknown_asset"  # an asset in the priority list has no order book
+    UNKNOWN_HOLDER = "unknown_holder"  # no wallet was opened for the holder
+    NO_PRICE = "no_price"  # no mid price has been set for the asset yet
+    HALTED = "halted"  # trading in every asset that could fund the order is halted
+    INSUFFICIENT_CRYPTO = "insufficient_crypto"  # the wallets do not hold enough
+    INSUFFICIENT_LIQUIDITY = "insufficient_liquidity"  # the book's depth is exhausted
+    SLIPPAGE_CAP = "slippage_cap"  # the average price would fall further below mid than allowed
+    QUOTE_EXPIRED = "quote_expired"  # a quote was presented after its time-to-live
+    EXCHANGE_SHORT_OF_KZT = "exchange_short_of_kzt"  # the exchange's bank account cannot pay out
+    UNKNOWN_SALE = "unknown_sale"  # a re-buy of a sale this exchange never made
+    ALREADY_REBOUGHT = "already_rebought"  # the sale was re-bought under another id
+    # The sale did not reach the exchange, or its answer or proceeds did not come back:
+    EXCHANGE_UNAVAILABLE = "exchange_unavailable"  # the exchange did not answer (or its breaker is open)
+    CUSTODY_UNAVAILABLE = "custody_unavailable"  # custody did not release the crypto (simulated leg)
+    BANK_UNAVAILABLE = "bank_unavailable"  # the banks did not move the proceeds (simulated leg)
 
 
 class ReasonCode(StrEnum):
@@ -159,7 +185,7 @@ class SaleResult:
     auth_id: str
     holder_id: str
     ok: bool
-    reason: str = ""  # why it failed: "slippage_cap", "halted", "insufficient_crypto", "exchange_short_of_kzt", …
+    reason: SaleReason = SaleReason.NONE  # why it failed
     legs: tuple[SaleLeg, ...] = ()
     net_kzt: int = 0  # credited towards the card (after fees and any withheld tax)
 

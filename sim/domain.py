@@ -7,9 +7,9 @@ applies it in the simulation exactly as the live services do.
 
 from __future__ import annotations
 
-from services.flows import ChainConfig
 from services.exchange import ExchangeConfig
 from services.exchange.config import BookConfig
+from services.flows import ChainConfig
 from services.money import D
 from sim.scenario import Scenario, kzt_minor
 

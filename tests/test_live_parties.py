@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from services.api.parties import (
 from services.api.parties.base import StartupError
 from services.api.parties.seed import read_seed
 from services.chain import ChainConfig
+from services.clock import Clock
 from services.contracts import CardholderSpec, FundingMode, Holding, Lot, MerchantSpec, Residency
 from services.money import D
 from services.reconciliation import Half, reconcile
@@ -54,22 +55,36 @@ def make_seed() -> PartySeed:
 
 
 class Router(httpx.AsyncBaseTransport):
-    """Routes ``http://<party>/…`` to that party's app; an unknown host cannot be reached."""
+    """Routes ``http://<party>/…`` to that party's app; an unknown host cannot be reached.
+
+    Faults by ``<host><path>``: an ``unreachable`` one refuses to connect; a ``late`` one is served,
+    then its answer is lost to a read timeout (as when a caller's deadline passes)."""
 
     def __init__(self) -> None:
         self.apps: dict[str, httpx.ASGITransport] = {}
+        self.unreachable: set[str] = set()
+        self.late: set[str] = set()
+        self.after_late: Callable[[], Awaitable[Any]] | None = None  # runs once a late answer is lost
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        target = f"{request.url.host}{request.url.path}"
         transport = self.apps.get(request.url.host)
-        if transport is None:
-            raise httpx.ConnectError(f"no route to {request.url.host}", request=request)
-        return await transport.handle_async_request(request)
+        if transport is None or target in self.unreachable:
+            raise httpx.ConnectError(f"no route to {target}", request=request)
+        response = await transport.handle_async_request(request)
+        if target in self.late:
+            await response.aread()
+            if self.after_late is not None:
+                await self.after_late()
+            raise httpx.ReadTimeout(f"{target} answered after the caller's deadline", request=request)
+        return response
 
 
 class Live:
     """Four party apps, the client they call each other with, and a client for the test."""
 
-    def __init__(self, backend: str, tmp_path: Path, seed: PartySeed) -> None:
+    def __init__(self, backend: str, tmp_path: Path, seed: PartySeed, *, clock: Clock | None = None,
+                 **settings: Any) -> None:
         self.backend = backend
         self.seed_path = tmp_path / "seed.json"
         write_seed(seed, self.seed_path)
@@ -81,7 +96,8 @@ class Live:
         self.pg = require_postgres() if backend == "postgres" else ""
         self.prefix = f"t_{uuid.uuid4().hex[:10]}_"
         for party in PARTIES:
-            self.apps[party] = FACTORIES[party](self.settings(party), http_client=self.outbound)
+            self.apps[party] = FACTORIES[party](self.settings(party, **settings), http_client=self.outbound,
+                                                clock=clock)
             self.router.apps[party] = httpx.ASGITransport(app=self.apps[party])
 
     def settings(self, party: str, **extra: Any) -> PartySettings:

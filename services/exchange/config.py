@@ -4,35 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import StrEnum
 
-from services.contracts import TaxPolicy
+from services.contracts import SaleReason, TaxPolicy
 from services.money import D
 from services.tax.cost_basis import CostMethod
 
 __all__ = ["BPS", "BookConfig", "ExchangeConfig", "SaleReason"]
 
 BPS = 10_000  # basis points in one
-
-
-class SaleReason(StrEnum):
-    """Why the exchange refused a sale, redemption or re-buy (``SaleResult.reason``).
-
-    Operating errors, not faults: each one books nothing, consumes no lot and no book depth.
-    """
-
-    INVALID_AMOUNT = "invalid_amount"  # net_kzt <= 0
-    UNKNOWN_ASSET = "unknown_asset"  # an asset in the priority list has no order book
-    UNKNOWN_HOLDER = "unknown_holder"  # no wallet was opened for the holder
-    NO_PRICE = "no_price"  # no mid price has been set for the asset yet
-    HALTED = "halted"  # trading in every asset that could fund the order is halted
-    INSUFFICIENT_CRYPTO = "insufficient_crypto"  # the wallets do not hold enough
-    INSUFFICIENT_LIQUIDITY = "insufficient_liquidity"  # the book's depth is exhausted
-    SLIPPAGE_CAP = "slippage_cap"  # the average price would fall further below mid than allowed
-    QUOTE_EXPIRED = "quote_expired"  # a quote was presented after its time-to-live
-    EXCHANGE_SHORT_OF_KZT = "exchange_short_of_kzt"  # the exchange's bank account cannot pay out
-    UNKNOWN_SALE = "unknown_sale"  # a re-buy of a sale this exchange never made
-    ALREADY_REBOUGHT = "already_rebought"  # the sale was re-bought under another id
 
 
 @dataclass(frozen=True, slots=True)

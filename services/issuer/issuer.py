@@ -27,6 +27,7 @@ from services.contracts import (
     CardholderSpec,
     FundingMode,
     ReasonCode,
+    SaleReason,
     SaleResult,
     Screening,
     SellOrder,
@@ -71,10 +72,10 @@ _VOID = TransferFlags.VOID_PENDING
 R = TransferResult
 
 # What a failed sale means to the merchant (SaleResult.reason → ISO 8583 code).
-_SALE_DECLINES: dict[str, ReasonCode] = {
-    "insufficient_crypto": ReasonCode.INSUFFICIENT_FUNDS,
-    "slippage_cap": ReasonCode.DO_NOT_HONOUR,
-    "quote_expired": ReasonCode.DO_NOT_HONOUR,
+_SALE_DECLINES: dict[SaleReason, ReasonCode] = {
+    SaleReason.INSUFFICIENT_CRYPTO: ReasonCode.INSUFFICIENT_FUNDS,
+    SaleReason.SLIPPAGE_CAP: ReasonCode.DO_NOT_HONOUR,
+    SaleReason.QUOTE_EXPIRED: ReasonCode.DO_NOT_HONOUR,
 }
 
 

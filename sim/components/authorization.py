@@ -29,6 +29,7 @@ from services.contracts import (
     AuthorizationResponse,
     PaymentChain,
     ReasonCode,
+    SaleReason,
     SaleResult,
 )
 from sim.components.station import LegLog, Station
@@ -84,7 +85,7 @@ class Payment:
         self.after = 0  # clearing events still scheduled (capture, reversal, refund, chargeback)
 
 
-def _failed_sale(req: AuthorizationRequest, reason: str) -> SaleResult:
+def _failed_sale(req: AuthorizationRequest, reason: SaleReason) -> SaleResult:
     return SaleResult(f"{req.auth_id}:sale", req.auth_id, "", False, reason)
 
 
@@ -149,18 +150,18 @@ class AuthorizationPath:
             return self._conclude(p, None)
         sale: SaleResult
         if not (yield from self.exchange.call(p.legs, p.measured)):
-            sale = _failed_sale(req, "exchange_unavailable")
+            sale = _failed_sale(req, SaleReason.EXCHANGE_UNAVAILABLE)
         else:
             sale = chain.sell(order)
             if sale.ok:
                 p.sale = sale
                 if not (yield from self.custody.call(p.legs, p.measured)):
-                    sale = _failed_sale(req, "custody_unavailable")
+                    sale = _failed_sale(req, SaleReason.CUSTODY_UNAVAILABLE)
                 elif (yield from self.bank.call(p.legs, p.measured)):
                     chain.pay_proceeds(sale)
                     p.proceeds_paid = True
                 else:
-                    sale = _failed_sale(req, "bank_unavailable")
+                    sale = _failed_sale(req, SaleReason.BANK_UNAVAILABLE)
         if not (yield from self.issuer.call(p.legs, p.measured)):
             return self._conclude(p, sale, ReasonCode.ISSUER_UNAVAILABLE)
         return self._conclude(p, sale)

@@ -55,7 +55,7 @@ from services.api.parties.base import (
     replayed,
 )
 from services.api.parties.durable import StatefulService, SwitchLedger
-from services.api.parties.schemas import PriceText, SaleOut, SellOrderIn, price_in
+from services.api.parties.schemas import PricesOut, PriceText, SaleOut, SellOrderIn, price_in
 from services.api.parties.settings import PartySettings
 from services.api.problems import FieldError, ProblemError, problem_responses
 from services.api.routing import StrictJsonRoute
@@ -124,11 +124,6 @@ class PriceIn(BaseModel):
     model_config = API_MODEL_CONFIG
     asset: AssetCode
     price_kzt: PriceText
-
-
-class PricesOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    prices_kzt: dict[str, str | None]
 
 
 class HaltIn(BaseModel):
@@ -410,7 +405,8 @@ class ExchangeService(StatefulService):
         for code in self.exchange.config.books:
             mid = self.exchange.book(code).mid
             out[code] = None if mid is None else str(mid)
-        return PricesOut(prices_kzt=out)
+        halted = [code for code in (*self.exchange.config.books, self.stable) if self.exchange.is_halted(code)]
+        return PricesOut(prices_kzt=out, halted=halted)
 
     def set_halt(self, body: HaltIn) -> HaltIn:
         if body.asset not in self.exchange.config.books and body.asset != self.stable:

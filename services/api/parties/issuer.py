@@ -38,6 +38,7 @@ checking the result against its books (:mod:`services.api.parties.durable`).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, FastAPI, Path, Request, Response
@@ -66,6 +67,7 @@ from services.api.parties.base import (
 )
 from services.api.parties.breaker import CircuitBreaker
 from services.api.parties.durable import StatefulService, SwitchLedger
+from services.api.parties.issuer_ports import IssuerPorts
 from services.api.parties.schemas import AuthorizationIn, AuthorizationOut, ClearingOut, SaleOut, SellOrderIn, kzt_in
 from services.api.parties.settings import PartySettings
 from services.api.problems import FieldError, ProblemError, problem_responses
@@ -77,12 +79,13 @@ from services.contracts import (
     AuthorizationResponse,
     CardholderSpec,
     FundingMode,
-    OrphanPolicy,
     ReasonCode,
     Residency,
+    SaleReason,
     SaleResult,
     SellOrder,
 )
+from services.flows import OrphanOutcome, apply_advice, authorize, orphaned_sale
 from services.flows.opening import open_issuer
 from services.issuer import AuthState, CardResult, CardStatus, ClearingCode, Issuer
 from services.ledger.sql import SqlLedger
@@ -115,6 +118,14 @@ _CARD_HTTP: dict[CardResult, tuple[int, str]] = {
     CardResult.EXISTS_WITH_DIFFERENT_FIELDS: (409, "card_id"),
     CardResult.UNKNOWN_CARD: (404, "card_id"),
 }
+
+
+def _sale_reason(text: str) -> SaleReason:
+    """The exchange's refusal reason as the enum; one this build does not know is an unavailable exchange."""
+    try:
+        return SaleReason(text)
+    except ValueError:
+        return SaleReason.EXCHANGE_UNAVAILABLE
 
 
 def _not_ok(result: tuple[ClearingCode, Any]) -> bool:
@@ -237,8 +248,6 @@ class IssuerService(StatefulService):
         cfg = ctx.seed.config
         self.sql_ledger = open_ledger(ctx, cfg.issuer_id)
         self.ledger = SwitchLedger(self.sql_ledger)
-        self.orphans_kept = 0
-        self.orphans_rebought = 0
         self.durable, self.seed_digest, self.assets = ctx.durable, ctx.seed_digest, ctx.assets
         ctx.durable.on_rebuild(self._start)
         self._start()
@@ -256,7 +265,8 @@ class IssuerService(StatefulService):
         cfg = self.ctx.seed.config
         self.issuer = Issuer(cfg.issuer_config(), self.ctx.clock, self.ctx.assets,
                              tradable=cfg.exchange_config().books.__contains__, ledger=self.ledger)
-        self.orphans_kept = self.orphans_rebought = 0
+        self.orphans: set[str] = set()
+        self.orphan_outcomes: Counter[OrphanOutcome] = Counter()
         self.ctx.durable.register("issuer", self.issuer)
         self.ctx.durable.register("service", self)
 
@@ -274,23 +284,16 @@ class IssuerService(StatefulService):
         return lock
 
     async def authorize(self, req: AuthorizationRequest) -> AuthorizationResponse:
-        run = self.ctx.run_command
+        """:func:`services.flows.authorize` over this service's ports, one card at a time."""
         async with self._card_lock(req.card_id):
-            screening = await run(self._screen, req)
-            sale = None
-            if screening.decline is None and screening.sell is not None:
-                sale = await self._sell(screening.sell)
-            response = await run(self._finalize, req, sale)
-            if response.approved:
-                order = await run(self._top_up_order, req.card_id)
-                if order is not None:
-                    await self._sell(order)
+            response = await authorize(req, IssuerPorts(self))
         outcome = "approved" if response.approved else f"declined_{response.code.value}"
         self.auth_total.labels(self.ctx.settings.party, outcome).inc()
         return response
 
-    async def _sell(self, order: SellOrder) -> SaleResult:
-        """Ask the exchange to sell; its proceeds reach the card (by message) before it answers."""
+    async def exchange_sell(self, order: SellOrder) -> SaleResult:
+        """Ask the exchange to sell; its proceeds reach the card (by message) before it answers.
+        A refusal, an unreachable exchange or an open breaker is a failed sale, with its reason."""
         transport = self.ctx.transport
         body = SellOrderIn.of(order, self.ctx.assets).model_dump(mode="json")
         response = None
@@ -304,33 +307,33 @@ class IssuerService(StatefulService):
             else:
                 breaker.success()
         if response is not None and response.status_code in (200, 201):
-            sale = SaleOut.model_validate_json(response.content).to_result(self.ctx.assets)
-        else:
-            reason = "exchange_unavailable"
-            if response is not None:
-                errors = response.json().get("errors") or [{}]
-                reason = str(errors[0].get("reason", f"http_{response.status_code}"))
-            sale = SaleResult(order.id, order.auth_id, order.holder_id, False, reason=reason)
-        if not sale.ok:
-            await self.ctx.run_command(self._sale_failed, order.id)
-        return sale
+            return SaleOut.model_validate_json(response.content).to_result(self.ctx.assets)
+        reason = SaleReason.EXCHANGE_UNAVAILABLE
+        if response is not None and response.status_code < 500:
+            errors = response.json().get("errors") or [{}]
+            reason = _sale_reason(str(errors[0].get("reason", "")))
+        return SaleResult(order.id, order.auth_id, order.holder_id, False, reason=reason)
 
     # -- advices and orphaned sales -----------------------------------------------------------
+    def advice_conflicts(self, req: AuthorizationRequest) -> bool:
+        """An advice whose request is not the authorization this issuer knows by that id."""
+        known = self.issuer.auths.get(req.auth_id)
+        return known is not None and (known.card_id, known.merchant_id, known.amount_kzt) != (
+            req.card_id, req.merchant_id, req.amount_kzt)
+
     async def advice(self, req: AuthorizationRequest, response: AuthorizationResponse) -> AdviceOut:
-        run, command = self.ctx.run, self.ctx.run_command
+        """Apply the network's decision once (:func:`services.flows.apply_advice`); a sale this
+        authorization completed is then an orphaned sale (:func:`services.flows.orphaned_sale`)."""
+        ports = IssuerPorts(self)
+        orphan = ""
         async with self._card_lock(req.card_id):
-            if await run(lambda: self.issuer.advice_seen(req.auth_id)):
-                return AdviceOut(auth_id=req.auth_id, applied=False, orphaned_sale="")
-            if response.approved:
-                shortfall = await run(lambda: self.issuer.advice_shortfall(req))
-                if shortfall:
-                    order = await command(self._sell_order, req.card_id, f"{req.auth_id}:advice-sale",
-                                          shortfall, req.auth_id)
-                    await self._sell(order)
-            applied = await command(self._apply_advice, req, response)
-            orphan = "" if response.approved else await command(self._orphaned_sale, req)
-        if orphan:  # a re-buy message may be staged: it leaves now, outside the locks
-            await self.relay.run_once(force=True)
+            applied = await apply_advice(req, response, ports)
+            if applied:
+                sale_id = f"{req.auth_id}:sale"
+                outcome = await orphaned_sale(req.auth_id, sale_id, self.ctx.seed.config.orphan_policy, ports)
+                if outcome is not OrphanOutcome.SEEN:
+                    orphan = sale_id
+        await ports.flush()  # a re-buy message may be staged: it leaves now, outside the locks
         return AdviceOut(auth_id=req.auth_id, applied=applied, orphaned_sale=orphan)
 
     # The domain calls that change state, as commands of this service (the domain object is
@@ -390,28 +393,15 @@ class IssuerService(StatefulService):
         with self.ledger.also_in_transaction(staging_hook(self.outbox, msg, f"{msg.id}:pay")):
             return self.issuer.book_payment(msg)
 
-    def _orphaned_sale(self, req: AuthorizationRequest) -> str:
-        """The network told the merchant no, but this authorization's sale went through: its tenge
-        is on the card. KEEP_TENGE leaves it there; REBUY sends it back to buy the crypto back."""
-        sale_id = f"{req.auth_id}:sale"
-        credited = self.ledger.transfer(f"{sale_id}:recv")
-        if credited is None:
-            return ""
-        card = self.issuer.card_of_sale(sale_id)
-        if (self.ctx.seed.config.orphan_policy is OrphanPolicy.KEEP_TENGE or card is None
-                or self.issuer.available_kzt(card.card_id) < credited.amount):
-            self.orphans_kept += 1
-            return sale_id
-        cfg = self.ctx.seed.config
-        msg = self.ctx.topology.message(f"{sale_id}:rebuy", Purpose.REBUY, cfg.issuer_id, cfg.exchange_id,
-                                        credited.amount, ref=sale_id)
-        with self.ledger.also_in_transaction(staging_hook(self.outbox, msg, f"{msg.id}:pay")):
-            booked = self.issuer.book_payment(msg)
-        if booked:
-            self.orphans_rebought += 1
-        else:
-            self.orphans_kept += 1
-        return sale_id
+    def _claim_orphan(self, sale_id: str) -> bool:
+        """An orphaned sale is handled once, and only once its tenge is on the card."""
+        if sale_id in self.orphans or self.ledger.transfer(f"{sale_id}:recv") is None:
+            return False
+        self.orphans.add(sale_id)
+        return True
+
+    def _record_orphan(self, outcome: OrphanOutcome) -> None:
+        self.orphan_outcomes[outcome] += 1
 
     # -- messages ----------------------------------------------------------------------------
     def receive(self, msg: PaymentMessage) -> bool:
@@ -574,6 +564,9 @@ def issuer_router(svc: IssuerService) -> APIRouter:
         except ValueError:
             raise problem(422, "unknown response code", "response.code", "not an ISO 8583 code ccsim uses") from None
         response = AuthorizationResponse(req.auth_id, code, body.response.approval_code, stand_in=True)
+        if ctx.locked(svc.advice_conflicts, req):
+            raise problem(409, f"authorization {req.auth_id} exists for another card, merchant or amount",
+                          "request.auth_id", "an authorization with other fields")
 
         async def work() -> Response:
             return json_response(200, await svc.advice(req, response))

@@ -43,7 +43,7 @@ import anyio.to_thread
 from fastapi import APIRouter, FastAPI, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from services.acquirer import Acquirer, merchant_party
+from services.acquirer import Acquirer
 from services.api.common import on_shutdown
 from services.api.fields import API_MODEL_CONFIG, AmountText, Identifier, Text
 from services.api.idempotency import IdempotencyKey, run_idempotent
@@ -64,19 +64,21 @@ from services.api.parties.base import (
     staging_hook,
 )
 from services.api.parties.durable import StatefulService, SwitchLedger
+from services.api.parties.network_ports import SettlementPortsHttp
 from services.api.parties.schemas import AuthorizationIn, AuthorizationOut, ClearingOut, kzt_in
 from services.api.parties.settings import PartySettings
 from services.api.problems import FieldError, ProblemError, problem_responses
 from services.api.routing import StrictJsonRoute
 from services.api.transport_http import idempotency_key, message_to_json
 from services.clock import Clock
-from services.contracts import AuthorizationRequest, AuthorizationResponse, MerchantSpec, SettlementReport
+from services.contracts import AuthorizationRequest, AuthorizationResponse, MerchantSpec, ReasonCode, SettlementReport
+from services.flows import run_now, settle_window
 from services.flows.opening import open_network
 from services.ledger import Violation
 from services.ledger.sql import SqlLedger
 from services.logging import get_logger
 from services.messaging import PaymentMessage, Purpose
-from services.network import Network, Presentment, PresentmentKind
+from services.network import Network, Presentment, PresentmentKind, WindowSummary
 from services.reconciliation import Half, party_halves
 
 __all__ = ["NetworkService", "create_network_app", "create_network_app_from_env"]
@@ -84,6 +86,7 @@ __all__ = ["NetworkService", "create_network_app", "create_network_app_from_env"
 _log = get_logger(__name__)
 _ADVICE_ROUNDS_MAX = 8  # background rounds per advice (each with the transport's own retries)
 _ADVICE_PAUSE_S = 0.5
+_BOUND_MAX = 1_000_000  # payment ids remembered with their first body
 
 
 class PaymentIn(BaseModel):
@@ -174,6 +177,8 @@ class NetworkService(StatefulService):
         self._advices: dict[str, tuple[AuthorizationRequest, AuthorizationResponse]] = {}
         self._advice_tasks: set[asyncio.Task[None]] = set()
         self._settle_lock = threading.Lock()
+        self._bound: dict[str, tuple[str, str, int, str]] = {}  # payment id → its first body's fields
+        self._bound_lock = threading.Lock()
         self.durable, self.seed_digest, self.assets = ctx.durable, ctx.seed_digest, ctx.assets
         ctx.durable.on_rebuild(self._start)
         self._start()
@@ -241,8 +246,10 @@ class NetworkService(StatefulService):
         if merchant is None:
             raise ProblemError(404, f"no merchant {body.merchant_id} at any acquirer of this network",
                                [FieldError(field="merchant_id", reason="not found")])
+        amount_kzt = kzt_in(body.amount, self.ctx.assets)
+        self._bind(body, amount_kzt)
         req = AuthorizationRequest(body.id, body.card_id, merchant.merchant_id, merchant.acquirer_id,
-                                   kzt_in(body.amount, self.ctx.assets), body.category, self.ctx.clock.now())
+                                   amount_kzt, body.category, self.ctx.clock.now())
         transport = self.ctx.transport
         answer = await transport.apost(self.ctx.url("issuer"), "/v1/authorizations",
                                        AuthorizationIn.of(req, self.ctx.assets).model_dump(mode="json"),
@@ -250,6 +257,11 @@ class NetworkService(StatefulService):
         if answer is not None and answer.status_code == 200:
             response = AuthorizationOut.model_validate_json(answer.content).to_response(self.ctx.assets)
             outcome = "approved" if response.approved else f"declined_{response.code.value}"
+        elif answer is not None and not _unavailable(answer.status_code):
+            # The issuer answered, and refused: its answer stands (a decline), never a stand-in.
+            response = AuthorizationResponse(req.auth_id, ReasonCode.INVALID_TRANSACTION)
+            outcome = f"refused_{answer.status_code}"
+            _log.warning("issuer_refused", auth_id=req.auth_id, status=answer.status_code)
         else:
             response = await self.ctx.run_command(self._stand_in, req)
             outcome = "stand_in_approved" if response.approved else "stand_in_declined"
@@ -258,6 +270,21 @@ class NetworkService(StatefulService):
         return PaymentOut(id=req.auth_id, code=response.code.value, approved=response.approved,
                           approval_code=response.approval_code, stand_in=response.stand_in,
                           merchant_id=merchant.merchant_id, acquirer_id=merchant.acquirer_id)
+
+    def _bind(self, body: PaymentIn, amount_kzt: int) -> None:
+        """A payment id is bound to its first body, whatever key carries it: the same id with
+        another card, merchant, amount or category is refused here (409), never sent on — and so
+        never stood in for. (The issuer, which keeps its authorizations durably, refuses an advice
+        whose request differs from the authorization it knows.)"""
+        fields = (body.card_id, body.merchant_id, amount_kzt, body.category)
+        with self._bound_lock:
+            first = self._bound.setdefault(body.id, fields)
+            if len(self._bound) > _BOUND_MAX:  # the oldest ids go first (the issuer still refuses them)
+                del self._bound[next(iter(self._bound))]
+        if first != fields:
+            raise ProblemError(409, f"payment {body.id} was sent before with other fields; use a new id",
+                               [FieldError(field="id", reason="already used for another payment")],
+                               slug="payment-id-reused")
 
     def _advice_body(self, req: AuthorizationRequest, response: AuthorizationResponse) -> dict[str, Any]:
         return {"request": AuthorizationIn.of(req, self.ctx.assets).model_dump(mode="json"),
@@ -348,42 +375,18 @@ class NetworkService(StatefulService):
 
     # -- settlement --------------------------------------------------------------------------
     def settle(self, window_id: str) -> SettlementReport:
-        """As :meth:`services.chain.InProcessChain.settle`, with the issuer over HTTP. One window at a
-        time; the domain lock only around each domain call (the money comes back through the
-        banks to this service's inbox while the settlement runs)."""
+        """:func:`services.flows.settle_window`, with the issuer over HTTP. One window at a time;
+        the domain lock only around each domain call (the money comes back through the banks to
+        this service's inbox while the settlement runs)."""
         with self._settle_lock:
             known = self._settled.get(window_id)
             if known is not None:
                 return known
-            summary = self.ctx.command(self._close, window_id)
-            cfg = self.ctx.seed.config
-            for issuer_id, interchange_kzt in summary.interchange_kzt.items():
-                if issuer_id == cfg.issuer_id and interchange_kzt > 0:
-                    self._issuer_post("/v1/interchange", {
-                        "window_id": window_id, "amount": self.ctx.assets.format(interchange_kzt, "KZT")},
-                        idempotency_key("interchange", window_id))
-            topo = self.ctx.topology
-            for party, net in sorted(summary.net_kzt.items()):
-                if net < 0 and party != self.network.id:
-                    self._pay(party, topo.message(f"{window_id}:{party}:in", Purpose.SETTLEMENT_IN, party,
-                                                  self.network.id, -net, ref=window_id))
-            for party, net in sorted(summary.net_kzt.items()):
-                if net > 0 and party != self.network.id:
-                    self._pay(self.network.id, topo.message(f"{window_id}:{party}:out", Purpose.SETTLEMENT_OUT,
-                                                            self.network.id, party, net, ref=window_id))
-            credits: dict[str, int] = {}
-            for acquirer_id in list(self.acquirers):
-                owed = self.ctx.locked(lambda a=acquirer_id: self.acquirers[a].merchants_owed())
-                for merchant_id, owed_kzt in owed:
-                    msg = topo.message(f"{window_id}:{acquirer_id}:{merchant_id}", Purpose.MERCHANT_PAYOUT,
-                                       acquirer_id, merchant_party(merchant_id), owed_kzt, ref=merchant_id)
-                    if self._pay(acquirer_id, msg):
-                        credits[merchant_id] = credits.get(merchant_id, 0) + owed_kzt
-            report = SettlementReport(window_id, dict(summary.net_kzt), credits, summary.presentments)
+            report = run_now(settle_window(window_id, self.ctx.topology, SettlementPortsHttp(self)))
             self.ctx.command(self._record_settlement, report)
             return report
 
-    def _close(self, window_id: str) -> Any:
+    def _close(self, window_id: str) -> WindowSummary:
         for acquirer in self.acquirers.values():
             self.network.clear(acquirer.submit_batch())
         return self.network.close_window(window_id)
@@ -440,6 +443,12 @@ class NetworkService(StatefulService):
 
     def in_transit(self) -> list[str]:
         return [p.id for acquirer in self.acquirers.values() for p in acquirer.open_batch()]
+
+
+def _unavailable(status: int) -> bool:
+    """The issuer could not answer (overloaded or failing): the network may stand in. Any other
+    4xx is the issuer's answer to this request."""
+    return status >= 500 or status == 429
 
 
 def _prefix(party: str) -> str:

@@ -19,6 +19,7 @@ from services.contracts import (
     AuthorizationResponse,
     ReasonCode,
     SaleLeg,
+    SaleReason,
     SaleResult,
     SellOrder,
 )
@@ -130,7 +131,7 @@ class SaleOut(BaseModel):
             parse_amount(leg.fee, kzt), D(leg.avg_price_kzt), D(leg.slippage_bps),
             parse_amount(leg.realized_gain, kzt, allow_negative=True), parse_amount(leg.pit, kzt),
         ) for leg in self.legs)
-        return SaleResult(self.id, self.auth_id, self.holder_id, self.ok, self.reason, legs,
+        return SaleResult(self.id, self.auth_id, self.holder_id, self.ok, SaleReason(self.reason), legs,
                           parse_amount(self.net, kzt))
 
 
@@ -188,3 +189,9 @@ class ClearingOut(BaseModel):
     released: str = Field(description="KZT of the holds released")
     merchant_id: str
     acquirer_id: str
+
+
+class PricesOut(BaseModel):
+    model_config = API_MODEL_CONFIG
+    prices_kzt: dict[str, str | None] = Field(description="mid price per traded asset (null: no price yet)")
+    halted: list[str] = Field(default=[], description="assets whose trading is halted (no sale, no re-buy)")

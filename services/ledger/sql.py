@@ -28,7 +28,6 @@ columns hold exact decimal text. Either way Python sees ``int`` and never a floa
 from __future__ import annotations
 
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,7 +40,6 @@ from sqlalchemy import (
     Column,
     Connection,
     Dialect,
-    Engine,
     Float,
     Index,
     Integer,
@@ -53,7 +51,6 @@ from sqlalchemy import (
     Text,
     bindparam,
     create_engine,
-    event,
     func,
     insert,
     select,
@@ -61,10 +58,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from services.clock import Clock, SystemClock
+from services.database import UnitOfWork, sqlite_engine
 from services.ledger.engine import (
     ID_LENGTH_MAX,
     Staging,
@@ -99,7 +96,6 @@ _ID_COLUMN_LENGTH = ID_LENGTH_MAX + 32  # room for the ledger's own "<hold id>#e
 _IN_CHUNK = 500  # ids per IN (...) list: well below SQLite's bound-parameter limit
 _EXPIRE_CHUNK = 1000  # holds released per expiry transaction
 _RETRY_SQLSTATES = frozenset({"40001", "40P01", "23505"})  # serialization, deadlock, unique race
-_SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 class _Amount(TypeDecorator[int]):
@@ -554,142 +550,3 @@ def _retryable(exc: DBAPIError) -> bool:
         return True
     text = str(exc.orig).lower()
     return "database is locked" in text or "database is busy" in text
-
-
-def _enter_wal(cur: Any) -> None:
-    """Switch the database file to WAL (a no-op once any connection has). Entering WAL needs the
-    file to itself, and SQLite answers "database is locked" at once, without its busy handler, when
-    other connections are opening the same new file: so wait and retry, up to the busy timeout."""
-    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
-    pause = 0.005
-    while True:
-        try:
-            cur.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc).lower() or time.monotonic() + pause > deadline:
-                raise
-        time.sleep(pause)
-        pause = min(pause * 2, 0.2)
-
-
-def sqlite_engine(
-    url: Any, *, begin: str = "BEGIN IMMEDIATE", pool_size: int = 5, max_overflow: int = 10,
-    pool_timeout: float = 30.0,
-) -> Engine:
-    """A SQLite engine in WAL mode whose transactions start with ``begin`` (pysqlite's BEGIN is
-    disabled). ``BEGIN IMMEDIATE`` takes the write lock before the first read, so a read-then-update
-    never fails on a lock upgrade. The ledger, the idempotency store and the outbox all use it."""
-    engine = create_engine(
-        url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout,
-        connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000},
-    )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy's pysqlite recipe)
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
-        _enter_wal(cur)
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin)
-
-    return engine
-
-
-class UnitOfWork:
-    """One write transaction shared by several ledgers of a party (and any rows of its own).
-
-    A party whose one operation books in several places — a hold, then a sale's credit; a batch
-    into the network's ledger and an acquirer's — and keeps state besides its books needs all of
-    that to commit together or not at all. Ledgers built with ``unit=`` join the unit's
-    transaction while :meth:`scope` is open on the calling thread: their writes run on its
-    connection (opened at the first write), their reads see those writes, and nothing commits
-    until the scope closes. Outside a scope they behave as if no unit existed.
-
-    Scopes nest (an inner scope joins the outer one). On leaving the outermost scope, the
-    ``before_commit`` callbacks registered during it run on the connection, then it commits; an
-    exception rolls everything back and propagates. ``url`` must be the ledgers' database.
-    """
-
-    def __init__(self, url: str) -> None:
-        parsed = make_url(url)
-        if parsed.drivername in ("postgresql", "postgres"):
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        self.url = parsed.render_as_string(hide_password=False)
-        if parsed.get_backend_name() == "sqlite":
-            self.engine = sqlite_engine(parsed, pool_size=1, max_overflow=0, pool_timeout=120)
-        else:
-            self.engine = create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2, pool_timeout=120)
-        self._local = threading.local()
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    @contextmanager
-    def scope(self) -> Iterator[UnitOfWork]:
-        """Open (or join) this thread's unit; commit when the outermost scope closes."""
-        depth: int = getattr(self._local, "depth", 0)
-        self._local.depth = depth + 1
-        if depth == 0:
-            self._local.conn = None
-            self._local.before_commit = []
-            self._local.written = False
-        try:
-            yield self
-            if depth == 0:
-                callbacks: list[Callable[[Connection], None]] = self._local.before_commit
-                if callbacks:
-                    conn = self.connection()
-                    assert conn is not None  # inside the scope
-                    for callback in callbacks:
-                        callback(conn)
-                opened: Connection | None = self._local.conn
-                if opened is not None:
-                    opened.commit()
-        finally:
-            self._local.depth = depth
-            if depth == 0:
-                opened = self._local.conn
-                self._local.conn = None
-                self._local.before_commit = []
-                if opened is not None:
-                    opened.close()  # rolls back whatever was not committed
-
-    def active(self) -> bool:
-        return getattr(self._local, "depth", 0) > 0
-
-    def mark_written(self) -> None:
-        """A ledger wrote rows in this thread's unit (a refused batch opens it but writes nothing)."""
-        self._local.written = True
-
-    def written(self) -> bool:
-        """Whether anything was written in this thread's open unit so far."""
-        return self.active() and bool(getattr(self._local, "written", False))
-
-    def current(self) -> Connection | None:
-        """The connection of this thread's open unit, if it has written yet (reads use it then)."""
-        return getattr(self._local, "conn", None) if self.active() else None
-
-    def connection(self) -> Connection | None:
-        """This thread's unit connection, opened (and its transaction begun) on first use; ``None``
-        outside a scope."""
-        if not self.active():
-            return None
-        conn: Connection | None = self._local.conn
-        if conn is None:
-            conn = self.engine.connect()
-            conn.begin()
-            self._local.conn = conn
-        return conn
-
-    def before_commit(self, callback: Callable[[Connection], None]) -> None:
-        """Run ``callback`` on the unit's connection just before it commits (inside a scope)."""
-        if not self.active():
-            raise RuntimeError("before_commit outside a unit of work scope")
-        self._local.before_commit.append(callback)
-        self._local.written = True

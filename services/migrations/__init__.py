@@ -59,6 +59,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from services.database import sqlite_engine
 from services.logging import get_logger
 
 __all__ = [
@@ -190,7 +191,6 @@ def engine_for(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database in (None, "", ":memory:"):
             raise ValueError("migrations need a SQLite file, not an in-memory database")
-        from services.ledger.sql import sqlite_engine  # noqa: PLC0415  (sql.py imports this module)
 
         return sqlite_engine(parsed, pool_size=1, max_overflow=0, pool_timeout=120)
     return create_engine(parsed, poolclass=NullPool)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, Field, PlainValidator, field_validator, model_validator
 
 from services.contracts import FundingMode, OrphanPolicy, TaxPolicy
+from services.flows.config import fee_rule, tier_rule, top_up_rule
 from services.money import DEFAULT_ASSETS, Asset, AssetRegistry, MoneyError
 from sim.scenario_types import (
     AmountDist,
@@ -356,8 +357,9 @@ class TierLimits(Model):
 
     @model_validator(mode="after")
     def _ordered(self) -> TierLimits:
-        if not 0 < self.per_txn_kzt <= self.daily_kzt <= self.monthly_kzt:
-            raise ValueError("need 0 < per_txn_kzt <= daily_kzt <= monthly_kzt")
+        problem = tier_rule(self.per_txn_kzt, self.daily_kzt, self.monthly_kzt)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -405,8 +407,9 @@ class IssuerSpec(Model):
 
     @model_validator(mode="after")
     def _top_up(self) -> IssuerSpec:
-        if self.top_up_below_kzt and not self.top_up_below_kzt <= self.top_up_to_kzt:
-            raise ValueError("top_up_to_kzt must be at least top_up_below_kzt")
+        problem = top_up_rule(self.top_up_below_kzt, self.top_up_to_kzt) if self.top_up_below_kzt else None
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -429,8 +432,9 @@ class FeesSpec(Model):
 
     @model_validator(mode="after")
     def _mdr_covers(self) -> FeesSpec:
-        if self.mdr_bps < self.interchange_bps + self.scheme_fee_bps:
-            raise ValueError("mdr_bps must cover interchange_bps + scheme_fee_bps")
+        problem = fee_rule(self.mdr_bps, self.interchange_bps, self.scheme_fee_bps)
+        if problem:
+            raise ValueError(problem)
         return self
 
 

@@ -8,7 +8,7 @@ every ``_s`` is seconds of the injected clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 
 from services.contracts import OrphanPolicy, TaxPolicy
@@ -19,7 +19,33 @@ from services.money import D
 from services.network import FeeSchedule
 from services.tax import CostMethod
 
-__all__ = ["DEFAULT_TIER_LIMITS_KZT", "ChainConfig"]
+__all__ = ["DEFAULT_TIER_LIMITS_KZT", "ChainConfig", "fee_rule", "tier_rule", "top_up_rule"]
+
+
+# -- the rules a configuration must keep, stated once (the scenario schema asks the same) ------------
+def fee_rule(mdr_bps: int, interchange_bps: int, scheme_fee_bps: int) -> str | None:
+    """The merchant discount must pay the interchange and the scheme fee out of itself."""
+    if mdr_bps < interchange_bps + scheme_fee_bps:
+        return "mdr_bps must cover interchange_bps + scheme_fee_bps"
+    return None
+
+
+def tier_rule(per_txn: Decimal | int, daily: Decimal | int, monthly: Decimal | int) -> str | None:
+    """A KYC tier's limits grow from one payment to a day to a month."""
+    if not 0 < per_txn <= daily <= monthly:
+        return "need 0 < per_txn_kzt <= daily_kzt <= monthly_kzt"
+    return None
+
+
+def top_up_rule(below: Decimal | int, to: Decimal | int) -> str | None:
+    """An auto top-up fills the card to at least the threshold that triggers it."""
+    if not 0 < below <= to:
+        return "top_up_to_kzt must be at least top_up_below_kzt, and both above 0"
+    return None
+
+
+def _in_tier(tier: str, problem: str | None) -> str | None:
+    return None if problem is None else f"tier {tier}: {problem}"
 
 # tier -> (per transaction, per day, per 30-day month), tiyn. Illustrative values for a KYC ladder.
 DEFAULT_TIER_LIMITS_KZT: dict[str, tuple[int, int, int]] = {
@@ -78,38 +104,28 @@ class ChainConfig:
     def __post_init__(self) -> None:
         if self.hold_padding_bps < 0 or self.max_slippage_bps < 0:
             raise ConfigError("padding and slippage cap must not be negative")
-        if self.mdr_bps < self.interchange_bps + self.scheme_fee_bps:
-            raise ConfigError("mdr_bps must cover interchange_bps + scheme_fee_bps")
         if min(self.mdr_bps, self.interchange_bps, self.scheme_fee_bps) < 0:
             raise ConfigError("fees must not be negative")
         if self.bank_count < 1 or not self.acquirer_ids:
             raise ConfigError("need at least one bank and one acquirer")
         if self.cost_basis not in ("fifo", "average"):
             raise ConfigError(f"cost_basis must be 'fifo' or 'average', not {self.cost_basis!r}")
-        for tier, (per_txn, daily, monthly) in self.tier_limits_kzt.items():
-            if not 0 < per_txn <= daily <= monthly:
-                raise ConfigError(f"tier {tier}: need 0 < per_txn <= daily <= monthly")
-        if self.top_up_below_kzt and not 0 < self.top_up_below_kzt <= self.top_up_to_kzt:
-            raise ConfigError("auto top-up needs 0 < top_up_below_kzt <= top_up_to_kzt")
         if not D(0) <= self.tax_compliance_rate <= D(1):
             raise ConfigError("tax_compliance_rate must be within 0..1")
+        problem = fee_rule(self.mdr_bps, self.interchange_bps, self.scheme_fee_bps)
+        for tier, (per_txn, daily, monthly) in self.tier_limits_kzt.items():
+            problem = problem or _in_tier(tier, tier_rule(per_txn, daily, monthly))
+        if self.top_up_below_kzt:
+            problem = problem or top_up_rule(self.top_up_below_kzt, self.top_up_to_kzt)
+        if problem:
+            raise ConfigError(problem)
 
     def issuer_config(self) -> IssuerConfig:
-        return IssuerConfig(
-            issuer_id=self.issuer_id,
-            hold_padding_bps=self.hold_padding_bps,
-            hold_expiry_s=self.hold_expiry_s,
-            max_slippage_bps=self.max_slippage_bps,
-            quote_ttl_s=self.quote_ttl_s,
-            stablecoin_asset=self.stablecoin_asset,
-            tier_limits_kzt=dict(self.tier_limits_kzt),
-            aml_velocity_max_payments=self.aml_velocity_max_payments,
-            aml_velocity_window_s=self.aml_velocity_window_s,
-            aml_structuring_band_bps=self.aml_structuring_band_bps,
-            aml_structuring_max_near=self.aml_structuring_max_near,
-            aml_structuring_window_s=self.aml_structuring_window_s,
-            interchange_bps=self.interchange_bps,
-        )
+        """The issuer's rules: every field of :class:`IssuerConfig` is a field of this chain's, by
+        the same name (one list of issuer knobs, here)."""
+        values = {f.name: getattr(self, f.name) for f in fields(IssuerConfig)}
+        values["tier_limits_kzt"] = dict(self.tier_limits_kzt)
+        return IssuerConfig(**values)
 
     def fee_schedule(self) -> FeeSchedule:
         return FeeSchedule(self.mdr_bps, self.interchange_bps, self.scheme_fee_bps)

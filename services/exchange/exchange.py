@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from services.clock import Clock
-from services.contracts import Holding, Residency, SaleLeg, SaleResult, SellOrder, TaxPolicy
+from services.contracts import Holding, Lot, Residency, SaleLeg, SaleResult, SellOrder, TaxPolicy
 from services.exchange import accounts as acc
 from services.exchange.config import ExchangeConfig, SaleReason
 from services.exchange.order_book import OrderBook, Quote, fee_for_gross, gross_for_net
@@ -143,6 +143,21 @@ class Exchange:
             self._wallet_ids.setdefault(code, []).append(wallet.id)  # the account's own id string
             self._inventory_minor.setdefault(code, 0)
         self._holders.add(holder_id)
+
+    def deposit(self, deposit_id: str, holder_id: str, asset: str, quantity_minor: int,
+                price_kzt: Decimal | None) -> TransferResult:
+        """Crypto (or the stablecoin) arriving in a holder's wallet from outside: custody → wallet,
+        keyed ``deposit:<deposit_id>``. A crypto deposit carries its cost basis, a tax lot acquired
+        now (the stablecoin has no lots). The ledger's result says what happened: ``OK``,
+        ``EXISTS`` (a replay: nothing new), ``CREDIT_ACCOUNT_NOT_FOUND`` (no wallet in that asset),
+        or an ``EXISTS_WITH_DIFFERENT_*`` for an id used before with other fields."""
+        t = Transfer(f"deposit:{deposit_id}", acc.custody(asset), acc.wallet(holder_id, asset), quantity_minor,
+                     asset, code="deposit", user_data=holder_id)
+        result = self.ledger.create_transfers([t])[0]
+        if result is TransferResult.OK and price_kzt is not None:
+            residency = self.tax.residency(holder_id)
+            self.tax.add_lots(holder_id, residency, asset, [Lot(quantity_minor, price_kzt, self.clock.now())])
+        return result
 
     def top_up_kzt(self, transfer_id: str, amount_kzt: int) -> bool:
         """The house adds tenge to its bank account (pre-funding); idempotent by ``transfer_id``."""

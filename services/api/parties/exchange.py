@@ -65,7 +65,7 @@ from services.exchange import Exchange, SaleQuote
 from services.exchange import accounts as acc
 from services.exchange.config import SaleReason
 from services.flows.opening import open_exchange
-from services.ledger import Transfer, TransferResult
+from services.ledger import TransferResult
 from services.ledger.engine import Staging
 from services.ledger.sql import SqlLedger, TransactionHook
 from services.messaging import PaymentMessage, Purpose
@@ -367,30 +367,23 @@ class ExchangeService(StatefulService):
                                                                                       reason="required")])
         price = price_in(body.price_kzt, "price_kzt") if body.price_kzt is not None else None
         wallet_id = acc.wallet(body.holder_id, body.asset)
-        status = self.ctx.command(self._deposit, body.id, body.holder_id, body.asset, quantity,
-                                  price if crypto else None, refused=lambda status: status == 200)
+        result = self.ctx.command(self._deposit, body.id, body.holder_id, body.asset, quantity,
+                                  price if crypto else None, refused=lambda result: result is not TransferResult.OK)
+        if result in (TransferResult.DEBIT_ACCOUNT_NOT_FOUND, TransferResult.CREDIT_ACCOUNT_NOT_FOUND):
+            raise ProblemError(404, f"no {body.asset} wallet for {body.holder_id}",
+                               [FieldError(field="holder_id", reason="no wallet for this asset")])
+        if not result.ok:
+            raise ProblemError(409, f"deposit {body.id}: {result.name.lower()}",
+                               [FieldError(field="id", reason=result.name.lower())])
+        status = 201 if result is TransferResult.OK else 200
         balance = self.ledger.account(wallet_id)
         return status, DepositOut(id=body.id, holder_id=body.holder_id, asset=body.asset, quantity=body.quantity,
                                   balance=self.ctx.assets.format(balance.available_credit_balance if balance else 0,
                                                                  body.asset))
 
-    def _deposit(self, deposit_id: str, holder_id: str, asset: str, quantity: int, price: Decimal | None) -> int:
-        wallet_id = acc.wallet(holder_id, asset)
-        if self.ledger.account(wallet_id) is None:
-            raise ProblemError(404, f"no {asset} wallet for {holder_id}",
-                               [FieldError(field="holder_id", reason="no wallet for this asset")])
-        t = Transfer(f"deposit:{deposit_id}", acc.custody(asset), wallet_id, quantity, asset,
-                     code="deposit", user_data=holder_id)
-        result = self.ledger.create_transfers([t])[0]
-        if result is TransferResult.EXISTS:
-            return 200
-        if result is not TransferResult.OK:
-            raise ProblemError(409, f"deposit {deposit_id}: {result.name.lower()}",
-                               [FieldError(field="id", reason=result.name.lower())])
-        if price is not None:
-            residency = self.tax.residency(holder_id)
-            self.tax.add_lots(holder_id, residency, asset, [Lot(quantity, price, self.ctx.clock.now())])
-        return 201
+    def _deposit(self, deposit_id: str, holder_id: str, asset: str, quantity: int,
+                 price: Decimal | None) -> TransferResult:
+        return self.exchange.deposit(deposit_id, holder_id, asset, quantity, price)
 
     # -- prices and halts --------------------------------------------------------------------
     def set_price(self, body: PriceIn) -> PricesOut:

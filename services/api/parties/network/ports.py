@@ -10,7 +10,7 @@ from services.messaging import PaymentMessage
 from services.network import WindowSummary
 
 if TYPE_CHECKING:
-    from services.api.parties.network import NetworkService
+    from services.api.parties.network.service import NetworkService
 
 __all__ = ["SettlementPortsHttp"]
 

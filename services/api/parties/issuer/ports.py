@@ -17,7 +17,7 @@ from services.issuer import AuthState
 from services.messaging import PaymentMessage, Purpose
 
 if TYPE_CHECKING:
-    from services.api.parties.issuer import IssuerService
+    from services.api.parties.issuer.service import IssuerService
 
 __all__ = ["IssuerPorts"]
 

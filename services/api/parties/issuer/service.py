@@ -1,85 +1,40 @@
-"""The card issuer as a live service: cards, authorizations, clearing, advices, settlement payments.
-
-Endpoints (``Idempotency-Key`` on the POSTs that move money)::
-
-    POST /v1/cards                                  open a card (no balance: money comes by message)
-    GET  /v1/cards/{card_id}                        POST /v1/cards/{card_id}/status
-    POST /v1/authorizations                         run the authorization pipeline            (key)
-    GET  /v1/authorizations/{auth_id}
-    POST /v1/authorizations/{auth_id}/capture       post the holds, all, part or over-capture (key)
-    POST /v1/authorizations/{auth_id}/reverse       release the holds                         (key)
-    POST /v1/authorizations/{auth_id}/refund        a refund or chargeback of a capture       (key)
-    POST /v1/advices                                the network's stand-in decision, once     (key)
-    POST /v1/interchange                            interchange earned in a settlement window (key)
-    POST /v1/outgoing-payments                      book the issuer's half of a payment it makes and
-                                                    send it to its bank (settlement)          (key)
-    POST /v1/holds/expire                           POST /v1/outbox/retry
-    POST /v1/inbox/issuer                           money arriving: proceeds, card loads, settlement
-    GET  /v1/ledger/invariants                      GET /v1/ledger/halves
-
-The pipeline is the domain's (:class:`services.issuer.Issuer`), with the exchange over HTTP:
-screen → (sell at the exchange, whose proceeds arrive at ``/v1/inbox/issuer`` through the banks
-before the sale's answer comes back) → finalize. One card's authorizations are decided one at a
-time (an ``asyncio.Lock`` per card, held across the exchange call), so two payments never spend
-the same tenge; the domain lock is held only around each domain call, never while waiting.
-
-Payments the issuer books (a re-buy of an orphaned sale, a settlement payment) are written to the
-durable outbox in the same transaction as their booking and delivered by the relay
-(:mod:`services.api.outbox`). Calls to the exchange pass a circuit breaker
-(:mod:`services.api.parties.breaker`): while it is open, an authorization that needs a sale
-declines at once with 91 instead of waiting on a dead exchange.
-
-Cards and their status, authorizations, spend trackers (limits, AML), sale → card routing and
-applied advices live in memory; every change to them is a logged command committed with its
-bookings, so a restarted issuer (``resume``) rebuilds them by replaying its command log and
-checking the result against its books (:mod:`services.api.parties.durable`).
-"""
+"""The issuer service: its domain objects behind the routes."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Annotated, Any, Literal, cast
+from typing import Any, Literal, cast
 
-from fastapi import APIRouter, FastAPI, Path, Request, Response
-from pydantic import BaseModel, Field
-
-from services.api.common import on_shutdown
-from services.api.fields import API_MODEL_CONFIG, AmountText, AssetCode, Identifier
-from services.api.idempotency import IdempotencyKey, run_idempotent
 from services.api.outbox import Outbox, Relay
 from services.api.parties.base import (
-    MessageIn,
     PartyContext,
-    create_party_base,
-    inbox_router,
-    integrity_router,
-    json_response,
     open_ledger,
-    open_outbox,
-    outbox_router,
     problem,
-    recovery_router,
-    replayed,
-    run_idempotent_async,
     send_staged,
     staging_hook,
 )
 from services.api.parties.breaker import CircuitBreaker
 from services.api.parties.durable import StatefulService, SwitchLedger
-from services.api.parties.issuer_ports import IssuerPorts
-from services.api.parties.schemas import AuthorizationIn, AuthorizationOut, ClearingOut, SaleOut, SellOrderIn, kzt_in
-from services.api.parties.settings import PartySettings
-from services.api.problems import FieldError, ProblemError, problem_responses
-from services.api.routing import StrictJsonRoute
+from services.api.parties.issuer.ports import IssuerPorts
+from services.api.parties.issuer.schemas import (
+    AdviceOut,
+    AmountIn,
+    AuthorizationStateOut,
+    BookedOut,
+    CardIn,
+    CardOut,
+    InterchangeIn,
+    RefundIn,
+)
+from services.api.parties.schemas import ClearingOut, SaleOut, SellOrderIn, kzt_in
+from services.api.problems import FieldError, ProblemError
 from services.api.transport_http import idempotency_key
-from services.clock import Clock
 from services.contracts import (
     AuthorizationRequest,
     AuthorizationResponse,
     CardholderSpec,
     FundingMode,
-    ReasonCode,
     Residency,
     SaleReason,
     SaleResult,
@@ -90,9 +45,6 @@ from services.flows.opening import open_issuer
 from services.issuer import AuthState, CardResult, CardStatus, ClearingCode, Issuer
 from services.ledger.sql import SqlLedger
 from services.messaging import PaymentMessage, Purpose
-from services.reconciliation import party_halves
-
-__all__ = ["IssuerService", "create_issuer_app", "create_issuer_app_from_env"]
 
 # ClearingCode → (HTTP status, the request field at fault)
 _CLEARING_HTTP: dict[ClearingCode, tuple[int, str]] = {
@@ -109,6 +61,8 @@ _CLEARING_HTTP: dict[ClearingCode, tuple[int, str]] = {
     ClearingCode.LIMIT: (422, "amount"),
     ClearingCode.INSUFFICIENT_FUNDS: (422, "amount"),
 }
+
+
 _CARD_HTTP: dict[CardResult, tuple[int, str]] = {
     CardResult.UNKNOWN_TIER: (422, "kyc_tier"),
     CardResult.EMPTY_ASSET_PRIORITY: (422, "asset_priority"),
@@ -136,106 +90,6 @@ def _clearing_problem(auth_id: str, code: ClearingCode) -> ProblemError:
     status, field = _CLEARING_HTTP[code]
     return ProblemError(status, f"authorization {auth_id}: {code.value}", [FieldError(field=field, reason=code.value)],
                         slug=code.value.replace("_", "-"))
-
-
-ResidencyName = Literal["resident", "non_resident"]
-
-
-class CardIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    card_id: Identifier
-    holder_id: Identifier
-    residency: ResidencyName
-    kyc_tier: Identifier
-    funding_mode: Literal["jit", "prefunded", "stablecoin"]
-    asset_priority: list[AssetCode] = Field(default=[], max_length=8)
-
-
-class CardOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    card_id: str
-    holder_id: str
-    status: str
-    funding_mode: str
-    kyc_tier: str
-    available: str = Field(description="KZT on the card less its holds")
-
-
-class CardStatusIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    status: Literal["active", "blocked", "expired"]
-
-
-class AuthorizationStateOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    auth_id: str
-    card_id: str
-    merchant_id: str
-    acquirer_id: str
-    state: str
-    code: str
-    amount: str
-    held: str
-    captured: str
-    returned: str
-    stand_in: bool
-
-
-class AmountIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    amount: AmountText = Field(description="KZT")
-
-
-class RefundIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    amount: AmountText = Field(description="KZT")
-    kind: Literal["refund", "chargeback"] = "refund"
-
-
-class EmptyIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-
-
-class AdviceResponseIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    code: Annotated[str, Field(pattern=r"^[0-9]{2}$")]
-    approval_code: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{0,12}$")] = ""
-
-
-class AdviceIn(BaseModel):
-    """The network stood in for the issuer: what it asked and what it answered."""
-
-    model_config = API_MODEL_CONFIG
-    request: AuthorizationIn
-    response: AdviceResponseIn
-
-
-class AdviceOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    auth_id: str
-    applied: bool = Field(description="false: this advice had been applied before")
-    orphaned_sale: str = Field(description="the issuer's sale for a payment the network declined ('' if none)")
-
-
-class InterchangeIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    window_id: Identifier
-    amount: AmountText
-
-
-class BookedOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    id: str
-    booked: bool
-    delivered: bool
-
-
-class CountOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    count: int
-
-
-AuthId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 
 class IssuerService(StatefulService):
@@ -494,124 +348,3 @@ class IssuerService(StatefulService):
             raise ProblemError(409, f"interchange of window {body.window_id} was booked with another amount",
                                [FieldError(field="amount", reason="exists with a different amount")])
         return BookedOut(id=f"{body.window_id}:interchange", booked=True, delivered=True)
-
-
-def _svc(request: Request) -> IssuerService:
-    return cast(IssuerService, request.app.state.issuer_service)
-
-
-def issuer_router(svc: IssuerService) -> APIRouter:
-    router = APIRouter(route_class=StrictJsonRoute, tags=["issuer"])
-    ctx = svc.ctx
-    keys = ctx.keys
-
-    @router.post("/v1/cards", status_code=201, response_model=CardOut,
-                 responses={**replayed(CardOut), **problem_responses(409)})
-    def open_card(body: CardIn) -> Response:
-        return json_response(*svc.open_card(body))
-
-    @router.get("/v1/cards/{card_id}", responses=problem_responses(404))
-    def get_card(card_id: AuthId) -> CardOut:
-        return ctx.locked(svc.card, card_id)
-
-    @router.post("/v1/cards/{card_id}/status", responses=problem_responses(404))
-    def set_card_status(card_id: AuthId, body: CardStatusIn) -> CardOut:
-        if ctx.command(svc._set_status, card_id, CardStatus(body.status),
-                      refused=lambda r: r is CardResult.UNKNOWN_CARD) is CardResult.UNKNOWN_CARD:
-            raise problem(404, f"no card {card_id}", "card_id", "not found")
-        return ctx.locked(svc.card, card_id)
-
-    @router.post("/v1/authorizations", response_model=AuthorizationOut, responses=problem_responses(409))
-    async def authorize(body: AuthorizationIn, key: IdempotencyKey, request: Request) -> Response:
-        req = body.to_request(ctx.assets, ctx.clock.now())
-
-        async def work() -> Response:
-            response = await svc.authorize(req)
-            return json_response(200, AuthorizationOut.of(response, ctx.assets))
-
-        return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
-
-    @router.get("/v1/authorizations/{auth_id}", responses=problem_responses(404))
-    def get_authorization(auth_id: AuthId) -> AuthorizationStateOut:
-        return ctx.locked(svc.auth_state, auth_id)
-
-    @router.post("/v1/authorizations/{auth_id}/capture", response_model=ClearingOut,
-                 responses=problem_responses(404, 409))
-    def capture(auth_id: AuthId, body: AmountIn, key: IdempotencyKey, request: Request) -> Response:
-        return run_idempotent(keys, key, request, body.model_dump(mode="json"),
-                              lambda: json_response(200, svc.capture(auth_id, body)))
-
-    @router.post("/v1/authorizations/{auth_id}/reverse", response_model=ClearingOut,
-                 responses=problem_responses(404, 409))
-    def reverse(auth_id: AuthId, body: EmptyIn, key: IdempotencyKey, request: Request) -> Response:
-        return run_idempotent(keys, key, request, body.model_dump(mode="json"),
-                              lambda: json_response(200, svc.reverse(auth_id)))
-
-    @router.post("/v1/authorizations/{auth_id}/refund", response_model=ClearingOut,
-                 responses=problem_responses(404, 409))
-    def refund(auth_id: AuthId, body: RefundIn, key: IdempotencyKey, request: Request) -> Response:
-        return run_idempotent(keys, key, request, body.model_dump(mode="json"),
-                              lambda: json_response(200, svc.refund(auth_id, body)))
-
-    @router.post("/v1/advices", response_model=AdviceOut, responses=problem_responses(404))
-    async def advice(body: AdviceIn, key: IdempotencyKey, request: Request) -> Response:
-        req = body.request.to_request(ctx.assets, ctx.clock.now(), field="request.amount")
-        if ctx.locked(lambda: req.card_id not in svc.issuer.cards):
-            raise problem(404, f"an advice for card {req.card_id}, which this issuer does not have", "request.card_id",
-                          "unknown card")
-        try:
-            code = ReasonCode(body.response.code)
-        except ValueError:
-            raise problem(422, "unknown response code", "response.code", "not an ISO 8583 code ccsim uses") from None
-        response = AuthorizationResponse(req.auth_id, code, body.response.approval_code, stand_in=True)
-        if ctx.locked(svc.advice_conflicts, req):
-            raise problem(409, f"authorization {req.auth_id} exists for another card, merchant or amount",
-                          "request.auth_id", "an authorization with other fields")
-
-        async def work() -> Response:
-            return json_response(200, await svc.advice(req, response))
-
-        return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
-
-    @router.post("/v1/interchange", response_model=BookedOut, responses=problem_responses(409))
-    def interchange(body: InterchangeIn, key: IdempotencyKey, request: Request) -> Response:
-        return run_idempotent(keys, key, request, body.model_dump(mode="json"),
-                              lambda: json_response(200, svc.interchange(body)))
-
-    @router.post("/v1/outgoing-payments", response_model=BookedOut, responses=problem_responses(409))
-    def outgoing_payment(body: MessageIn, key: IdempotencyKey, request: Request) -> Response:
-        msg = body.to_message(ctx.assets)
-        return run_idempotent(keys, key, request, body.model_dump(mode="json"),
-                              lambda: json_response(200, svc.pay(msg)))
-
-    @router.post("/v1/holds/expire")
-    def expire_holds() -> CountOut:
-        return CountOut(count=ctx.command(svc._expire_holds))
-
-    return router
-
-
-def create_issuer_app(settings: PartySettings, *, clock: Clock | None = None,
-                      http_client: Any | None = None) -> FastAPI:
-    """The issuer service over its own database (``settings.database_url``)."""
-    app, ctx = create_party_base(settings, title="ccsim issuer", clock=clock, http_client=http_client)
-    outbox, relay, report = open_outbox(app, ctx)
-    svc = IssuerService(ctx, outbox, relay)
-    on_shutdown(app, svc.sql_ledger.close)
-    app.state.issuer_service = svc
-    issuer_id = ctx.seed.config.issuer_id
-    app.include_router(issuer_router(svc))
-    app.include_router(inbox_router(ctx, {issuer_id: svc.receive}))
-    app.include_router(integrity_router(
-        ctx, lambda: {issuer_id: svc.ledger.check_invariants()},
-        lambda: party_halves(issuer_id, "issuer", svc.ledger.journal())))
-    app.include_router(outbox_router(svc.relay))
-    app.include_router(recovery_router(ctx, lambda: {**report.as_dict(outbox), "breakers": {
-        "exchange": {"state": svc.exchange_breaker.state.name.lower(), "opened": svc.exchange_breaker.opened,
-                     "rejected": svc.exchange_breaker.rejected}}}))
-    return app
-
-
-def create_issuer_app_from_env() -> FastAPI:
-    """For ``uvicorn --factory``: settings from ``CCSIM_*`` environment variables."""
-    return create_issuer_app(PartySettings(party="issuer"))

@@ -1,76 +1,27 @@
-"""The card network and its acquirers as one live service: payments from POS terminals, presentments,
-settlement windows.
-
-Endpoints (``Idempotency-Key`` on the POSTs that move money)::
-
-    POST /v1/payments                    a POS payment: acquirer → network → issuer, with a deadline (key)
-    POST /v1/payments/{auth_id}/reverse  the POS cancels an approved payment                      (key)
-    GET  /v1/advices/pending             POST /v1/advices/retry
-    POST /v1/presentments                a capture, refund or chargeback: the issuer resolves it,
-                                         the acquirer books it into its open batch                (key)
-    POST /v1/settlements                 close a settlement window and move the money             (key)
-    GET  /v1/settlements/{window_id}
-    POST /v1/outbox/retry
-    POST /v1/inbox/{network|acquirer}    settlement money arriving
-    GET  /v1/ledger/invariants           GET /v1/ledger/halves
-
-**Deadline and stand-in.** The network waits ``deadline`` for the issuer (retrying a lost
-connection within it, with the same idempotency key). Past it the network stands in — approves up
-to the stand-in limit, or declines 91 — answers the POS, and sends the issuer an *advice* with its
-decision, retried in the background until the issuer has applied it (exactly once: the issuer
-keys it by the authorization id).
-
-**Durable outbox.** Settlement payments the network or an acquirer books are written to the
-outbox in the same transaction as the booking; a settlement payment the issuer must book, and
-every stand-in advice, is written there before the call (its own transaction). The relay
-(:mod:`services.api.outbox`) delivers each with its own id until acknowledged.
-
-In memory: the acquirers' open batches and which merchants they owe, the open settlement window's
-running net positions, closed windows and their reports, stand-in decisions. Every change to them
-is a logged command committed with its bookings, so a restarted network (``resume``) rebuilds them
-by replaying its command log and checking the result against its books
-(:mod:`services.api.parties.durable`). Stand-in advices not yet applied by the issuer are rows of
-the durable outbox, which the relay delivers after a restart.
-"""
+"""The network service: its domain objects behind the routes."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import anyio.to_thread
-from fastapi import APIRouter, FastAPI, Path, Request, Response
-from pydantic import BaseModel, Field
 
 from services.acquirer import Acquirer
-from services.api.common import on_shutdown
-from services.api.fields import API_MODEL_CONFIG, AmountText, Identifier, Text
-from services.api.idempotency import IdempotencyKey, run_idempotent
 from services.api.outbox import PENDING, Outbox, Relay
 from services.api.parties.base import (
     PartyContext,
-    create_party_base,
-    inbox_router,
-    integrity_router,
-    json_response,
     open_ledger,
-    open_outbox,
-    outbox_router,
-    problem,
-    recovery_router,
-    run_idempotent_async,
     send_staged,
     staging_hook,
 )
 from services.api.parties.durable import StatefulService, SwitchLedger
-from services.api.parties.network_ports import SettlementPortsHttp
+from services.api.parties.network.ports import SettlementPortsHttp
+from services.api.parties.network.schemas import PaymentIn, PaymentOut, PresentmentIn, PresentmentOut, SettlementOut
 from services.api.parties.schemas import AuthorizationIn, AuthorizationOut, ClearingOut, kzt_in
-from services.api.parties.settings import PartySettings
-from services.api.problems import FieldError, ProblemError, problem_responses
-from services.api.routing import StrictJsonRoute
+from services.api.problems import FieldError, ProblemError
 from services.api.transport_http import idempotency_key, message_to_json
-from services.clock import Clock
 from services.contracts import AuthorizationRequest, AuthorizationResponse, MerchantSpec, ReasonCode, SettlementReport
 from services.flows import run_now, settle_window
 from services.flows.opening import open_network
@@ -81,77 +32,16 @@ from services.messaging import PaymentMessage, Purpose
 from services.network import Network, Presentment, PresentmentKind, WindowSummary
 from services.reconciliation import Half, party_halves
 
-__all__ = ["NetworkService", "create_network_app", "create_network_app_from_env"]
-
 _log = get_logger(__name__)
+
+
 _ADVICE_ROUNDS_MAX = 8  # background rounds per advice (each with the transport's own retries)
+
+
 _ADVICE_PAUSE_S = 0.5
+
+
 _BOUND_MAX = 1_000_000  # payment ids remembered with their first body
-
-
-class PaymentIn(BaseModel):
-    """What a POS terminal sends: ``id`` becomes the authorization id end to end."""
-
-    model_config = API_MODEL_CONFIG
-    id: Identifier
-    card_id: Identifier
-    merchant_id: Identifier
-    amount: AmountText = Field(description="KZT")
-    category: Text = ""
-
-
-class PaymentOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    id: str
-    code: str
-    approved: bool
-    approval_code: str
-    stand_in: bool
-    merchant_id: str
-    acquirer_id: str
-
-
-class EmptyIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-
-
-class PresentmentIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    kind: Literal["capture", "refund", "chargeback"]
-    auth_id: Identifier
-    amount: AmountText = Field(description="KZT")
-
-
-class PresentmentOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    presentment_id: str
-    kind: str
-    auth_id: str
-    amount: str
-    acquirer_id: str
-    merchant_id: str
-
-
-class SettlementIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    window_id: Identifier
-
-
-class SettlementOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    window_id: str
-    presentments: int
-    net_positions: dict[str, str] = Field(description="participant → KZT (negative: pays); sums to 0")
-    merchant_credits: dict[str, str]
-    undelivered: list[str] = Field(description="settlement messages not yet acknowledged end to end")
-
-
-class PendingAdvicesOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    pending: list[str]
-
-
-AuthId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 
 def _signed(ctx: PartyContext, minor: int) -> str:
@@ -466,77 +356,3 @@ def _clearing_or_problem(answer: Any) -> ClearingOut:
         raise ProblemError(answer.status_code, f"the issuer refused: {problem.get('detail', '')}", errors,
                            slug=str(problem.get("type", "")).rpartition(":")[2] or "")
     return ClearingOut.model_validate_json(answer.content)
-
-
-def network_router(svc: NetworkService) -> APIRouter:
-    router = APIRouter(route_class=StrictJsonRoute, tags=["network"])
-    ctx = svc.ctx
-    keys = ctx.keys
-
-    @router.post("/v1/payments", response_model=PaymentOut, responses=problem_responses(404, 409))
-    async def pay(body: PaymentIn, key: IdempotencyKey, request: Request) -> Response:
-        async def work() -> Response:
-            return json_response(200, await svc.pay(body))
-
-        return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
-
-    @router.post("/v1/payments/{auth_id}/reverse", response_model=ClearingOut, responses=problem_responses(404, 409))
-    async def reverse(auth_id: AuthId, body: EmptyIn, key: IdempotencyKey, request: Request) -> Response:
-        async def work() -> Response:
-            return json_response(200, await svc.reverse(auth_id, key))
-
-        return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
-
-    @router.get("/v1/advices/pending")
-    def pending_advices() -> PendingAdvicesOut:
-        return PendingAdvicesOut(pending=sorted(svc._advices))
-
-    @router.post("/v1/advices/retry")
-    async def retry_advices() -> PendingAdvicesOut:
-        return PendingAdvicesOut(pending=await svc.retry_advices())
-
-    @router.post("/v1/presentments", status_code=201, response_model=PresentmentOut,
-                 responses=problem_responses(404, 409))
-    async def present(body: PresentmentIn, key: IdempotencyKey, request: Request) -> Response:
-        async def work() -> Response:
-            return json_response(201, await svc.present(body, key))
-
-        return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
-
-    @router.post("/v1/settlements", status_code=201, response_model=SettlementOut)
-    def settle(body: SettlementIn, key: IdempotencyKey, request: Request) -> Response:
-        return run_idempotent(keys, key, request, body.model_dump(mode="json"),
-                              lambda: json_response(201, svc.settlement_out(svc.settle(body.window_id))))
-
-    @router.get("/v1/settlements/{window_id}", responses=problem_responses(404))
-    def get_settlement(window_id: AuthId) -> SettlementOut:
-        report = svc._settled.get(window_id)
-        if report is None:
-            raise problem(404, f"no settled window {window_id}", "window_id", "not found")
-        return svc.settlement_out(report)
-
-    return router
-
-
-def create_network_app(settings: PartySettings, *, clock: Clock | None = None,
-                       http_client: Any | None = None) -> FastAPI:
-    """The network + acquirers service over its own database (a table prefix per ledger)."""
-    app, ctx = create_party_base(settings, title="ccsim network and acquirers", clock=clock, http_client=http_client)
-    outbox, relay, report = open_outbox(app, ctx)
-    svc = NetworkService(ctx, outbox, relay)
-    for ledger in svc.ledgers:
-        on_shutdown(app, ledger.close)
-    app.state.network_service = svc
-    handlers = {svc.network.id: svc.receive_network}
-    handlers.update({a: svc.receiver(a) for a in svc.acquirers})
-    app.include_router(network_router(svc))
-    app.include_router(inbox_router(ctx, handlers))
-    app.include_router(integrity_router(ctx, svc.invariants, svc.halves, svc.in_transit))
-    app.include_router(outbox_router(svc.relay, svc.undelivered))
-    app.include_router(recovery_router(ctx, lambda: report.as_dict(outbox)))
-    return app
-
-
-def create_network_app_from_env() -> FastAPI:
-    """For ``uvicorn --factory``: settings from ``CCSIM_*`` environment variables."""
-    return create_network_app(PartySettings(party="network"))

@@ -1,65 +1,31 @@
-"""The exchange as a live service: wallets, deposits, prices, halts, quotes, sells and tax statements.
-
-Endpoints (``Idempotency-Key`` on the POSTs that move money)::
-
-    POST /v1/wallets                 open a holder's wallets with their opening holdings   (key)
-    GET  /v1/wallets/{holder_id}     balances per asset
-    POST /v1/deposits                crypto into a wallet, with its cost basis             (key)
-    POST /v1/prices                  set an asset's mid price           GET /v1/prices
-    POST /v1/halts                   halt or resume trading in an asset
-    POST /v1/quotes                  price a sell order without executing it
-    POST /v1/sells                   execute a SellOrder → SaleResult; pays the proceeds out (key)
-    GET  /v1/sells/{sale_id}
-    GET  /v1/tax/statements/{holder_id}
-    POST /v1/outbox/retry            send again the proceeds messages not yet acknowledged
-    POST /v1/inbox/exchange          money arriving (a re-buy of an orphaned sale)          (key)
-    GET  /v1/ledger/invariants       GET /v1/ledger/halves
-
-After a sale the exchange pays the net proceeds to the issuer: a ``proceeds`` message to its bank
-(keyed by the sale id), which books its half and passes it on to the issuer's bank and the issuer.
-The message is written to the durable outbox (:mod:`services.api.outbox`) in the same database
-transaction as the sale's batch, so a sale is never committed without the proceeds it owes. The
-sale's answer says whether every hop acknowledged it at once; if not, the relay delivers the row
-with the same id until acknowledged (each hop books only what it lacks). ``GET /v1/recovery``.
-
-In memory: the order books' depth and mid prices, the tax lots and realizations, the sales
-already made (replays), halts, the house counters the invariants compare with the ledger. Every
-change to them is a logged command committed with its bookings, so a restarted exchange
-(``resume``) rebuilds them by replaying its command log and checking the result against its books
-(:mod:`services.api.parties.durable`).
-"""
+"""The exchange service: its domain objects behind the routes."""
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Literal, cast
+from typing import Any
 
-from fastapi import APIRouter, FastAPI, Path, Request, Response
-from pydantic import BaseModel, Field
-
-from services.api.common import on_shutdown
-from services.api.fields import API_MODEL_CONFIG, AmountText, AssetCode, Identifier, amount_in
-from services.api.idempotency import IdempotencyKey, run_idempotent
+from services.api.fields import amount_in
 from services.api.outbox import PENDING, Outbox, Relay
 from services.api.parties.base import (
     PartyContext,
-    create_party_base,
-    inbox_router,
-    integrity_router,
-    json_response,
     open_ledger,
-    open_outbox,
-    outbox_router,
     problem,
-    recovery_router,
-    replayed,
 )
 from services.api.parties.durable import StatefulService, SwitchLedger
-from services.api.parties.schemas import PricesOut, PriceText, SaleOut, SellOrderIn, price_in
-from services.api.parties.settings import PartySettings
-from services.api.problems import FieldError, ProblemError, problem_responses
-from services.api.routing import StrictJsonRoute
-from services.clock import Clock
+from services.api.parties.exchange.schemas import (
+    DepositIn,
+    DepositOut,
+    HaltIn,
+    PriceIn,
+    QuoteLegOut,
+    QuoteOut,
+    TaxStatementOut,
+    WalletIn,
+    WalletOut,
+)
+from services.api.parties.schemas import PricesOut, SaleOut, SellOrderIn, price_in
+from services.api.problems import FieldError, ProblemError
 from services.contracts import Lot, Residency, SaleResult, SellOrder
 from services.exchange import Exchange, SaleQuote
 from services.exchange import accounts as acc
@@ -69,104 +35,7 @@ from services.ledger import TransferResult
 from services.ledger.engine import Staging
 from services.ledger.sql import SqlLedger, TransactionHook
 from services.messaging import PaymentMessage, Purpose
-from services.reconciliation import exchange_halves
 from services.tax import TaxBook
-
-__all__ = ["ExchangeService", "create_exchange_app", "create_exchange_app_from_env"]
-
-
-class LotIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    quantity: AmountText = Field(description="in the asset's scale")
-    price_kzt: PriceText = Field(description="what one whole unit cost: the cost basis")
-    acquired_at_s: int = Field(0, ge=-(10**11), le=10**11, description="seconds since the epoch")
-
-
-class HoldingIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    asset: AssetCode
-    lots: list[LotIn] = Field(min_length=1, max_length=64)
-
-
-class WalletIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    holder_id: Identifier
-    residency: Literal["resident", "non_resident"]
-    holdings: list[HoldingIn] = Field(default=[], max_length=16)
-    stablecoin: AmountText | None = Field(None, description="tenge stablecoin to deposit, in its scale")
-
-
-class WalletOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    holder_id: str
-    balances: dict[str, str] = Field(description="asset → available balance, in the asset's scale")
-
-
-class DepositIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    id: Identifier
-    holder_id: Identifier
-    asset: AssetCode
-    quantity: AmountText
-    price_kzt: PriceText | None = Field(None, description="cost basis per unit; required for crypto")
-
-
-class DepositOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    id: str
-    holder_id: str
-    asset: str
-    quantity: str
-    balance: str
-
-
-class PriceIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    asset: AssetCode
-    price_kzt: PriceText
-
-
-class HaltIn(BaseModel):
-    model_config = API_MODEL_CONFIG
-    asset: AssetCode
-    halted: bool
-
-
-class QuoteLegOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    asset: str
-    quantity: str
-    gross: str
-    fee: str
-    pit_withheld: str
-    avg_price_kzt: str
-    slippage_bps: str
-
-
-class QuoteOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    order_id: str
-    net: str
-    legs: list[QuoteLegOut]
-    quoted_at_s: float
-    expires_at_s: float
-
-
-class TaxStatementOut(BaseModel):
-    model_config = API_MODEL_CONFIG
-    holder_id: str
-    residency: str
-    sales: int
-    proceeds: str
-    basis: str
-    gains: str
-    losses: str
-    pit_due: str
-    pit_withheld: str
-    pit_to_declare: str
-
-
-HolderId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 
 class ExchangeService(StatefulService):
@@ -462,87 +331,3 @@ def _refused(reason: SaleReason) -> ProblemError:
     status = 404 if reason is SaleReason.UNKNOWN_HOLDER else 422
     return ProblemError(status, f"the exchange refused the sale: {reason.value}",
                         [FieldError(field=field, reason=reason.value)], slug="sale-refused")
-
-
-def _svc(request: Request) -> ExchangeService:
-    return cast(ExchangeService, request.app.state.exchange_service)
-
-
-def exchange_router(svc: ExchangeService) -> APIRouter:
-    router = APIRouter(route_class=StrictJsonRoute, tags=["exchange"])
-    keys = svc.ctx.keys
-
-    @router.post("/v1/wallets", status_code=201, response_model=WalletOut,
-                 responses={**replayed(WalletOut), **problem_responses(409)})
-    def open_wallet(body: WalletIn, key: IdempotencyKey, request: Request) -> Response:
-        return run_idempotent(keys, key, request, body.model_dump(mode="json"),
-                              lambda: json_response(*svc.open_wallet(body)))
-
-    @router.get("/v1/wallets/{holder_id}", responses=problem_responses(404))
-    def get_wallet(holder_id: HolderId) -> WalletOut:
-        return svc.wallet(holder_id)
-
-    @router.post("/v1/deposits", status_code=201, response_model=DepositOut,
-                 responses={**replayed(DepositOut), **problem_responses(404, 409)})
-    def deposit(body: DepositIn, key: IdempotencyKey, request: Request) -> Response:
-        return run_idempotent(keys, key, request, body.model_dump(mode="json"),
-                              lambda: json_response(*svc.deposit(body)))
-
-    @router.post("/v1/prices")
-    def set_price(body: PriceIn) -> PricesOut:
-        return svc.set_price(body)
-
-    @router.get("/v1/prices")
-    def get_prices() -> PricesOut:
-        return svc.prices()
-
-    @router.post("/v1/halts")
-    def set_halt(body: HaltIn) -> HaltIn:
-        return svc.set_halt(body)
-
-    @router.post("/v1/quotes", responses=problem_responses(404))
-    def quote(body: SellOrderIn) -> QuoteOut:
-        return svc.quote(body)
-
-    @router.post("/v1/sells", status_code=201, response_model=SaleOut,
-                 responses={**replayed(SaleOut), **problem_responses(404, 409)})
-    def sell(body: SellOrderIn, key: IdempotencyKey, request: Request) -> Response:
-        return run_idempotent(keys, key, request, body.model_dump(mode="json"),
-                              lambda: json_response(*svc.sell(body)))
-
-    @router.get("/v1/sells/{sale_id}", responses=problem_responses(404))
-    def get_sale(sale_id: HolderId) -> SaleOut:
-        sale = svc.ctx.locked(svc.exchange.sale, sale_id)
-        if sale is None:
-            raise problem(404, f"no sale {sale_id}", "sale_id", "not found")
-        return SaleOut.of(sale, svc.ctx.assets, delivered=svc.outbox.state(sale_id) != PENDING)
-
-    @router.get("/v1/tax/statements/{holder_id}", responses=problem_responses(404))
-    def tax_statement(holder_id: HolderId) -> TaxStatementOut:
-        return svc.tax_statement(holder_id)
-
-    return router
-
-
-def create_exchange_app(settings: PartySettings, *, clock: Clock | None = None,
-                        http_client: Any | None = None) -> FastAPI:
-    """The exchange service over its own database (``settings.database_url``)."""
-    app, ctx = create_party_base(settings, title="ccsim exchange", clock=clock, http_client=http_client)
-    outbox, relay, report = open_outbox(app, ctx)
-    svc = ExchangeService(ctx, outbox, relay)
-    on_shutdown(app, svc.sql_ledger.close)
-    app.state.exchange_service = svc
-    cfg = ctx.seed.config
-    app.include_router(exchange_router(svc))
-    app.include_router(inbox_router(ctx, {cfg.exchange_id: svc.receive}))
-    app.include_router(integrity_router(
-        ctx, lambda: {cfg.exchange_id: svc.exchange.check_invariants()},
-        lambda: exchange_halves(cfg.exchange_id, svc.ledger.journal())))
-    app.include_router(outbox_router(svc.relay))
-    app.include_router(recovery_router(ctx, lambda: report.as_dict(outbox)))
-    return app
-
-
-def create_exchange_app_from_env() -> FastAPI:
-    """For ``uvicorn --factory``: settings from ``CCSIM_*`` environment variables."""
-    return create_exchange_app(PartySettings(party="exchange"))

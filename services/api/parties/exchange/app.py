@@ -1,0 +1,46 @@
+"""The exchange service's app factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from services.api.common import on_shutdown
+from services.api.parties.base import (
+    create_party_base,
+    inbox_router,
+    integrity_router,
+    open_outbox,
+    outbox_router,
+    recovery_router,
+)
+from services.api.parties.exchange.routes import exchange_router
+from services.api.parties.exchange.service import ExchangeService
+from services.api.parties.settings import PartySettings
+from services.clock import Clock
+from services.reconciliation import exchange_halves
+
+
+def create_exchange_app(settings: PartySettings, *, clock: Clock | None = None,
+                        http_client: Any | None = None) -> FastAPI:
+    """The exchange service over its own database (``settings.database_url``)."""
+    app, ctx = create_party_base(settings, title="ccsim exchange", clock=clock, http_client=http_client)
+    outbox, relay, report = open_outbox(app, ctx)
+    svc = ExchangeService(ctx, outbox, relay)
+    on_shutdown(app, svc.sql_ledger.close)
+    app.state.exchange_service = svc
+    cfg = ctx.seed.config
+    app.include_router(exchange_router(svc))
+    app.include_router(inbox_router(ctx, {cfg.exchange_id: svc.receive}))
+    app.include_router(integrity_router(
+        ctx, lambda: {cfg.exchange_id: svc.exchange.check_invariants()},
+        lambda: exchange_halves(cfg.exchange_id, svc.ledger.journal())))
+    app.include_router(outbox_router(svc.relay))
+    app.include_router(recovery_router(ctx, lambda: report.as_dict(outbox)))
+    return app
+
+
+def create_exchange_app_from_env() -> FastAPI:
+    """For ``uvicorn --factory``: settings from ``CCSIM_*`` environment variables."""
+    return create_exchange_app(PartySettings(party="exchange"))

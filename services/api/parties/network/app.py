@@ -1,0 +1,45 @@
+"""The network service's app factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from services.api.common import on_shutdown
+from services.api.parties.base import (
+    create_party_base,
+    inbox_router,
+    integrity_router,
+    open_outbox,
+    outbox_router,
+    recovery_router,
+)
+from services.api.parties.network.routes import network_router
+from services.api.parties.network.service import NetworkService
+from services.api.parties.settings import PartySettings
+from services.clock import Clock
+
+
+def create_network_app(settings: PartySettings, *, clock: Clock | None = None,
+                       http_client: Any | None = None) -> FastAPI:
+    """The network + acquirers service over its own database (a table prefix per ledger)."""
+    app, ctx = create_party_base(settings, title="ccsim network and acquirers", clock=clock, http_client=http_client)
+    outbox, relay, report = open_outbox(app, ctx)
+    svc = NetworkService(ctx, outbox, relay)
+    for ledger in svc.ledgers:
+        on_shutdown(app, ledger.close)
+    app.state.network_service = svc
+    handlers = {svc.network.id: svc.receive_network}
+    handlers.update({a: svc.receiver(a) for a in svc.acquirers})
+    app.include_router(network_router(svc))
+    app.include_router(inbox_router(ctx, handlers))
+    app.include_router(integrity_router(ctx, svc.invariants, svc.halves, svc.in_transit))
+    app.include_router(outbox_router(svc.relay, svc.undelivered))
+    app.include_router(recovery_router(ctx, lambda: report.as_dict(outbox)))
+    return app
+
+
+def create_network_app_from_env() -> FastAPI:
+    """For ``uvicorn --factory``: settings from ``CCSIM_*`` environment variables."""
+    return create_network_app(PartySettings(party="network"))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from itertools import chain as chained
 
+from services import ids
 from services.acquirer import Acquirer, merchant_party
 from services.bank import Bank
 from services.bounded_books import FLUSH_EVERY, BoundedBooks, JournalExport
@@ -522,7 +523,7 @@ class InProcessChain:
             return
         sales = bounded.sales_of.get(auth_id, ())
         undelivered = self._undelivered
-        if undelivered and any(s in undelivered or f"{s}:rebuy" in undelivered for s in sales):
+        if undelivered and any(s in undelivered or ids.rebuy_id(s) in undelivered for s in sales):
             return  # a retry may send it again: its ids must stay idempotent
         bounded.sales_of.pop(auth_id, None)
         for sale_id in sales:
@@ -549,7 +550,7 @@ class InProcessChain:
         self.exchange.forget_sale(sale_id)
         self.issuer.forget_sale(sale_id)
         self._orphans.discard(sale_id)
-        self._rebuy_sales.pop(f"{sale_id}:rebuy", None)
+        self._rebuy_sales.pop(ids.rebuy_id(sale_id), None)
 
     def _journals(self) -> Iterator[tuple[str, object, Callable[[str, Iterable[Transfer]], Iterator[Half]]]]:
         """(party, ledger, halves of a journal) for every party's books, in the journals' order."""

@@ -22,6 +22,8 @@ from services.network import WindowSummary
 if TYPE_CHECKING:
     from services.chain import InProcessChain
 
+from services import ids
+
 __all__ = ["LocalOrphanPorts", "LocalPorts"]
 
 _STANDING = (AuthState.HELD, AuthState.CAPTURED)
@@ -131,7 +133,7 @@ class LocalOrphanPorts:
 
     async def rebuy_message(self, sale_id: str, net_kzt: int) -> PaymentMessage:
         cfg = self.chain.config
-        return self.chain.topology.message(f"{sale_id}:rebuy", Purpose.REBUY, cfg.issuer_id, cfg.exchange_id,
+        return self.chain.topology.message(ids.rebuy_id(sale_id), Purpose.REBUY, cfg.issuer_id, cfg.exchange_id,
                                            net_kzt, ref=sale_id)
 
     async def book_rebuy(self, msg: PaymentMessage) -> bool:

@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 from services.contracts import ReconciliationBreak
+from services.ids import Step, message_of, step_of
 from services.ledger import Transfer
 from services.messaging import Purpose
 from services.network.presentment import PresentmentKind
@@ -71,7 +72,7 @@ def _halves(
     for t in journal:
         if t.code not in codes:
             continue
-        for side in roles.get(t.id.rpartition(":")[2], no_role):
+        for side in roles.get(t.id.rpartition(":")[2], no_role):  # the step (services.ids), inline: per transfer
             yield Half(t.user_data, t.code, side, party, t.amount)
 
 
@@ -83,7 +84,8 @@ def bank_halves(bank_id: str, journal: Iterable[Transfer]) -> Iterator[Half]:
 def party_halves(party: str, role: str, journal: Iterable[Transfer]) -> Iterator[Half]:
     """Issuer, network, acquirer: ``{id}:pay`` (payer), ``{id}:recv`` (payee); presentments are
     booked under ``role`` (the issuer's capture is its post of the hold, ``{hold}:post``)."""
-    roles = {"pay": ("payer",), "recv": ("payee",), "present": (role,), "post": (role,)}
+    roles: dict[str, tuple[str, ...]] = {
+        Step.PAY: ("payer",), Step.RECV: ("payee",), Step.PRESENT: (role,), Step.POST: (role,)}
     return _halves(party, journal, _EXPECTED_CODES, roles)
 
 
@@ -91,10 +93,11 @@ def exchange_halves(party: str, journal: Iterable[Transfer]) -> Iterator[Half]:
     """The exchange pays proceeds out as ``{sale}:payout`` and takes a re-buy's tenge back in as
     ``{rebuy}:return``; the message id is the transfer id without that suffix."""
     for t in journal:
-        if t.code == "payout" and t.id.endswith(":payout"):
-            yield Half(t.id.removesuffix(":payout"), Purpose.PROCEEDS.value, "payer", party, t.amount)
-        elif t.code == "rebuy" and t.id.endswith(":return"):
-            yield Half(t.id.removesuffix(":return"), Purpose.REBUY.value, "payee", party, t.amount)
+        step = step_of(t.id)
+        if t.code == "payout" and step == Step.PAYOUT:
+            yield Half(message_of(t.id, Step.PAYOUT), Purpose.PROCEEDS.value, "payer", party, t.amount)
+        elif t.code == "rebuy" and step == Step.RETURN:
+            yield Half(message_of(t.id, Step.RETURN), Purpose.REBUY.value, "payee", party, t.amount)
 
 
 def reconcile(halves: Iterable[Half], in_transit: Collection[str] = ()) -> list[ReconciliationBreak]:
@@ -140,7 +143,8 @@ def reconcile(halves: Iterable[Half], in_transit: Collection[str] = ()) -> list[
 
 _PAYMENT_CODES = frozenset(p.value for p in Purpose)
 _EXPECTED_CODES = frozenset(EXPECTED_SIDES)
-_BANK_ROLES = {"out": ("payer_bank",), "in": ("payee_bank",), "int": ("payer_bank", "payee_bank")}
+_BANK_ROLES: dict[str, tuple[str, ...]] = {
+    Step.OUT: ("payer_bank",), Step.IN: ("payee_bank",), Step.INTERNAL: ("payer_bank", "payee_bank")}
 
 
 def _one_amount(sides: Iterable[list[Half]]) -> bool:

@@ -17,6 +17,7 @@ has paid the acquirer.
 from __future__ import annotations
 
 from services.clock import Clock
+from services.ids import Step, transfer_id
 from services.ledger import Account, AccountFlags, InMemoryLedger, LedgerRepository, Transfer, TransferResult
 from services.messaging import PaymentMessage, Purpose, book_half
 from services.money import AssetRegistry
@@ -99,8 +100,9 @@ class Acquirer:
     def _transfers(self, p: Presentment) -> list[Transfer]:
         payable = payable_account(p.merchant_id)
         if not p.is_capture:
-            return linked_legs([(f"{p.id}:present", payable, RECEIVABLE, p.amount_kzt, p.kind.value)], p.id)
-        legs: list[Leg] = [(f"{p.id}:present", RECEIVABLE, payable, p.amount_kzt, p.kind.value)]
+            leg = (transfer_id(p.id, Step.PRESENT), payable, RECEIVABLE, p.amount_kzt, p.kind.value)
+            return linked_legs([leg], p.id)
+        legs: list[Leg] = [(transfer_id(p.id, Step.PRESENT), RECEIVABLE, payable, p.amount_kzt, p.kind.value)]
         for suffix, debit, credit, amount in (
             ("mdr", payable, MDR_INCOME, self.fees.mdr_kzt(p.amount_kzt)),
             ("ic", INTERCHANGE_EXPENSE, RECEIVABLE, self.fees.interchange_kzt(p.amount_kzt)),
@@ -131,9 +133,9 @@ class Acquirer:
     def book_payment(self, msg: PaymentMessage) -> bool:
         """The acquirer's half of a payment it makes: to the network, or to a merchant."""
         if msg.purpose is Purpose.SETTLEMENT_IN:
-            return book_half(self.ledger, f"{msg.id}:pay", RECEIVABLE, BANK, msg)
+            return book_half(self.ledger, transfer_id(msg.id, Step.PAY), RECEIVABLE, BANK, msg)
         if msg.purpose is Purpose.MERCHANT_PAYOUT:
-            ok = book_half(self.ledger, f"{msg.id}:pay", payable_account(msg.ref), BANK, msg)
+            ok = book_half(self.ledger, transfer_id(msg.id, Step.PAY), payable_account(msg.ref), BANK, msg)
             if ok:
                 self._owed.discard(msg.ref)
             return ok
@@ -143,7 +145,7 @@ class Acquirer:
         """The network's settlement payment has arrived at the acquirer's bank."""
         if msg.purpose is not Purpose.SETTLEMENT_OUT:
             return False
-        return book_half(self.ledger, f"{msg.id}:recv", BANK, RECEIVABLE, msg)
+        return book_half(self.ledger, transfer_id(msg.id, Step.RECV), BANK, RECEIVABLE, msg)
 
     def bank_kzt(self) -> int:
         acc = self.ledger.account(BANK)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 from services.clock import Clock
+from services.ids import Step, transfer_id
 from services.ledger import Account, AccountFlags, InMemoryLedger, LedgerRepository, Transfer, TransferResult
 from services.messaging import PaymentMessage, Transport
 from services.money import AssetRegistry
@@ -111,7 +112,7 @@ class Bank:
         if msg.payer_bank == self.id and msg.payee_bank == self.id:
             return self._book(
                 Transfer(
-                    f"{msg.id}:int",
+                    transfer_id(msg.id, Step.INTERNAL),
                     deposit_account(msg.payer),
                     deposit_account(msg.payee),
                     msg.amount_kzt,
@@ -123,7 +124,7 @@ class Bank:
         if msg.payer_bank == self.id:
             return self._book(
                 Transfer(
-                    f"{msg.id}:out",
+                    transfer_id(msg.id, Step.OUT),
                     deposit_account(msg.payer),
                     RESERVE,
                     msg.amount_kzt,
@@ -135,7 +136,7 @@ class Bank:
         if msg.payee_bank == self.id:
             return self._book(
                 Transfer(
-                    f"{msg.id}:in",
+                    transfer_id(msg.id, Step.IN),
                     RESERVE,
                     deposit_account(msg.payee),
                     msg.amount_kzt,

@@ -21,6 +21,7 @@ from services.contracts import Holding, Lot, Residency, SaleLeg, SaleResult, Sel
 from services.exchange import accounts as acc
 from services.exchange.config import ExchangeConfig, SaleReason
 from services.exchange.order_book import OrderBook, Quote, fee_for_gross, gross_for_net
+from services.ids import Step, transfer_id
 from services.ledger import (
     LedgerRepository,
     Transfer,
@@ -318,7 +319,7 @@ class Exchange:
                 transfers.append(Transfer(f"{tid}:pit", acc.MM_KZT, acc.TAX_WITHHELD_KZT,
                                           leg.pit_withheld_kzt, "KZT", code="pit", user_data=auth,
                                           flags=_LINK))
-        transfers.append(Transfer(f"{order.id}:payout", acc.MM_KZT, acc.BANK_KZT, plan.net_kzt,
+        transfers.append(Transfer(transfer_id(order.id, Step.PAYOUT), acc.MM_KZT, acc.BANK_KZT, plan.net_kzt,
                                   "KZT", code="payout", user_data=order.auth_id))
         refusal = self._book_batch(transfers)
         if refusal is not None:
@@ -373,7 +374,7 @@ class Exchange:
         if fee:
             transfers.append(Transfer(f"{tid}:fee", acc.REDEEMER_KZT, acc.FEES_KZT, fee, "KZT",
                                       code="fee", user_data=order.auth_id, flags=_LINK))
-        transfers.append(Transfer(f"{order.id}:payout", acc.REDEEMER_KZT, acc.BANK_KZT, net, "KZT",
+        transfers.append(Transfer(transfer_id(order.id, Step.PAYOUT), acc.REDEEMER_KZT, acc.BANK_KZT, net, "KZT",
                                   code="payout", user_data=order.auth_id))
         refusal = self._book_batch(transfers)
         if refusal is not None:
@@ -413,7 +414,7 @@ class Exchange:
                                                     price, self._kzt)))
         transfers = []
         if original.net_kzt:
-            transfers.append(Transfer(f"{rebuy_id}:return", acc.BANK_KZT, acc.HOUSE_PNL_KZT,
+            transfers.append(Transfer(transfer_id(rebuy_id, Step.RETURN), acc.BANK_KZT, acc.HOUSE_PNL_KZT,
                                       original.net_kzt, "KZT", code="rebuy",
                                       user_data=original.auth_id))
         for leg, _, cost in costs:

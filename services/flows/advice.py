@@ -18,6 +18,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
+from services import ids
 from services.contracts import AuthorizationRequest, AuthorizationResponse, OrphanPolicy, SellOrder
 from services.flows.authorization import SalePorts, sell_and_pay
 from services.messaging import PaymentMessage
@@ -89,7 +90,7 @@ async def apply_advice(req: AuthorizationRequest, response: AuthorizationRespons
     if response.approved:
         shortfall = await ports.advice_shortfall(req)
         if shortfall:
-            order = await ports.sell_order(req.card_id, f"{req.auth_id}:advice-sale", shortfall, req.auth_id)
+            order = await ports.sell_order(req.card_id, ids.advice_sale_id(req.auth_id), shortfall, req.auth_id)
             await sell_and_pay(order, ports)
     return await ports.apply_advice(req, response)
 

@@ -4,6 +4,7 @@ the issuer placed meanwhile."""
 
 from __future__ import annotations
 
+from services import ids
 from services.contracts import (
     AuthorizationRequest,
     AuthorizationResponse,
@@ -68,7 +69,7 @@ class AdviceSteps(ClearingSteps):
         card_part = min(self.available_kzt(req.card_id), req.amount_kzt) if card else 0
         holds: list[Transfer] = []
         if card_part:
-            holds.append(self._hold(f"{req.auth_id}:hold", card_account(req.card_id), card_part, req.auth_id))
+            holds.append(self._hold(ids.hold_id(req.auth_id), card_account(req.card_id), card_part, req.auth_id))
         if req.amount_kzt - card_part:
             holds.append(self._hold(f"{req.auth_id}:exposure", EXPOSURE, req.amount_kzt - card_part, req.auth_id))
         results = self.ledger.create_transfers(linked(holds))

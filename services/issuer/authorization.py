@@ -5,6 +5,7 @@ a pre-funded card below its threshold orders a top-up."""
 
 from __future__ import annotations
 
+from services import ids
 from services.contracts import (
     AuthorizationRequest,
     AuthorizationResponse,
@@ -53,7 +54,7 @@ class AuthorizationSteps(IssuerBooks):
         shortfall = req.amount_kzt - available + self.padding_kzt(req.amount_kzt)
         return Screening(
             req.auth_id,
-            sell=self.sell_order(card.card_id, f"{req.auth_id}:sale", shortfall, req.auth_id),
+            sell=self.sell_order(card.card_id, ids.sale_id(req.auth_id), shortfall, req.auth_id),
         )
 
     def sell_order(self, card_id: str, sale_id: str, net_kzt: int, auth_id: str = "") -> SellOrder:
@@ -91,7 +92,7 @@ class AuthorizationSteps(IssuerBooks):
             return self.decline(req, ReasonCode.ISSUER_UNAVAILABLE)  # sold, proceeds not arrived
         padding = self.padding_kzt(req.amount_kzt)
         hold_kzt = min(req.amount_kzt + padding, available)
-        hold_id = f"{req.auth_id}:hold"
+        hold_id = ids.hold_id(req.auth_id)
         result = self.ledger.create_transfers([self._hold(hold_id, card.account_id, hold_kzt, req.auth_id)])[0]
         if result is not R.OK:
             raise AssertionError(f"hold {hold_id} refused after the balance check: {result.name}")

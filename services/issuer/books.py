@@ -26,6 +26,7 @@ from services.contracts import (
     FundingMode,
     ReasonCode,
 )
+from services.ids import Step, transfer_id
 from services.issuer.cards import (
     Authorization,
     AuthState,
@@ -242,12 +243,12 @@ class IssuerBooks:
         elif msg.purpose is Purpose.CARD_LOAD:
             card = self.cards.get(msg.ref)
         elif msg.purpose is Purpose.SETTLEMENT_OUT:
-            return book_half(self.ledger, f"{msg.id}:recv", FUNDING, SETTLEMENT, msg)
+            return book_half(self.ledger, transfer_id(msg.id, Step.RECV), FUNDING, SETTLEMENT, msg)
         else:
             return False
         if card is None:
             return False
-        ok = book_half(self.ledger, f"{msg.id}:recv", FUNDING, card.account_id, msg)
+        ok = book_half(self.ledger, transfer_id(msg.id, Step.RECV), FUNDING, card.account_id, msg)
         if ok and card.top_up_in_flight == msg.id:
             card.top_up_in_flight = ""
         return ok
@@ -255,10 +256,11 @@ class IssuerBooks:
     def book_payment(self, msg: PaymentMessage) -> bool:
         """The issuer's half of a payment it makes (settlement to the network, a re-buy)."""
         if msg.purpose is Purpose.SETTLEMENT_IN:
-            return book_half(self.ledger, f"{msg.id}:pay", SETTLEMENT, FUNDING, msg)
+            return book_half(self.ledger, transfer_id(msg.id, Step.PAY), SETTLEMENT, FUNDING, msg)
         if msg.purpose is Purpose.REBUY:
             card = self.card_of_sale(msg.ref)
-            return card is not None and book_half(self.ledger, f"{msg.id}:pay", card.account_id, FUNDING, msg)
+            pay_id = transfer_id(msg.id, Step.PAY)
+            return card is not None and book_half(self.ledger, pay_id, card.account_id, FUNDING, msg)
         return False
 
     def book_interchange(self, window_id: str, amount_kzt: int) -> bool:

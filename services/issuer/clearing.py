@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from services.ids import Step, transfer_id
 from services.issuer.books import EXPOSURE, SETTLEMENT, IssuerBooks
 from services.issuer.cards import (
     Authorization,
@@ -116,7 +117,7 @@ class ClearingSteps(IssuerBooks):
             if post:
                 batch.append(
                     Transfer(
-                        f"{hold_id}:post",
+                        transfer_id(hold_id, Step.POST),
                         "",
                         "",
                         post,
@@ -130,7 +131,7 @@ class ClearingSteps(IssuerBooks):
             else:
                 batch.append(
                     Transfer(
-                        f"{hold_id}:void",
+                        transfer_id(hold_id, Step.VOID),
                         "",
                         "",
                         0,
@@ -158,7 +159,7 @@ class ClearingSteps(IssuerBooks):
         code = self._resolve(
             [
                 Transfer(
-                    f"{hold_id}:void",
+                    transfer_id(hold_id, Step.VOID),
                     "",
                     "",
                     0,
@@ -193,7 +194,7 @@ class ClearingSteps(IssuerBooks):
         presentment_id = f"{auth_id}:{kind}:{auth.returns + 1}"
         target = card_account(auth.card_id) if auth.card_id in self.cards else EXPOSURE
         t = Transfer(
-            f"{presentment_id}:present",
+            transfer_id(presentment_id, Step.PRESENT),
             SETTLEMENT,
             target,
             amount_kzt,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from services.clock import Clock
 from services.contracts import AuthorizationRequest, AuthorizationResponse, ReasonCode
+from services.ids import Step, transfer_id
 from services.ledger import Account, AccountFlags, InMemoryLedger, LedgerRepository, Transfer, TransferResult
 from services.messaging import PaymentMessage, Purpose, book_half
 from services.money import AssetRegistry
@@ -170,8 +171,8 @@ class Network:
     def _transfers(self, p: Presentment) -> list[Transfer]:
         issuer, acquirer = position_account(p.issuer_id), position_account(p.acquirer_id)
         if not p.is_capture:
-            return linked_legs([(f"{p.id}:present", acquirer, issuer, p.amount_kzt, p.kind.value)], p.id)
-        legs: list[Leg] = [(f"{p.id}:present", issuer, acquirer, p.amount_kzt, p.kind.value)]
+            return linked_legs([(transfer_id(p.id, Step.PRESENT), acquirer, issuer, p.amount_kzt, p.kind.value)], p.id)
+        legs: list[Leg] = [(transfer_id(p.id, Step.PRESENT), issuer, acquirer, p.amount_kzt, p.kind.value)]
         interchange = self.fees.interchange_kzt(p.amount_kzt)
         scheme = self.fees.scheme_fee_kzt(p.amount_kzt)
         if interchange:
@@ -203,13 +204,13 @@ class Network:
         """A participant's settlement payment has arrived at the network's bank."""
         if msg.purpose is not Purpose.SETTLEMENT_IN:
             return False
-        return book_half(self.ledger, f"{msg.id}:recv", BANK, position_account(msg.payer), msg)
+        return book_half(self.ledger, transfer_id(msg.id, Step.RECV), BANK, position_account(msg.payer), msg)
 
     def book_payment(self, msg: PaymentMessage) -> bool:
         """The network's half of paying a participant it owes."""
         if msg.purpose is not Purpose.SETTLEMENT_OUT:
             return False
-        return book_half(self.ledger, f"{msg.id}:pay", position_account(msg.payee), BANK, msg)
+        return book_half(self.ledger, transfer_id(msg.id, Step.PAY), position_account(msg.payee), BANK, msg)
 
     def bank_kzt(self) -> int:
         acc = self.ledger.account(BANK)

@@ -31,6 +31,7 @@ from services.exchange import Exchange, SaleQuote
 from services.exchange import accounts as acc
 from services.exchange.config import SaleReason
 from services.flows.opening import open_exchange
+from services.ids import Step, transfer_id
 from services.ledger import TransferResult
 from services.ledger.engine import Staging
 from services.ledger.sql import SqlLedger, TransactionHook
@@ -151,7 +152,7 @@ class ExchangeService(StatefulService):
 
     def _proceeds_hook(self, sale_id: str, auth_id: str) -> TransactionHook:
         """Stage the proceeds message in the transaction that writes the sale's payout transfer."""
-        payout_id = f"{sale_id}:payout"
+        payout_id = transfer_id(sale_id, Step.PAYOUT)
 
         def hook(conn: Any, staging: Staging) -> None:
             payout = staging.transfers.get(payout_id)

@@ -19,6 +19,9 @@ from services.messaging import PaymentMessage, Purpose
 if TYPE_CHECKING:
     from services.api.parties.issuer.service import IssuerService
 
+from services import ids
+from services.ids import Step, transfer_id
+
 __all__ = ["IssuerPorts"]
 
 _STANDING = (AuthState.HELD, AuthState.CAPTURED)
@@ -82,7 +85,7 @@ class IssuerPorts:
 
     async def proceeds_on_card(self, sale_id: str) -> int:
         svc = self.svc
-        credited = await svc.ctx.run(svc.ledger.transfer, f"{sale_id}:recv")
+        credited = await svc.ctx.run(svc.ledger.transfer, transfer_id(sale_id, Step.RECV))
         return 0 if credited is None else credited.amount
 
     async def approved(self, auth_id: str) -> bool:
@@ -117,7 +120,7 @@ class IssuerPorts:
     async def rebuy_message(self, sale_id: str, net_kzt: int) -> PaymentMessage:
         ctx = self.svc.ctx
         cfg = ctx.seed.config
-        return ctx.topology.message(f"{sale_id}:rebuy", Purpose.REBUY, cfg.issuer_id, cfg.exchange_id, net_kzt,
+        return ctx.topology.message(ids.rebuy_id(sale_id), Purpose.REBUY, cfg.issuer_id, cfg.exchange_id, net_kzt,
                                     ref=sale_id)
 
     async def book_rebuy(self, msg: PaymentMessage) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 from typing import Any, Literal, cast
 
+from services import ids
 from services.api.outbox import Outbox, Relay
 from services.api.parties.base import (
     PartyContext,
@@ -42,6 +43,7 @@ from services.contracts import (
 )
 from services.flows import OrphanOutcome, apply_advice, authorize, orphaned_sale
 from services.flows.opening import open_issuer
+from services.ids import Step, transfer_id
 from services.issuer import AuthState, CardResult, CardStatus, ClearingCode, Issuer
 from services.ledger.sql import SqlLedger
 from services.messaging import PaymentMessage, Purpose
@@ -61,7 +63,6 @@ _CLEARING_HTTP: dict[ClearingCode, tuple[int, str]] = {
     ClearingCode.LIMIT: (422, "amount"),
     ClearingCode.INSUFFICIENT_FUNDS: (422, "amount"),
 }
-
 
 _CARD_HTTP: dict[CardResult, tuple[int, str]] = {
     CardResult.UNKNOWN_TIER: (422, "kyc_tier"),
@@ -183,7 +184,7 @@ class IssuerService(StatefulService):
         async with self._card_lock(req.card_id):
             applied = await apply_advice(req, response, ports)
             if applied:
-                sale_id = f"{req.auth_id}:sale"
+                sale_id = ids.sale_id(req.auth_id)
                 outcome = await orphaned_sale(req.auth_id, sale_id, self.ctx.seed.config.orphan_policy, ports)
                 if outcome is not OrphanOutcome.SEEN:
                     orphan = sale_id
@@ -244,12 +245,12 @@ class IssuerService(StatefulService):
         return self.issuer.expire_holds()
 
     def _book_payment(self, msg: PaymentMessage) -> bool:
-        with self.ledger.also_in_transaction(staging_hook(self.outbox, msg, f"{msg.id}:pay")):
+        with self.ledger.also_in_transaction(staging_hook(self.outbox, msg, transfer_id(msg.id, Step.PAY))):
             return self.issuer.book_payment(msg)
 
     def _claim_orphan(self, sale_id: str) -> bool:
         """An orphaned sale is handled once, and only once its tenge is on the card."""
-        if sale_id in self.orphans or self.ledger.transfer(f"{sale_id}:recv") is None:
+        if sale_id in self.orphans or self.ledger.transfer(transfer_id(sale_id, Step.RECV)) is None:
             return False
         self.orphans.add(sale_id)
         return True
@@ -270,7 +271,7 @@ class IssuerService(StatefulService):
             raise ProblemError(422, "the payer's bank is not the issuer's bank",
                                [FieldError(field="payer_bank", reason="wrong bank")])
         if not self.ctx.command(self._book_payment, msg, refused=lambda r: not r):
-            if self.ctx.locked(self.ledger.transfer, f"{msg.id}:pay") is not None:
+            if self.ctx.locked(self.ledger.transfer, transfer_id(msg.id, Step.PAY)) is not None:
                 raise ProblemError(409, f"payment {msg.id} was booked before with other fields",
                                    [FieldError(field="id", reason="already used for another payment")])
             raise ProblemError(422, f"payment {msg.id} is more than the issuer's settlement balance",

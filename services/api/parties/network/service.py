@@ -25,6 +25,7 @@ from services.api.transport_http import idempotency_key, message_to_json
 from services.contracts import AuthorizationRequest, AuthorizationResponse, MerchantSpec, ReasonCode, SettlementReport
 from services.flows import run_now, settle_window
 from services.flows.opening import open_network
+from services.ids import Step, transfer_id
 from services.ledger import Violation
 from services.ledger.sql import SqlLedger
 from services.logging import get_logger
@@ -33,7 +34,6 @@ from services.network import Network, Presentment, PresentmentKind, WindowSummar
 from services.reconciliation import Half, party_halves
 
 _log = get_logger(__name__)
-
 
 _ADVICE_ROUNDS_MAX = 8  # background rounds per advice (each with the transport's own retries)
 
@@ -127,7 +127,7 @@ class NetworkService(StatefulService):
 
     def _book_payment(self, payer: str, msg: PaymentMessage) -> bool:
         party = self.network if payer == self.network.id else self.acquirers[payer]
-        with self.ledger_of[payer].also_in_transaction(staging_hook(self.outbox, msg, f"{msg.id}:pay")):
+        with self.ledger_of[payer].also_in_transaction(staging_hook(self.outbox, msg, transfer_id(msg.id, Step.PAY))):
             return party.book_payment(msg)
 
     # -- payments ----------------------------------------------------------------------------

@@ -17,18 +17,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sim.progress import print_headline, progress_display
+from sim.run_dir import RunDirError
 from sim.runner import EXIT_BAD_INPUT, EXIT_OK, simulate
 from sim.scenario_load import ScenarioError, load_scenario
+from sim.sweep.cli import EXIT_INTERRUPTED, capacity_command, sweep_command
 from sim.sweep.cli import add_parsers as add_sweep_parsers
-from sim.sweep.cli import capacity_command, sweep_command
 
 __all__ = ["main"]
+
+EXIT_BROKEN_PIPE = 141  # the reader went away (128 + SIGPIPE, as a shell reports it)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,11 +98,15 @@ def _run(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_BAD_INPUT
     run_dir = args.out or Path("runs") / f"{args.scenario.stem}-{args.seed}"
-    if run_dir.exists() and not run_dir.is_dir():
-        _err(f"{run_dir} exists and is not a directory")
+    try:
+        with progress_display(scenario.duration_s, quiet=args.quiet) as progress:
+            result = simulate(scenario, text, args.seed, run_dir, progress)
+    except RunDirError as exc:
+        _err(str(exc))
         return EXIT_BAD_INPUT
-    with progress_display(scenario.duration_s, quiet=args.quiet) as progress:
-        result = simulate(scenario, text, args.seed, run_dir, progress)
+    except KeyboardInterrupt:
+        _err(f"interrupted; {run_dir} is as it was before this run")
+        return EXIT_INTERRUPTED
     report = _report_module()
     report_path = None
     if report is not None:
@@ -160,9 +168,26 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _quiet_stdout() -> None:
+    """After a broken pipe (``ccsim report … | head``) nothing more goes to stdout, and Python's
+    flush at exit must not complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return _COMMANDS[args.command](args)
+    try:
+        code = _COMMANDS[args.command](args)
+        sys.stdout.flush()
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":

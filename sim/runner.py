@@ -13,6 +13,7 @@ Bad input (exit code 2) never reaches here: the scenario is validated before a d
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ from typing import Any
 
 from sqlalchemy import Table
 
+from services.exchange.accounts import FEES_KZT
 from services.ledger import Transfer
 from sim.results import ResultsWriter, integrity, runs, transfers
+from sim.run_dir import publish, staging_dir
 from sim.scenario import Scenario
 from sim.scenario_load import scenario_sha256
 from sim.summary import build_summary, evaluate_slos
@@ -68,6 +71,12 @@ def _integrity(world: World) -> list[tuple[str, bool, str]]:
         detail += f"; … {len(breaks) - 20} more"
     rows.append(("reconciliation", not breaks, detail or "every message booked on both sides"))
     return rows
+
+
+def _exchange_fees_kzt(world: World) -> int:
+    """The exchange's fee income: its fee account's balance (every sale it made, whoever asked)."""
+    account = world.chain.exchange_ledger.account(FEES_KZT)
+    return 0 if account is None else account.credit_balance
 
 
 def _party_journals(world: World) -> Iterator[tuple[str, Iterator[Transfer]]]:
@@ -141,7 +150,8 @@ def _simulate_with(
         writer.add(integrity, {"check": check, "ok": ok, "detail": detail})
     if write_rows and scenario.metrics.write_transfers and not bounded:
         _write_transfers(world, writer)  # a bounded world streamed them during the run
-    body = build_summary(scenario, world.metrics, world.stations, world.chain.tax_summary())
+    body = build_summary(scenario, world.metrics, world.stations, world.chain.tax_summary(),
+                         exchange_fees_kzt=_exchange_fees_kzt(world))
     wall_s = time.perf_counter() - wall0
     sha = scenario_sha256(scenario_text)
     summary: dict[str, Any] = {
@@ -219,22 +229,27 @@ def simulate(
     ``on_world`` (optional) is handed the world once it is built, before it runs: a caller that
     watches a run (the live gateway) reads its metrics from ``progress`` and its books afterwards.
 
+    The run is written into a staging directory beside ``run_dir`` and replaces it only when
+    complete (:mod:`sim.run_dir`): an interrupted run leaves ``run_dir`` as it was.
+
     ``keep_books``: keep every journal, authorization, sale and tax statement in memory for the
     caller to read after the run (memory grows with the run), or bound memory (journals streamed
     into ``results.db``, payments forgotten when over; :class:`~sim.world.World`). The default keeps
     them only for a caller that gets the world (``on_world``). The results are the same either way.
     """
     bounded = not (keep_books if keep_books is not None else on_world is not None)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    db_path = run_dir / "results.db"
-    for stale in (db_path, run_dir / "results.db-wal", run_dir / "results.db-shm"):
-        stale.unlink(missing_ok=True)
-    writer = ResultsWriter(db_path)
+    stage = staging_dir(run_dir)  # the run is written here and renamed into place when complete
     try:
-        with few_collections():  # see sim.world.GC_THRESHOLDS
-            summary, violations = _simulate_with(scenario, scenario_text, seed, writer, progress,
-                                                 write_rows=True, bounded=bounded, on_world=on_world)
-    finally:
-        writer.close()
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        writer = ResultsWriter(stage / "results.db")
+        try:
+            with few_collections():  # see sim.world.GC_THRESHOLDS
+                summary, violations = _simulate_with(scenario, scenario_text, seed, writer, progress,
+                                                     write_rows=True, bounded=bounded, on_world=on_world)
+        finally:
+            writer.close()
+        (stage / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        publish(stage, run_dir)
+    except BaseException:  # an interrupted or failed run leaves run_dir as it was
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     return _result(run_dir, summary, violations)

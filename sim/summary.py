@@ -26,7 +26,9 @@ def kzt(minor: int) -> str:
 
 
 def build_summary(scenario: Scenario, metrics: Metrics, stations: dict[str, Any],
-                  tax: AuthoritySummary) -> dict[str, Any]:
+                  tax: AuthoritySummary, *, exchange_fees_kzt: int) -> dict[str, Any]:
+    """The summary's figures; ``exchange_fees_kzt`` is the exchange's fee account at the end of the
+    run (every sale's fee: the payments', the auto top-ups' and the stand-in advices')."""
     m = metrics
     lat = np.frombuffer(m.latency_ms, dtype=float)
     span_s = scenario.measure_until_s - scenario.measure_from_s
@@ -62,6 +64,10 @@ def build_summary(scenario: Scenario, metrics: Metrics, stations: dict[str, Any]
             "stand_in": m.stand_in,
             "stand_in_approved_kzt": kzt(m.stand_in_approved_kzt),
             "orphaned_sales": m.orphaned,
+            # The sale completed after the deadline and the network had approved by stand-in: its
+            # tenge funds that approval. The rest have no approved payment behind them.
+            "orphaned_sales_funding_stand_in": m.orphaned_stand_in,
+            "orphaned_sales_unbacked": m.orphaned - m.orphaned_stand_in,
         },
         "auth_latency_ms": percentiles(lat),
         "deadline_miss_rate": m.deadline_missed / m.measured if m.measured else 0.0,
@@ -74,7 +80,8 @@ def build_summary(scenario: Scenario, metrics: Metrics, stations: dict[str, Any]
         },
         "market": {
             "slippage_bps_mean": float(slip.mean()) if slip.size else 0.0,
-            "fees_kzt": kzt(m.fees_kzt),
+            "fees_kzt": kzt(exchange_fees_kzt),  # every sale's fee, as the exchange's fee account holds it
+            "payment_sale_fees_kzt": kzt(m.fees_kzt),  # of which the payments' own sales
         },
         "liquidity": {
             # The most tenge each had to have put up front: opening balance minus its lowest point.

@@ -415,6 +415,8 @@ def test_compare_refuses_different_versions_and_missing_runs(run_dir: Path,
     summary = _summary(other)
     summary["ccsim_version"] = "0.0.0-other"
     (other / "summary.json").write_text(json.dumps(summary))
+    with sqlite3.connect(other / "results.db") as conn:  # one run, as another version wrote it
+        conn.execute("UPDATE runs SET summary_json = ?", (json.dumps(summary),))
     out = tmp_path / "out"
     with pytest.raises(ReportError, match="different ccsim versions"):
         compare_runs([run_dir, other], out)

@@ -99,19 +99,21 @@ def settlement_charts(conn: Connection, summary: dict[str, Any]) -> list[Chart]:
         charts.append(Chart("chart-settlement-positions", "", None,
                             "No settlement window closed within the simulated time."))
 
-    fig = new_figure("Tenge the exchange holds and the issuer must fund", "simulated time (s)",
-                     "KZT")
+    fig = new_figure("Pre-funding drawn so far: opening tenge minus the lowest point yet",
+                     "simulated time (s)", "KZT")
     drawn = 0
-    for metric, name, color in (("exchange_cash_kzt", "exchange cash", COLORS[2]),
-                                ("issuer_funding_kzt", "issuer funding need", COLORS[3])):
-        for line in queries.timeseries_by_key(conn, metric).values():
+    for metric, name, color in (("exchange_cash_kzt", "exchange", COLORS[2]),
+                                ("issuer_funding_kzt", "issuer", COLORS[3])):
+        line = queries.prefunding_drawn(conn, metric)
+        if line.t_s:
             fig.add_scatter(x=line.t_s, y=line.values, mode="lines", name=name,
-                            line={"color": color})
+                            line={"color": color, "shape": "hv"})
             drawn += 1
     if drawn:
         shade_warmup(fig, summary)
-        charts.append(Chart("chart-settlement-funding", "The peak of each line is the pre-funding "
-                            "the party needs to have in place.", fig))
+        charts.append(Chart("chart-settlement-funding", "How much tenge each party has had to "
+                            "draw from what it held at the start; where each line ends is its "
+                            "peak pre-funding in the summary.", fig))
     else:
         charts.append(Chart("chart-settlement-funding", "", None, "The run sampled no balances."))
     return charts

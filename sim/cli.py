@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     importlib.import_module("sim.live.cli_ops").add_live_ops_commands(sub, _COMMANDS)  # load, calibrate
     importlib.import_module("sim.live.cli").add_serve_command(sub, _COMMANDS)  # serve (docs/live-mode.md)
     importlib.import_module("sim.db_cli").add_db_command(sub, _COMMANDS)  # db current|upgrade|revision
+    importlib.import_module("sim.verify_cli").add_verify_commands(sub, _COMMANDS)  # verify, bundle
     return parser
 
 

@@ -25,8 +25,10 @@ from typing import Any
 from sqlalchemy import Table
 
 from services.exchange.accounts import FEES_KZT
-from services.ledger import Transfer
-from sim.results import ResultsWriter, integrity, runs, transfers
+from services.ledger import LedgerRepository
+from sim.journal_chain import CHAIN_BATCH_ROWS, GENESIS
+from sim.journal_chain import journal_chain as journal_chain_of
+from sim.results import ResultsWriter, accounts, integrity, journal_chain, runs, transfers
 from sim.run_dir import publish, staging_dir
 from sim.scenario import Scenario
 from sim.scenario_load import scenario_sha256
@@ -73,26 +75,55 @@ def _integrity(world: World) -> list[tuple[str, bool, str]]:
     return rows
 
 
+def _write_evidence(world: World, writer: ResultsWriter) -> dict[str, Any]:
+    """Every party's accounts and the hash chain over the journal (``ccsim verify`` checks both);
+    what ``summary.json`` records of them."""
+    for party, ledger in _party_ledgers(world):
+        writer.add_rows(accounts, (
+            (party, a.id, a.asset, a.kind, int(a.flags), str(a.debits_pending), str(a.debits_posted),
+             str(a.credits_pending), str(a.credits_posted))
+            for a in ledger.accounts()
+        ))
+    writer.flush()
+    raw = writer.engine.raw_connection()
+    try:
+        batches = list(journal_chain_of(raw.driver_connection))  # type: ignore[arg-type]
+    finally:
+        raw.close()
+    writer.add_many(journal_chain, [
+        {"batch": b.index, "party": b.party, "first_seq": b.first_seq, "rows": b.rows, "digest": b.digest}
+        for b in batches
+    ])
+    return {
+        "journal_transfers": sum(b.rows for b in batches),
+        "journal_chain_batches": len(batches),
+        "journal_chain_batch_rows": CHAIN_BATCH_ROWS,
+        "journal_chain_head": batches[-1].digest if batches else GENESIS,
+    }
+
+
 def _exchange_fees_kzt(world: World) -> int:
     """The exchange's fee income: its fee account's balance (every sale it made, whoever asked)."""
     account = world.chain.exchange_ledger.account(FEES_KZT)
     return 0 if account is None else account.credit_balance
 
 
-def _party_journals(world: World) -> Iterator[tuple[str, Iterator[Transfer]]]:
-    """Every party's whole journal (a world with bounded books has streamed them already)."""
+def _party_ledgers(world: World) -> Iterator[tuple[str, LedgerRepository]]:
+    """Every party's ledger."""
     chain = world.chain
-    yield chain.config.exchange_id, chain.exchange_ledger.journal()
-    yield chain.issuer.id, chain.issuer.ledger.journal()
-    yield chain.network.id, chain.network.ledger.journal()
+    yield chain.config.exchange_id, chain.exchange_ledger
+    yield chain.issuer.id, chain.issuer.ledger
+    yield chain.network.id, chain.network.ledger
     for acquirer in chain.acquirers.values():
-        yield acquirer.id, acquirer.ledger.journal()
+        yield acquirer.id, acquirer.ledger
     for bank in chain.banks.values():
-        yield bank.id, bank.ledger.journal()
+        yield bank.id, bank.ledger
 
 
 def _write_transfers(world: World, writer: ResultsWriter) -> None:
-    for party, journal in _party_journals(world):
+    """Every party's whole journal (a world with bounded books has streamed them already)."""
+    for party, ledger in _party_ledgers(world):
+        journal = ledger.journal()
         # Tuples in the table's column order, streamed: the writer inserts them batch by batch.
         writer.add_rows(transfers, (
             (party, seq, t.id, t.debit_account_id, t.credit_account_id, str(t.amount), t.asset, t.code,
@@ -183,7 +214,9 @@ def _simulate_with(
     violations = [f"{check}: {detail}" for check, ok, detail in checks if not ok]
     summary["ledger"] = {"invariants_ok": not violations, "violations": violations}
     summary["slo"] = evaluate_slos(scenario, summary)
+    summary["throughput"]["bucket_s"] = scenario.metrics.bucket_s
     if write_rows:
+        summary["evidence"] = _write_evidence(world, writer)
         writer.add(runs, {
             "run_id": f"{scenario.name}-{seed}", "scenario_name": scenario.name, "seed": seed,
             "scenario_sha256": sha, "ccsim_version": summary["ccsim_version"], "wall_s": wall_s,

@@ -32,7 +32,7 @@ from sim.results import ResultsWriter, accounts, integrity, journal_chain, runs,
 from sim.run_dir import publish, staging_dir
 from sim.scenario import Scenario
 from sim.scenario_load import scenario_sha256
-from sim.summary import build_summary, evaluate_slos
+from sim.summary import build_summary, evaluate_slos, timeline
 from sim.world import Progress, World, few_collections
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTEGRITY", "EXIT_OK", "EXIT_SLO", "RunResult", "ccsim_version", "simulate",
@@ -215,6 +215,7 @@ def _simulate_with(
     summary["ledger"] = {"invariants_ok": not violations, "violations": violations}
     summary["slo"] = evaluate_slos(scenario, summary)
     summary["throughput"]["bucket_s"] = scenario.metrics.bucket_s
+    summary["timeline"] = timeline(scenario)
     if write_rows:
         summary["evidence"] = _write_evidence(world, writer)
         writer.add(runs, {

@@ -16,7 +16,7 @@ from services.tax import AuthoritySummary
 from sim.metrics import Metrics, percentiles
 from sim.scenario import Scenario
 
-__all__ = ["build_summary", "evaluate_slos", "kzt", "lookup"]
+__all__ = ["build_summary", "evaluate_slos", "kzt", "lookup", "timeline"]
 
 _KZT = DEFAULT_ASSETS[0]
 
@@ -123,3 +123,29 @@ def evaluate_slos(scenario: Scenario, summary: dict[str, Any]) -> dict[str, dict
         value = lookup(summary, slo.metric)
         out[slo.text] = {"pass": slo.holds(value), "value": value, "threshold": slo.threshold, "op": slo.op}
     return out
+
+
+def timeline(scenario: Scenario) -> dict[str, Any]:
+    """What the report's time axes need: the clock at t = 0 and every fault window, so charts read
+    in the time of the simulated day with each outage, halt and crash shaded."""
+    windows: list[dict[str, Any]] = []
+
+    def add(start_s: float, duration_s: float, label: str) -> None:
+        windows.append({"start_s": start_s, "end_s": start_s + duration_s, "label": label})
+
+    for name in ("acquirer", "network", "issuer", "exchange", "custody", "bank"):
+        for w in getattr(scenario.services, name).outages:
+            add(w.start_s, w.duration_s, "bank downtime" if name == "bank" else f"{name} outage")
+    for code, asset in sorted(scenario.market.assets.items()):
+        for w in asset.halts:
+            add(w.start_s, w.duration_s, f"{code} trading halt")
+        for move in asset.moves:
+            if move.change_pct <= -10:
+                add(move.at_s, max(move.over_s, 60.0), f"{code} {move.change_pct:+g} % price move")
+    for w in scenario.market.maker_withdrawals:
+        add(w.start_s, w.duration_s, "market makers withdrawn")
+    return {
+        "start_hour": scenario.arrivals.start_hour,
+        "fault_windows": sorted(windows, key=lambda w: (w["start_s"], w["label"])),
+        "slippage_cap_bps": scenario.issuer.max_slippage_bps,
+    }

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from sim.report.fmt import fmt_count, fmt_kzt_exact, fmt_ms, fmt_pct, kzt_decimal
 
-__all__ = ["HEADLINE", "Kind", "Metric", "lookup", "violation_list"]
+__all__ = ["HEADLINE", "Kind", "Metric", "lookup", "metric_for", "violation_list"]
 
 Value = int | float | Decimal | bool | None
 
@@ -28,6 +28,7 @@ class Kind(Enum):
     PER_S = "per_s"
     SECONDS = "seconds"
     BOOL = "bool"
+    NUMBER = "number"  # a figure of no particular unit (an SLO on a count-like or derived value)
 
 
 def lookup(summary: dict[str, Any], path: str) -> Any:
@@ -98,6 +99,8 @@ class Metric:
                 return f"{float(value) / 3600:,.2f} h"
             case Kind.BOOL:
                 return "pass" if value else "FAIL"
+            case Kind.NUMBER:
+                return f"{float(value):,.4g}"
 
     def delta(self, base: Value, other: Value) -> Value:
         """``other - base`` in the metric's own arithmetic; ``None`` when not comparable."""
@@ -157,3 +160,21 @@ HEADLINE: Final = (
     Metric("ledger.invariants_ok", "ledger invariants", Kind.BOOL),
     Metric("violations", "ledger invariant violations", Kind.COUNT),
 )
+
+
+_SUFFIX_KINDS: Final = (("_ms", Kind.MS), ("_kzt", Kind.KZT), ("_bps", Kind.BPS), ("_rate", Kind.RATE),
+                        ("utilization", Kind.RATE), ("_per_s_mean", Kind.PER_S), ("_per_s_peak", Kind.PER_S),
+                        ("_s.p50", Kind.SECONDS), ("_s.p99", Kind.SECONDS), ("_s.max", Kind.SECONDS))
+
+
+def metric_for(path: str) -> Metric:
+    """The headline metric at ``path`` (an SLO's metric), or one whose kind its name implies:
+    ``…_ms`` milliseconds, ``…_kzt`` tenge, ``…_rate`` and utilizations shares, else a count."""
+    for metric in HEADLINE:
+        if metric.key in {path, path.removeprefix("payments.")}:
+            return metric
+    head = path.rsplit(".", 1)[0] if path.startswith(("auth_latency_ms.", "legs.")) else path
+    for suffix, kind in _SUFFIX_KINDS:
+        if head.endswith(suffix) or path.endswith(suffix):
+            return Metric(path, path, kind)
+    return Metric(path, path, Kind.NUMBER)

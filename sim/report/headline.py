@@ -8,9 +8,9 @@ difference column in a comparison is the exact difference of two summaries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from sim.report.fmt import fmt_count, fmt_kzt_exact, fmt_ms, fmt_pct, kzt_decimal
 
@@ -82,6 +82,9 @@ class Metric:
     def fmt(self, value: Value) -> str:
         if value is None:
             return "n/a"
+        value = self.rounded(value)  # what is shown is what differences are computed from
+        if value is None:
+            return "n/a"
         match self.kind:
             case Kind.COUNT:
                 return fmt_count(int(value))
@@ -102,18 +105,34 @@ class Metric:
             case Kind.NUMBER:
                 return f"{float(value):,.4g}"
 
+    # Decimal places :meth:`fmt` shows, in the metric's own unit (a rate's 2 places of a percent
+    # are 4 of the share; hours to 2 places are seconds to a multiple of 36).
+    _SHOWN_PLACES: ClassVar[dict[Kind, int]] = {Kind.MS: 0, Kind.RATE: 4, Kind.BPS: 2, Kind.PER_S: 2}
+
+    def rounded(self, value: Value) -> Value:
+        """``value`` as :meth:`fmt` shows it (a Decimal), so differences of shown figures add up."""
+        if value is None or isinstance(value, bool) or self.kind in (Kind.KZT, Kind.COUNT, Kind.BOOL):
+            return value
+        exact = Decimal(str(float(value)))
+        if self.kind is Kind.SECONDS:
+            return (exact / 3600).quantize(Decimal("0.01"), ROUND_HALF_UP) * 3600
+        places = self._SHOWN_PLACES.get(self.kind)
+        if places is None:
+            return exact
+        return exact.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
+
     def delta(self, base: Value, other: Value) -> Value:
-        """``other - base`` in the metric's own arithmetic; ``None`` when not comparable."""
+        """``other - base`` of the figures as shown (:meth:`rounded`), so the difference column
+        is the difference of the columns beside it; ``None`` when not comparable."""
         if base is None or other is None:
             return None
         if self.kind is Kind.BOOL:
             return bool(base) == bool(other)
-        if self.kind is Kind.KZT:
-            assert isinstance(base, Decimal) and isinstance(other, Decimal)
-            return other - base
         if self.kind is Kind.COUNT:
             return int(other) - int(base)
-        return float(other) - float(base)
+        a, b = self.rounded(base), self.rounded(other)
+        assert isinstance(a, Decimal) and isinstance(b, Decimal)
+        return b - a
 
     def fmt_delta(self, delta: Value) -> str:
         if delta is None:

@@ -16,7 +16,7 @@ from services.tax import AuthoritySummary
 from sim.metrics import Metrics, percentiles
 from sim.scenario import Scenario
 
-__all__ = ["build_summary", "evaluate_slos", "kzt", "lookup", "timeline"]
+__all__ = ["build_summary", "evaluate_slos", "flatten", "kzt", "lookup", "timeline"]
 
 _KZT = DEFAULT_ASSETS[0]
 
@@ -115,6 +115,16 @@ def lookup(summary: dict[str, Any], path: str) -> float:
     if node is None:
         return 0.0
     return float(node)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"dotted.path": leaf}`` (lists are leaves)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): node}
 
 
 def evaluate_slos(scenario: Scenario, summary: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ from sim.bundle import BundleError, make_bundle, opened_bundle
 from sim.run_dir import RunDirError
 from sim.runner import ccsim_version, simulate
 from sim.scenario_load import ScenarioError, load_scenario
+from sim.summary import flatten
 from sim.verify import verify_run
 
 __all__ = ["add_verify_commands", "rerun_differences"]
@@ -52,15 +53,6 @@ def _err(message: str) -> None:
     print(f"ccsim: {message}", file=sys.stderr)
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): node}
-
-
 def rerun_differences(run_dir: Path) -> list[str]:
     """Simulate the recorded scenario with the recorded seed again; every summary figure that
     differs (wall-clock fields aside), the journal's chain head included."""
@@ -81,7 +73,7 @@ def rerun_differences(run_dir: Path) -> list[str]:
         except ScenarioError as exc:
             return [f"the recorded scenario no longer loads: {exc}"]
         again = simulate(scenario, text, int(summary["seed"]), Path(tmp) / "rerun").summary
-    first, second = _flatten(summary), _flatten(again)
+    first, second = flatten(summary), flatten(again)
     return [f"{key}: recorded {first.get(key)!r}, re-run {second.get(key)!r}"
             for key in sorted(first.keys() | second.keys())
             if key not in _WALL_CLOCK and first.get(key) != second.get(key)]

@@ -34,6 +34,7 @@ from sim.report.headline import HEADLINE, Kind, Metric, Value, lookup
 from sim.report.page import Section, chart_html, esc, render_page, table_html, write_atomic
 from sim.report.rundata import RunData, open_run, read_summary
 from sim.scenario_load import ScenarioError, parse_scenario
+from sim.summary import flatten
 
 __all__ = ["COMPARE_HTML", "compare_runs", "format_compare_table", "scenario_differences"]
 
@@ -76,15 +77,6 @@ def _stage_metrics(summaries: Sequence[dict[str, Any]]) -> list[Metric]:
             for name in ordered for key, label in _STAGE_FIGURES]
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): node}
-
-
 def _effective_scenario(text: str) -> dict[str, Any]:
     """A run's scenario with every default filled in (the text as run, validated again), flat; the
     raw YAML when it no longer validates."""
@@ -95,9 +87,9 @@ def _effective_scenario(text: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         return {}
     try:
-        return _flat(parse_scenario(raw).model_dump(mode="json"))
+        return flatten(parse_scenario(raw).model_dump(mode="json"))
     except ScenarioError:
-        return _flat(raw)
+        return flatten(raw)
 
 
 def scenario_differences(run_dirs: Sequence[Path]) -> list[tuple[str, list[str]]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sim.bundle import BundleError, make_bundle, opened_bundle
+from sim.cli_help import command_help
 from sim.run_dir import RunDirError
 from sim.runner import ccsim_version, simulate
 from sim.scenario_load import ScenarioError, load_scenario
@@ -30,23 +31,14 @@ EXIT_BAD_INPUT: Final = 2
 # What differs between two runs of the same scenario, seed and version by design.
 _WALL_CLOCK: Final = frozenset({"wall_s", "payments_per_wall_s", "started_at"})
 
-_VERIFY_EPILOG = """\
+_VERIFY_EXIT_CODES = """\
 exit codes: 0 every figure recomputed from results.db equals summary.json (and, with --rerun, the
 re-simulated run is the same); 1 something differs (each difference is printed); 2 not a run
-directory or a bundle, or a directory that is incomplete or mixes two runs.
+directory or a bundle, or a directory that is incomplete or mixes two runs."""
 
-example:
-  ccsim verify runs/jit-1
-  ccsim verify runs/jit-1.tar.gz --rerun
-"""
-
-_BUNDLE_EPILOG = """\
+_BUNDLE_EXIT_CODES = """\
 exit codes: 0 the bundle was written (its path and digest are printed); 1 it was written but the run
-does not verify; 2 not a complete run directory.
-
-example:
-  ccsim bundle runs/jit-1              # writes runs/jit-1.tar.gz
-"""
+does not verify; 2 not a complete run directory."""
 
 
 def _err(message: str) -> None:
@@ -126,13 +118,14 @@ def bundle_command(args: argparse.Namespace) -> int:
 
 def add_verify_commands(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     v = sub.add_parser("verify", help="recompute every figure of a run from its results.db; exit 1 if any differs",
-                       epilog=_VERIFY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       **command_help("ccsim verify runs/jit-1.tar.gz --rerun", _VERIFY_EXIT_CODES))
     v.add_argument("target", type=Path, metavar="RUN_DIR|BUNDLE", help="a run directory or a bundle (.tar.gz)")
     v.add_argument("--rerun", action="store_true",
-                   help="also simulate the recorded scenario and seed again and compare (default: off)")
+                   help="also simulate the recorded scenario and seed again and compare")
     b = sub.add_parser("bundle", help="write one archive with a run, its scenario, versions and digests",
-                       epilog=_BUNDLE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       **command_help("ccsim bundle runs/jit-1      # writes runs/jit-1.tar.gz", _BUNDLE_EXIT_CODES))
     b.add_argument("run_dir", type=Path)
-    b.add_argument("--out", type=Path, default=None, help="archive path (default: RUN_DIR.tar.gz beside it)")
+    b.add_argument("--out", type=Path, default=None,
+                   help="archive path (default: RUN_DIR.tar.gz beside the run directory)")
     commands["verify"] = verify_command
     commands["bundle"] = bundle_command

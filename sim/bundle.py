@@ -101,7 +101,7 @@ def make_bundle(run_dir: Path, out: Path | None = None) -> tuple[Path, str, bool
             shutil.copy2(run_dir / member, stage / member)
         (stage / "scenario.yaml").write_text(_scenario_text(run_dir), encoding="utf-8")
         (stage / "environment.json").write_text(json.dumps(_environment(run_dir), indent=2) + "\n", encoding="utf-8")
-        verification = verify_run(stage)
+        verification = verify_run(stage, name)
         (stage / "verify.txt").write_text(verification.report() + "\n", encoding="utf-8")
         lines = [f"{_sha256(stage / m)}  {m}\n" for m in _MEMBERS]
         (stage / MANIFEST).write_text("".join(lines), encoding="utf-8")

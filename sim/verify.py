@@ -28,7 +28,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from sim.journal_chain import GENESIS, journal_chain
-from sim.run_dir import check_run_dir
+from sim.run_dir import RunDirError, check_run_dir
 from sim.verify_ledger import replay_ledgers
 
 __all__ = ["NOT_RECOMPUTED", "Verification", "verify_run"]
@@ -50,6 +50,7 @@ class Verification:
     """The outcome: every figure checked, and the ones that differ."""
 
     run_dir: Path
+    label: str
     checked: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
     ledger_findings: dict[str, list[str]] = field(default_factory=dict)
@@ -59,7 +60,7 @@ class Verification:
         return not self.differences
 
     def report(self) -> str:
-        lines = [f"ccsim verify {self.run_dir}"]
+        lines = [f"ccsim verify {self.label}"]
         lines += [f"DIFFERS {d}" for d in self.differences]
         lines.append(f"{len(self.checked)} figures recomputed from results.db, {len(self.differences)} differ")
         lines.append("recorded, not recomputable from results.db: " + ", ".join(NOT_RECOMPUTED))
@@ -273,12 +274,16 @@ def _identity(c: _Checker, db: sqlite3.Connection) -> None:
         c.out.differences.append("scenario_sha256: the runs row and summary.json disagree")
 
 
-def verify_run(run_dir: Path) -> Verification:
-    """Recompute and compare; raises :class:`sim.run_dir.RunDirError` for a directory that is not one run."""
+def verify_run(run_dir: Path, label: str | None = None) -> Verification:
+    """Recompute and compare; raises :class:`sim.run_dir.RunDirError` for a directory that is not one
+    run. ``label`` names the run in the report (default: its directory)."""
     run_dir = Path(run_dir)
     check_run_dir(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    out = Verification(run_dir)
+    if summary.get("mode") == "live":
+        raise RunDirError(f"{run_dir} is a live load run: its figures were measured on running services, "
+                          "whose books are not in results.db; verify checks simulated runs")
+    out = Verification(run_dir, label or str(run_dir))
     c = _Checker(summary, out)
     db_path = run_dir / "results.db"
     wal = db_path.with_name(db_path.name + "-wal")

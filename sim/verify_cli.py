@@ -71,8 +71,8 @@ def rerun_differences(run_dir: Path) -> list[str]:
             if key not in _WALL_CLOCK and first.get(key) != second.get(key)]
 
 
-def _verify_dir(run_dir: Path, rerun: bool) -> int:
-    verification = verify_run(run_dir)
+def _verify_dir(run_dir: Path, rerun: bool, label: str | None = None) -> int:
+    verification = verify_run(run_dir, label)
     print(verification.report())
     code = EXIT_OK if verification.ok else EXIT_DIFFERS
     if rerun:
@@ -93,7 +93,7 @@ def verify_command(args: argparse.Namespace) -> int:
                 print(f"bundle {target}: digest {digest}")
                 for member in changed:
                     print(f"DIFFERS {member}: its SHA-256 is not the one SHA256SUMS records")
-                code = _verify_dir(run_dir, args.rerun)
+                code = _verify_dir(run_dir, args.rerun, f"{target} (unpacked)")
                 return EXIT_DIFFERS if changed else code
         return _verify_dir(target, args.rerun)
     except (RunDirError, BundleError) as exc:

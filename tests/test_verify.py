@@ -152,3 +152,12 @@ def test_rerun_reproduces_the_run_from_its_recorded_scenario_and_seed(run: Path,
     code, out = _verify(run, capsys, "--rerun")
     assert code == 0, out
     assert "journal chain head included" in out
+
+
+def test_a_live_load_run_is_refused_with_one_line(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["mode"] = "live"
+    (copy / "summary.json").write_text(json.dumps(summary))
+    _sql(copy, ("UPDATE runs SET summary_json = ?", (json.dumps(summary, sort_keys=True),)))
+    assert cli.main(["verify", str(copy)]) == 2
+    assert "is a live load run" in capsys.readouterr().err

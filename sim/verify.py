@@ -113,7 +113,7 @@ _MISSING: Final = object()
 
 
 def _shown(value: Any) -> str:
-    return str(value) if isinstance(value, Decimal) else repr(value)
+    return str(value) if isinstance(value, Decimal | str) else repr(value)
 
 
 def _same(recorded: Any, value: Any) -> bool:

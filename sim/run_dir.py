@@ -28,7 +28,7 @@ SUMMARY: Final = "summary.json"
 RESULTS: Final = "results.db"
 # What a run directory may hold: a run's own files and what the commands write into it.
 RUN_FILES: Final = frozenset({SUMMARY, RESULTS, "results.db-wal", "results.db-shm", "report.html",
-                              "export", "overlay.yaml", "overlay.set",
+                              "export", "overlay.yaml", "overlay.set", "compare.html",
                               # what an evidence bundle adds (sim/bundle.py)
                               "verify.txt", "scenario.yaml", "environment.json", "SHA256SUMS"})
 

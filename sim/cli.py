@@ -8,55 +8,75 @@
     ccsim sweep SCENARIO --grid KEY=V1,V2,... [--replications N] [--scheduler ADDRESS] [--out DIR] [--resume]
     ccsim capacity SCENARIO --target "METRIC<NUMBER" --vary KEY [--low N --high N]
     ccsim db current|upgrade|revision ...   (the party databases' schema: sim/db_cli.py)
+    ccsim verify RUN_DIR|BUNDLE [--rerun]   (sim/verify_cli.py)
+    ccsim bundle RUN_DIR [--out FILE]
+    ccsim --version
 
 Exit codes: 0 ok; 1 a ledger invariant or the reconciliation failed; 2 bad input (nothing
-written); 3 an SLO was breached.
+written); 3 an SLO was breached; 130 interrupted; 141 the output pipe was closed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sim.cli_help import command_help as _help
 from sim.progress import print_headline, progress_display
-from sim.runner import EXIT_BAD_INPUT, EXIT_OK, simulate
-from sim.scenario_load import ScenarioError, load_scenario
+from sim.run_dir import RunDirError
+from sim.runner import EXIT_BAD_INPUT, EXIT_OK, ccsim_version, simulate
+from sim.scenario import Scenario
+from sim.scenario_load import ScenarioError, load_scenario, scenario_warnings
+from sim.sweep.cli import EXIT_INTERRUPTED, capacity_command, sweep_command
 from sim.sweep.cli import add_parsers as add_sweep_parsers
-from sim.sweep.cli import capacity_command, sweep_command
 
 __all__ = ["main"]
 
+EXIT_BROKEN_PIPE = 141  # the reader went away (128 + SIGPIPE, as a shell reports it)
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ccsim", description="Crypto-card payment settlement simulator")
+    parser = argparse.ArgumentParser(
+        prog="ccsim", description="Crypto-card payment settlement simulator",
+        **_help("ccsim run scenarios/jit.yaml --seed 7 && ccsim verify runs/jit-7"))
+    parser.add_argument("--version", action="version", version=f"ccsim {ccsim_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("validate", help="check a scenario file; exit 2 with the field path if it is bad")
+    v = sub.add_parser("validate", help="check a scenario file; exit 2 with the field path if it is bad",
+                       **_help("ccsim validate scenarios/jit.yaml --set services.issuer.capacity=8"))
     v.add_argument("file", type=Path)
-    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    r = sub.add_parser("run", help="simulate a scenario and write summary.json, results.db and a report")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario field (repeatable)")
+    r = sub.add_parser("run", help="simulate a scenario and write summary.json, results.db and a report",
+                       **_help("ccsim run scenarios/jit.yaml --seed 7 --set duration_s=3600 --out runs/hour"))
     r.add_argument("scenario", type=Path)
-    r.add_argument("--seed", type=int, default=1)
-    r.add_argument("--out", type=Path, default=None, help="run directory (default runs/<scenario>-<seed>/)")
+    r.add_argument("--seed", type=int, default=1, help="the run's random seed: the same seed gives the same run")
+    r.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<scenario>-<seed>/)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario field, e.g. services.issuer.capacity=8 (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no progress bar and no table")
-    rep = sub.add_parser("report", help="(re)build report.html for a run directory")
+    rep = sub.add_parser("report", help="(re)build report.html for a run directory",
+                         **_help("ccsim report runs/jit-7"))
     rep.add_argument("run_dir", type=Path)
-    cmp_ = sub.add_parser("compare", help="compare two or more runs side by side")
+    cmp_ = sub.add_parser("compare", help="compare two or more runs side by side",
+                          **_help("ccsim compare runs/prefunded-1 runs/jit-1"))
     cmp_.add_argument("run_dirs", type=Path, nargs="+")
-    cmp_.add_argument("--out", type=Path, default=None)
-    exp = sub.add_parser("export", help="export payments, legs and time series")
+    cmp_.add_argument("--out", type=Path, default=None,
+                      help="directory for compare.html (default: runs/compare-<run>-vs-<run>/)")
+    exp = sub.add_parser("export", help="export payments, legs and time series",
+                         **_help("ccsim export runs/jit-7 --format csv"))
     exp.add_argument("run_dir", type=Path)
     exp.add_argument("--format", choices=("csv", "parquet"), required=True)
-    exp.add_argument("--out", type=Path, default=None)
+    exp.add_argument("--out", type=Path, default=None, help="directory for the files (default: RUN_DIR/export/)")
     add_sweep_parsers(sub)  # sweep and capacity (sim/sweep/cli.py; exit 130 when interrupted)
     importlib.import_module("sim.live.cli_ops").add_live_ops_commands(sub, _COMMANDS)  # load, calibrate
     importlib.import_module("sim.live.cli").add_serve_command(sub, _COMMANDS)  # serve (docs/live-mode.md)
     importlib.import_module("sim.db_cli").add_db_command(sub, _COMMANDS)  # db current|upgrade|revision
+    importlib.import_module("sim.verify_cli").add_verify_commands(sub, _COMMANDS)  # verify, bundle
     return parser
 
 
@@ -79,9 +99,15 @@ def _validate(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
+    _warn(scenario)
     print(f"{args.file}: ok — scenario {scenario.name!r}, {scenario.duration_s:g} s, "
           f"{len(scenario.slos)} SLO(s)")
     return EXIT_OK
+
+
+def _warn(scenario: Scenario) -> None:
+    for warning in scenario_warnings(scenario):
+        _err(f"warning: {warning}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -93,12 +119,17 @@ def _run(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
+    _warn(scenario)
     run_dir = args.out or Path("runs") / f"{args.scenario.stem}-{args.seed}"
-    if run_dir.exists() and not run_dir.is_dir():
-        _err(f"{run_dir} exists and is not a directory")
+    try:
+        with progress_display(scenario.duration_s, quiet=args.quiet) as progress:
+            result = simulate(scenario, text, args.seed, run_dir, progress)
+    except RunDirError as exc:
+        _err(str(exc))
         return EXIT_BAD_INPUT
-    with progress_display(scenario.duration_s, quiet=args.quiet) as progress:
-        result = simulate(scenario, text, args.seed, run_dir, progress)
+    except KeyboardInterrupt:
+        _err(f"interrupted; {run_dir} is as it was before this run")
+        return EXIT_INTERRUPTED
     report = _report_module()
     report_path = None
     if report is not None:
@@ -160,9 +191,30 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _quiet_stdout() -> None:
+    """After a broken pipe (``ccsim report … | head``) nothing more goes to stdout, and Python's
+    flush at exit must not complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    return _COMMANDS[args.command](args)
+    try:
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit:  # --help, --version or a usage error: printed; flushed here, not at exit
+            sys.stdout.flush()
+            raise
+        code = _COMMANDS[args.command](args)
+        sys.stdout.flush()
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":

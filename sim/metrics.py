@@ -81,7 +81,8 @@ class Metrics:
         self.stand_in = 0
         self.stand_in_approved_kzt = 0
         self.orphaned = 0
-        self.fees_kzt = 0
+        self.orphaned_stand_in = 0  # orphaned sales whose payment the network approved by stand-in
+        self.fees_kzt = 0  # taker fees of the payments' own sales (top-up and advice sales are not here)
         self.gain_kzt = 0
         self.pit_kzt = 0
         self.settlement_latency_s = array("d")
@@ -109,6 +110,8 @@ class Metrics:
                 self.stand_in_approved_kzt += p.req.amount_kzt
         if p.orphaned:
             self.orphaned += 1
+            if p.stand_in and approved:  # the sale's tenge covers what the stand-in approved
+                self.orphaned_stand_in += 1
         if p.measured:
             self.measured += 1
             self.latency_ms.append(latency_ms)

@@ -15,6 +15,8 @@ The report (``sim.report``) reads these tables; their names and columns are a co
 - ``settlements``: net position per participant per settlement window (KZT minor; sums to 0).
 - ``integrity``: each ledger invariant and reconciliation check with ok/detail.
 - ``transfers``: every party's ledger journal at the end of the run (when ``metrics.write_transfers``).
+- ``accounts``: every party's accounts and balances at the end of the run.
+- ``journal_chain``: the hash chain over ``transfers``, batch by batch (:mod:`sim.journal_chain`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ __all__ = [
     "BATCH_ROWS",
     "TIMESERIES_METRICS",
     "ResultsWriter",
+    "accounts",
     "integrity",
+    "journal_chain",
     "legs",
     "metadata",
     "open_engine",
@@ -156,6 +160,36 @@ transfers = Table(
     Column("pending_id", String, nullable=False),
     Column("user_data", String, nullable=False),
     Column("t_s", Float, nullable=False),
+    Index("ix_transfers_party_seq", "party", "seq", unique=True),
+)
+
+# Every party's accounts as its ledger holds them at the end of the run: ``ccsim verify`` replays the
+# journal and compares. Balances are decimal text (18-decimal assets), flags are AccountFlags bits
+# (1: debits must not exceed credits; 2: credits must not exceed debits).
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("party", String, nullable=False),
+    Column("account_id", String, nullable=False),
+    Column("asset", String, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("flags", Integer, nullable=False),
+    Column("debits_pending", String, nullable=False),
+    Column("debits_posted", String, nullable=False),
+    Column("credits_pending", String, nullable=False),
+    Column("credits_posted", String, nullable=False),
+)
+
+# The hash chain over ``transfers`` (sim/journal_chain.py): one row per batch; the last digest is
+# ``summary.json``'s ``evidence.journal_chain_head``.
+journal_chain = Table(
+    "journal_chain",
+    metadata,
+    Column("batch", Integer, primary_key=True),
+    Column("party", String, nullable=False),
+    Column("first_seq", Integer, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("digest", String, nullable=False),
 )
 
 # Capture and settlement happen hours after a payment's row is written; they are appended here as

@@ -13,6 +13,7 @@ Bad input (exit code 2) never reaches here: the scenario is validated before a d
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,11 +24,15 @@ from typing import Any
 
 from sqlalchemy import Table
 
-from services.ledger import Transfer
-from sim.results import ResultsWriter, integrity, runs, transfers
+from services.exchange.accounts import FEES_KZT
+from services.ledger import LedgerRepository
+from sim.journal_chain import CHAIN_BATCH_ROWS, GENESIS
+from sim.journal_chain import journal_chain as journal_chain_of
+from sim.results import ResultsWriter, accounts, integrity, journal_chain, runs, transfers
+from sim.run_dir import publish, staging_dir
 from sim.scenario import Scenario
 from sim.scenario_load import scenario_sha256
-from sim.summary import build_summary, evaluate_slos
+from sim.summary import build_summary, evaluate_slos, timeline
 from sim.world import Progress, World, few_collections
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTEGRITY", "EXIT_OK", "EXIT_SLO", "RunResult", "ccsim_version", "simulate",
@@ -70,20 +75,55 @@ def _integrity(world: World) -> list[tuple[str, bool, str]]:
     return rows
 
 
-def _party_journals(world: World) -> Iterator[tuple[str, Iterator[Transfer]]]:
-    """Every party's whole journal (a world with bounded books has streamed them already)."""
+def _write_evidence(world: World, writer: ResultsWriter) -> dict[str, Any]:
+    """Every party's accounts and the hash chain over the journal (``ccsim verify`` checks both);
+    what ``summary.json`` records of them."""
+    for party, ledger in _party_ledgers(world):
+        writer.add_rows(accounts, (
+            (party, a.id, a.asset, a.kind, int(a.flags), str(a.debits_pending), str(a.debits_posted),
+             str(a.credits_pending), str(a.credits_posted))
+            for a in ledger.accounts()
+        ))
+    writer.flush()
+    raw = writer.engine.raw_connection()
+    try:
+        batches = list(journal_chain_of(raw.driver_connection))  # type: ignore[arg-type]
+    finally:
+        raw.close()
+    writer.add_many(journal_chain, [
+        {"batch": b.index, "party": b.party, "first_seq": b.first_seq, "rows": b.rows, "digest": b.digest}
+        for b in batches
+    ])
+    return {
+        "journal_transfers": sum(b.rows for b in batches),
+        "journal_chain_batches": len(batches),
+        "journal_chain_batch_rows": CHAIN_BATCH_ROWS,
+        "journal_chain_head": batches[-1].digest if batches else GENESIS,
+    }
+
+
+def _exchange_fees_kzt(world: World) -> int:
+    """The exchange's fee income: its fee account's balance (every sale it made, whoever asked)."""
+    account = world.chain.exchange_ledger.account(FEES_KZT)
+    return 0 if account is None else account.credit_balance
+
+
+def _party_ledgers(world: World) -> Iterator[tuple[str, LedgerRepository]]:
+    """Every party's ledger."""
     chain = world.chain
-    yield chain.config.exchange_id, chain.exchange_ledger.journal()
-    yield chain.issuer.id, chain.issuer.ledger.journal()
-    yield chain.network.id, chain.network.ledger.journal()
+    yield chain.config.exchange_id, chain.exchange_ledger
+    yield chain.issuer.id, chain.issuer.ledger
+    yield chain.network.id, chain.network.ledger
     for acquirer in chain.acquirers.values():
-        yield acquirer.id, acquirer.ledger.journal()
+        yield acquirer.id, acquirer.ledger
     for bank in chain.banks.values():
-        yield bank.id, bank.ledger.journal()
+        yield bank.id, bank.ledger
 
 
 def _write_transfers(world: World, writer: ResultsWriter) -> None:
-    for party, journal in _party_journals(world):
+    """Every party's whole journal (a world with bounded books has streamed them already)."""
+    for party, ledger in _party_ledgers(world):
+        journal = ledger.journal()
         # Tuples in the table's column order, streamed: the writer inserts them batch by batch.
         writer.add_rows(transfers, (
             (party, seq, t.id, t.debit_account_id, t.credit_account_id, str(t.amount), t.asset, t.code,
@@ -141,7 +181,8 @@ def _simulate_with(
         writer.add(integrity, {"check": check, "ok": ok, "detail": detail})
     if write_rows and scenario.metrics.write_transfers and not bounded:
         _write_transfers(world, writer)  # a bounded world streamed them during the run
-    body = build_summary(scenario, world.metrics, world.stations, world.chain.tax_summary())
+    body = build_summary(scenario, world.metrics, world.stations, world.chain.tax_summary(),
+                         exchange_fees_kzt=_exchange_fees_kzt(world))
     wall_s = time.perf_counter() - wall0
     sha = scenario_sha256(scenario_text)
     summary: dict[str, Any] = {
@@ -173,7 +214,10 @@ def _simulate_with(
     violations = [f"{check}: {detail}" for check, ok, detail in checks if not ok]
     summary["ledger"] = {"invariants_ok": not violations, "violations": violations}
     summary["slo"] = evaluate_slos(scenario, summary)
+    summary["throughput"]["bucket_s"] = scenario.metrics.bucket_s
+    summary["timeline"] = timeline(scenario)
     if write_rows:
+        summary["evidence"] = _write_evidence(world, writer)
         writer.add(runs, {
             "run_id": f"{scenario.name}-{seed}", "scenario_name": scenario.name, "seed": seed,
             "scenario_sha256": sha, "ccsim_version": summary["ccsim_version"], "wall_s": wall_s,
@@ -219,22 +263,27 @@ def simulate(
     ``on_world`` (optional) is handed the world once it is built, before it runs: a caller that
     watches a run (the live gateway) reads its metrics from ``progress`` and its books afterwards.
 
+    The run is written into a staging directory beside ``run_dir`` and replaces it only when
+    complete (:mod:`sim.run_dir`): an interrupted run leaves ``run_dir`` as it was.
+
     ``keep_books``: keep every journal, authorization, sale and tax statement in memory for the
     caller to read after the run (memory grows with the run), or bound memory (journals streamed
     into ``results.db``, payments forgotten when over; :class:`~sim.world.World`). The default keeps
     them only for a caller that gets the world (``on_world``). The results are the same either way.
     """
     bounded = not (keep_books if keep_books is not None else on_world is not None)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    db_path = run_dir / "results.db"
-    for stale in (db_path, run_dir / "results.db-wal", run_dir / "results.db-shm"):
-        stale.unlink(missing_ok=True)
-    writer = ResultsWriter(db_path)
+    stage = staging_dir(run_dir)  # the run is written here and renamed into place when complete
     try:
-        with few_collections():  # see sim.world.GC_THRESHOLDS
-            summary, violations = _simulate_with(scenario, scenario_text, seed, writer, progress,
-                                                 write_rows=True, bounded=bounded, on_world=on_world)
-    finally:
-        writer.close()
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        writer = ResultsWriter(stage / "results.db")
+        try:
+            with few_collections():  # see sim.world.GC_THRESHOLDS
+                summary, violations = _simulate_with(scenario, scenario_text, seed, writer, progress,
+                                                     write_rows=True, bounded=bounded, on_world=on_world)
+        finally:
+            writer.close()
+        (stage / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        publish(stage, run_dir)
+    except BaseException:  # an interrupted or failed run leaves run_dir as it was
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     return _result(run_dir, summary, violations)

@@ -7,17 +7,19 @@ to the parsed mapping before validation, so they are checked exactly like the fi
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, get_args, get_origin
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from sim.scenario import Scenario
 
-__all__ = ["ScenarioError", "apply_overrides", "load_scenario", "parse_scenario", "read_raw", "scenario_sha256"]
+__all__ = ["ScenarioError", "apply_overrides", "load_scenario", "parse_scenario", "read_raw", "scenario_sha256",
+           "scenario_warnings"]
 
 
 class ScenarioError(Exception):
@@ -62,24 +64,80 @@ def _user_loc(loc: tuple[int | str, ...], raw: object) -> tuple[int | str, ...]:
     return tuple(out)
 
 
-def _format_errors(exc: ValidationError, source: str, root: yaml.Node | None, raw: object) -> str:
+def _model_in(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The model a field holds (through Optional, Annotated, tuples), and whether it is the value
+    of a mapping (``dict[str, Model]``: the next path part is a key, not a field)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    if get_origin(annotation) is dict:
+        return _model_in(get_args(annotation)[1])[0], True
+    for arg in get_args(annotation):
+        model, mapping = _model_in(arg)
+        if model is not None:
+            return model, mapping
+    return None, False
+
+
+def _known_fields(loc: tuple[int | str, ...]) -> list[str]:
+    """The field names allowed where ``loc``'s last part was found (empty when it cannot tell)."""
+    model: type[BaseModel] | None = Scenario
+    key_next = False
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if key_next:
+            key_next = False
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return []
+        model, key_next = _model_in(field.annotation)
+    return list(model.model_fields) if model is not None and not key_next else []
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    close = difflib.get_close_matches(loc[-1], _known_fields(loc), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _override_of(path: str, overrides: tuple[str, ...] | list[str]) -> str | None:
+    """The ``--set`` argument that put the value at ``path`` there (the last one wins)."""
+    for item in reversed(overrides):
+        key = item.partition("=")[0].strip()
+        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
+            return item
+    return None
+
+
+def _format_errors(exc: ValidationError, source: str, root: yaml.Node | None, raw: object,
+                   overrides: tuple[str, ...] | list[str] = ()) -> str:
     lines = []
     for err in exc.errors():
         loc = _user_loc(tuple(err["loc"]), raw)
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg += _did_you_mean(loc)
         cross = _CROSS_FIELD_RE.match(msg) if not loc else None
         if cross:  # a whole-scenario rule names its field in the message
             loc = tuple(int(p) if p.isdigit() else p for p in cross.group(1).split("."))
             msg = cross.group(2)
         path = ".".join(str(p) for p in loc) or "(top level)"
+        override = _override_of(path, overrides)
+        if override is not None:  # the value came from the command line, not the file
+            lines.append(f"--set {override!r}: {path}: {msg}")
+            continue
         line = _line_of(root, loc)
         where = f"{source}:{line}" if line else source
         lines.append(f"{where}: {path}: {msg}")
     return "\n".join(lines)
 
 
-def parse_scenario(raw: object, source: str = "<scenario>", root: yaml.Node | None = None) -> Scenario:
-    """Validate an already-parsed mapping; errors become one :class:`ScenarioError`."""
+def parse_scenario(raw: object, source: str = "<scenario>", root: yaml.Node | None = None,
+                   overrides: tuple[str, ...] | list[str] = ()) -> Scenario:
+    """Validate an already-parsed mapping; errors become one :class:`ScenarioError` (an error in a
+    value set by ``overrides`` is reported against that ``--set`` argument)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -87,7 +145,7 @@ def parse_scenario(raw: object, source: str = "<scenario>", root: yaml.Node | No
     try:
         return Scenario.model_validate(raw)
     except ValidationError as exc:
-        raise ScenarioError(_format_errors(exc, source, root, raw)) from None
+        raise ScenarioError(_format_errors(exc, source, root, raw, overrides)) from None
 
 
 def read_raw(path: Path) -> tuple[dict[str, Any], yaml.Node | None, str]:
@@ -182,8 +240,25 @@ def load_scenario(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tu
         raw = apply_overrides(raw, overrides)
         text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
     raw.setdefault("name", path.stem)
-    scenario = parse_scenario(raw, str(path), root)
+    scenario = parse_scenario(raw, str(path), root, overrides)
     return scenario, text
+
+
+def scenario_warnings(scenario: Scenario) -> list[str]:
+    """What validates but cannot do what it says: a fault window or price move that starts after
+    the run ends (``ccsim validate`` and ``ccsim run`` print these; they do not stop the run)."""
+    end_s = scenario.duration_s
+    found: list[tuple[str, float]] = []
+    for name in ("acquirer", "network", "issuer", "exchange", "custody", "bank"):
+        found += [(f"services.{name}.outages.{i}", w.start_s)
+                  for i, w in enumerate(getattr(scenario.services, name).outages)]
+    for code, asset in scenario.market.assets.items():
+        found += [(f"market.assets.{code}.halts.{i}", w.start_s) for i, w in enumerate(asset.halts)]
+        found += [(f"market.assets.{code}.moves.{i}", m.at_s) for i, m in enumerate(asset.moves)]
+    found += [(f"market.maker_withdrawals.{i}", w.start_s) for i, w in enumerate(scenario.market.maker_withdrawals)]
+    found += [(f"arrivals.bursts.{i}", b.start_s) for i, b in enumerate(scenario.arrivals.bursts)]
+    return [f"{path}: starts at {start_s:,.0f} s, after the run ends at {end_s:,.0f} s (duration_s): "
+            "it has no effect" for path, start_s in found if start_s >= end_s]
 
 
 def scenario_sha256(text: str) -> str:

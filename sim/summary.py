@@ -16,7 +16,7 @@ from services.tax import AuthoritySummary
 from sim.metrics import Metrics, percentiles
 from sim.scenario import Scenario
 
-__all__ = ["build_summary", "evaluate_slos", "kzt", "lookup"]
+__all__ = ["build_summary", "evaluate_slos", "flatten", "kzt", "lookup", "timeline"]
 
 _KZT = DEFAULT_ASSETS[0]
 
@@ -26,7 +26,9 @@ def kzt(minor: int) -> str:
 
 
 def build_summary(scenario: Scenario, metrics: Metrics, stations: dict[str, Any],
-                  tax: AuthoritySummary) -> dict[str, Any]:
+                  tax: AuthoritySummary, *, exchange_fees_kzt: int) -> dict[str, Any]:
+    """The summary's figures; ``exchange_fees_kzt`` is the exchange's fee account at the end of the
+    run (every sale's fee: the payments', the auto top-ups' and the stand-in advices')."""
     m = metrics
     lat = np.frombuffer(m.latency_ms, dtype=float)
     span_s = scenario.measure_until_s - scenario.measure_from_s
@@ -62,6 +64,10 @@ def build_summary(scenario: Scenario, metrics: Metrics, stations: dict[str, Any]
             "stand_in": m.stand_in,
             "stand_in_approved_kzt": kzt(m.stand_in_approved_kzt),
             "orphaned_sales": m.orphaned,
+            # The sale completed after the deadline and the network had approved by stand-in: its
+            # tenge funds that approval. The rest have no approved payment behind them.
+            "orphaned_sales_funding_stand_in": m.orphaned_stand_in,
+            "orphaned_sales_unbacked": m.orphaned - m.orphaned_stand_in,
         },
         "auth_latency_ms": percentiles(lat),
         "deadline_miss_rate": m.deadline_missed / m.measured if m.measured else 0.0,
@@ -74,7 +80,8 @@ def build_summary(scenario: Scenario, metrics: Metrics, stations: dict[str, Any]
         },
         "market": {
             "slippage_bps_mean": float(slip.mean()) if slip.size else 0.0,
-            "fees_kzt": kzt(m.fees_kzt),
+            "fees_kzt": kzt(exchange_fees_kzt),  # every sale's fee, as the exchange's fee account holds it
+            "payment_sale_fees_kzt": kzt(m.fees_kzt),  # of which the payments' own sales
         },
         "liquidity": {
             # The most tenge each had to have put up front: opening balance minus its lowest point.
@@ -110,9 +117,45 @@ def lookup(summary: dict[str, Any], path: str) -> float:
     return float(node)
 
 
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"dotted.path": leaf}`` (lists are leaves)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): node}
+
+
 def evaluate_slos(scenario: Scenario, summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for slo in scenario.parsed_slos():
         value = lookup(summary, slo.metric)
         out[slo.text] = {"pass": slo.holds(value), "value": value, "threshold": slo.threshold, "op": slo.op}
     return out
+
+
+def timeline(scenario: Scenario) -> dict[str, Any]:
+    """What the report's time axes need: the clock at t = 0 and every fault window, so charts read
+    in the time of the simulated day with each outage, halt and crash shaded."""
+    windows: list[dict[str, Any]] = []
+
+    def add(start_s: float, duration_s: float, label: str) -> None:
+        windows.append({"start_s": start_s, "end_s": start_s + duration_s, "label": label})
+
+    for name in ("acquirer", "network", "issuer", "exchange", "custody", "bank"):
+        for w in getattr(scenario.services, name).outages:
+            add(w.start_s, w.duration_s, "bank downtime" if name == "bank" else f"{name} outage")
+    for code, asset in sorted(scenario.market.assets.items()):
+        for w in asset.halts:
+            add(w.start_s, w.duration_s, f"{code} trading halt")
+        for move in asset.moves:
+            if move.change_pct <= -10:
+                add(move.at_s, max(move.over_s, 60.0), f"{code} {move.change_pct:+g} % price move")
+    for w in scenario.market.maker_withdrawals:
+        add(w.start_s, w.duration_s, "market makers withdrawn")
+    return {
+        "start_hour": scenario.arrivals.start_hour,
+        "fault_windows": sorted(windows, key=lambda w: (w["start_s"], w["label"])),
+        "slippage_cap_bps": scenario.issuer.max_slippage_bps,
+    }

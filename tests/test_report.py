@@ -388,8 +388,8 @@ def test_compare_difference_columns_equal_the_summaries(two_runs: list[Path],
             assert Decimal(match.group(1)) == Decimal(str(b)) - Decimal(str(a))
         elif metric.kind.value == "bool":
             assert match.group(1) == str(a == b)
-        else:
-            assert float(match.group(1)) == pytest.approx(float(b) - float(a))
+        else:  # the difference of the figures as shown, not of the unrounded ones
+            assert Decimal(match.group(1)) == metric.rounded(b) - metric.rounded(a)  # type: ignore[operator]
         checked += 1
     assert checked >= 10
     page = parse(text)
@@ -415,6 +415,8 @@ def test_compare_refuses_different_versions_and_missing_runs(run_dir: Path,
     summary = _summary(other)
     summary["ccsim_version"] = "0.0.0-other"
     (other / "summary.json").write_text(json.dumps(summary))
+    with sqlite3.connect(other / "results.db") as conn:  # one run, as another version wrote it
+        conn.execute("UPDATE runs SET summary_json = ?", (json.dumps(summary),))
     out = tmp_path / "out"
     with pytest.raises(ReportError, match="different ccsim versions"):
         compare_runs([run_dir, other], out)
@@ -483,3 +485,27 @@ def test_docs_block_is_generated_from_the_report(run_dir: Path, tmp_path: Path) 
     with pytest.raises(ReportError, match="markers"):
         rewrite_page(unmarked, block)
     assert unmarked.read_text() == "# no markers here\n"
+
+
+def test_compare_names_the_scenario_fields_that_differ_and_draws_each_run_s_deadline(
+        run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    other = real_run(tmp_path_factory.mktemp("deadline") / "deadline", _scenario("cryptocity_day.yaml"),
+                     [*SHORT_RUN, "network.deadline_ms=1500"])
+    table = format_compare_table([run_dir, other])
+    assert "scenario fields that differ:\n  network.deadline_ms: 1: " in table
+    assert "| 2: 1500.0" in table
+    assert "seed" not in table.split("\n\n")[0]  # same seed: not listed
+    text = compare_runs([run_dir, other], tmp_path_factory.mktemp("cmp") / "out").read_text(encoding="utf-8")
+    assert '<table id="scenario-diff">' in text and "network.deadline_ms" in text
+    cdf = parse(text).figures["chart-compare-cdf"]["layout"]
+    assert {a["text"] for a in cdf["annotations"] if a["text"].startswith("deadline")} == {
+        f"deadline {_summary(run_dir)['deadline_ms']:,.0f} ms (run 1)", "deadline 1,500 ms (run 2)"}
+
+
+def test_compare_deltas_are_the_differences_of_the_rounded_figures_shown() -> None:
+    metric = next(m for m in HEADLINE if m.key == "auth_latency_ms.p99")
+    a, b = 100.4, 100.6  # shown as 100 ms and 101 ms
+    assert metric.fmt(a) == "100 ms" and metric.fmt(b) == "101 ms"
+    assert metric.fmt_delta(metric.delta(a, b)) == "+1 ms"
+    rate = next(m for m in HEADLINE if m.key == "approval_rate")
+    assert rate.fmt_delta(rate.delta(0.93214, 0.93226)) == "+0.02 pp"  # 93.21 % → 93.23 %, not +0.01

@@ -220,3 +220,27 @@ def test_bad_input_is_refused() -> None:
         book.realize("h", "BTC", 0, 1, 0.0, "s")
     with pytest.raises(ValueError):
         book.authority_summary(compliance_rate=D("1.5"))
+
+
+def test_fifo_consumes_the_oldest_lot_by_acquired_at_whatever_order_the_lots_are_given_in() -> None:
+    """Lots given newest first (as the live exchange API accepts them) are still sold oldest first.
+
+    0.5 BTC bought on day 100 at 24,000,000 and 0.5 BTC on day 10 at 19,600,000; selling 0.5 BTC
+    consumes the day-10 lot: basis 9,800,000.00 KZT, not the newer lot's 12,000,000.00.
+    """
+    newest_first = (Lot(50_000_000, D("24000000"), acquired_at=100 * DAY_S),
+                    Lot(50_000_000, D("19600000"), acquired_at=10 * DAY_S))
+    book = TaxBook("fifo", epoch_unix_s=EPOCH_2025)
+    book.add_lots("h", Residency.RESIDENT, "BTC", newest_first)
+    first = book.realize("h", "BTC", 50_000_000, 10_000_000_00, 200 * DAY_S, "S1")
+    assert first.basis_kzt == 9_800_000_00
+    second = book.realize("h", "BTC", 50_000_000, 10_000_000_00, 201 * DAY_S, "S2")
+    assert second.basis_kzt == 12_000_000_00
+
+
+def test_fifo_orders_a_later_call_s_older_lot_before_the_lots_already_held() -> None:
+    book = TaxBook("fifo", epoch_unix_s=EPOCH_2025)
+    book.add_lots("h", Residency.RESIDENT, "BTC", [Lot(BTC, D("30000000"), acquired_at=50 * DAY_S)])
+    book.add_lots("h", Residency.RESIDENT, "BTC", [Lot(BTC, D("10000000"), acquired_at=5 * DAY_S)])
+    r = book.realize("h", "BTC", BTC, 20_000_000_00, 60 * DAY_S, "S1")
+    assert r.basis_kzt == 10_000_000_00  # the day-5 lot goes first

@@ -119,14 +119,15 @@ class TaxBook:
     def add_lots(
         self, holder_id: str, residency: Residency, asset: str, lots: Iterable[Lot]
     ) -> None:
-        """Register purchase lots (oldest first for FIFO). Also sets the holder's residency."""
+        """Register purchase lots in any order: FIFO sells them by ``Lot.acquired_at``, oldest
+        first (equal times in the order given). Also sets the holder's residency."""
         self._residency[holder_id] = residency
         pool = self._pool(holder_id, asset)
         spec = self.assets.get(asset)
         for lot in lots:
             if lot.quantity_minor < 0 or lot.price_kzt < 0:
                 raise ValueError(f"a lot needs a non-negative quantity and price, got {lot}")
-            pool.add(lot.quantity_minor, tiyn_per_minor(lot.price_kzt, spec))
+            pool.add(lot.quantity_minor, tiyn_per_minor(lot.price_kzt, spec), lot.acquired_at)
 
     def add_purchase(self, holder_id: str, asset: str, quantity_minor: int, cost_kzt: int) -> None:
         """Register a purchase by its total cost in tiyn (e.g. the exchange's re-buy)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 from math import lcm
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from services.money import Asset
 
@@ -33,6 +33,7 @@ __all__ = [
 CostMethod = Literal["fifo", "average"]
 
 _ZERO = Fraction(0)
+_NOW = float("-inf")  # the time of a first lot added without one; later untimed lots take the last lot's
 
 
 def tiyn_per_minor(price_kzt: Decimal, asset: Asset) -> Fraction:
@@ -49,7 +50,9 @@ class CostPool(Protocol):
     @property
     def quantity_minor(self) -> int: ...
 
-    def add(self, quantity_minor: int, tiyn_per_minor: Fraction) -> None: ...
+    def add(self, quantity_minor: int, tiyn_per_minor: Fraction, acquired_at: float | None = None) -> None:
+        """Add a lot; ``acquired_at`` (seconds) places it among the others, None means now."""
+        ...
 
     def basis_of(self, quantity_minor: int) -> Basis:
         """The basis that selling ``quantity_minor`` would consume, consuming nothing."""
@@ -61,17 +64,21 @@ class CostPool(Protocol):
 
 
 class FifoPool:
-    """First in, first out: a list of ``[quantity_left, cost_numerator]`` lots, oldest first (a
+    """First in, first out: a list of ``[quantity_left, cost_numerator, acquired_at]`` lots, oldest first (a
     holder has a handful; a list is a tenth of a deque's memory, and a million pools add up).
 
     Every lot's cost per minor unit is ``cost_numerator / self._den``: one denominator for the
     pool (widened when a lot with more decimals arrives), so a sale's basis is a sum of integers.
+
+    "Oldest" is the lot's acquisition time, not the order lots were handed in: a lot added with
+    ``acquired_at`` goes after every lot acquired at or before that time; a lot without one (a
+    purchase made now, such as a re-buy) goes last.
     """
 
     __slots__ = ("_den", "_lots", "_quantity_minor")
 
     def __init__(self) -> None:
-        self._lots: list[list[int]] = []
+        self._lots: list[list[Any]] = []  # [quantity_left: int, cost_numerator: int, acquired_at: float]
         self._den = 1
         self._quantity_minor = 0
 
@@ -79,7 +86,7 @@ class FifoPool:
     def quantity_minor(self) -> int:
         return self._quantity_minor
 
-    def add(self, quantity_minor: int, tiyn_per_minor: Fraction) -> None:
+    def add(self, quantity_minor: int, tiyn_per_minor: Fraction, acquired_at: float | None = None) -> None:
         if quantity_minor <= 0:
             return
         den = tiyn_per_minor.denominator
@@ -89,13 +96,20 @@ class FifoPool:
             for lot in self._lots:
                 lot[1] *= factor
             self._den = wider
-        self._lots.append([quantity_minor, tiyn_per_minor.numerator * (self._den // den)])
+        lots = self._lots
+        last_at = lots[-1][2] if lots else _NOW
+        if acquired_at is None or acquired_at >= last_at:  # the usual case: the newest lot
+            lots.append([quantity_minor, tiyn_per_minor.numerator * (self._den // den),
+                         last_at if acquired_at is None else acquired_at])
+        else:
+            at = next(i for i, lot in enumerate(lots) if lot[2] > acquired_at)
+            lots.insert(at, [quantity_minor, tiyn_per_minor.numerator * (self._den // den), acquired_at])
         self._quantity_minor += quantity_minor
 
     def basis_of(self, quantity_minor: int) -> Basis:
         basis = 0
         left = quantity_minor
-        for qty, cost in self._lots:  # stops at the first lot that covers the rest
+        for qty, cost, _ in self._lots:  # stops at the first lot that covers the rest
             take = min(left, qty)
             basis += take * cost
             left -= take
@@ -137,7 +151,7 @@ class AveragePool:
     def quantity_minor(self) -> int:
         return self._quantity_minor
 
-    def add(self, quantity_minor: int, tiyn_per_minor: Fraction) -> None:
+    def add(self, quantity_minor: int, tiyn_per_minor: Fraction, acquired_at: float | None = None) -> None:
         if quantity_minor <= 0:
             return
         self._quantity_minor += quantity_minor

@@ -11,6 +11,7 @@ from sim.report.charts_flow import (
     latency_charts,
     leg_charts,
     outcome_charts,
+    reason_cause,
     reason_label,
     throughput_charts,
 )
@@ -48,9 +49,10 @@ def _declines_table(summary: dict[str, Any]) -> str:
     declined: dict[str, Any] = lookup(summary, "payments.declined") or {}
     if not declined:
         return "<p>No payment was declined.</p>"
-    rows = [[esc(reason_label(str(code))), fmt_count(int(n))]
+    rows = [[esc(reason_label(str(code))), esc(reason_cause(str(code))), fmt_count(int(n))]
             for code, n in sorted(declined.items(), key=lambda item: -int(item[1]))]
-    return table_html(["reason", "payments"], rows, table_id="declines-table")
+    return table_html(["reason", "what causes it in ccsim", "payments"], rows, numeric_from=2,
+                      table_id="declines-table")
 
 
 def _integrity_html(run: RunData) -> tuple[str, bool]:
@@ -72,7 +74,26 @@ def _integrity_html(run: RunData) -> tuple[str, bool]:
             + (table_html(["check", "result", "detail"], rows, numeric_from=9,
                           table_id="integrity-table") if rows else
                '<p class="fail">The run recorded no integrity checks.</p>'))
-    return body, all_ok and bool(rows)
+    return body + _evidence_html(run), all_ok and bool(rows)
+
+
+def _evidence_html(run: RunData) -> str:
+    """How a reader checks this run without trusting the report (docs/verifying-a-run.md)."""
+    evidence = run.summary.get("evidence") or {}
+    head = evidence.get("journal_chain_head")
+    chain = (f'<p>The ledger journals ({fmt_count(evidence.get("journal_transfers"))} transfers) are sealed by '
+             f'a SHA-256 hash chain of {fmt_count(evidence.get("journal_chain_batches"))} batches; its head is '
+             f'<code id="journal-chain-head">{esc(head)}</code>. Changing, removing or reordering any '
+             "transfer changes it.</p>") if head else (
+        "<p>This run was written without a journal hash chain (an older ccsim, or a live run).</p>")
+    return ("<h3>Check this run yourself</h3>" + chain
+            + f"<p>The scenario as run has SHA-256 <code>{esc(run.summary.get('scenario_sha256'))}</code>. "
+            "To recompute every figure of this report from the run's own database, run "
+            f"<code>ccsim verify {esc(run.run_dir.name)}</code> (exit code 0: every figure matches; 1: the "
+            "differing figures are named). <code>ccsim verify --rerun</code> simulates the same scenario "
+            f"and seed again and compares. <code>ccsim bundle {esc(run.run_dir.name)}</code> packs the run, "
+            "its scenario, the exact software versions and the verification into one archive whose "
+            "SHA-256 digest it prints; anyone can check that archive with <code>ccsim verify</code>.</p>")
 
 
 def _tax_html(run: RunData) -> str:
@@ -85,8 +106,8 @@ def _tax_html(run: RunData) -> str:
     policy = lookup(run.summary, "tax.policy")
     return (f"<p>Realized gains: <strong>{esc(fmt_kzt_exact(gain))}</strong>"
             + (f"; collection policy: <strong>{esc(policy)}</strong>" if policy else "")
-            + ". Sales of digital assets are VAT-exempt; the gains are personal income "
-            "(seed §2.2).</p>"
+            + ". Sales of digital assets are exempt from VAT; the gains are the cardholders' "
+            "personal income, taxed per sale.</p>"
             + table_html(["personal income tax", "KZT"], collection, table_id="tax-table")
             + (table_html(["residency", "PIT due, all sales"], due_rows,
                           table_id="tax-due-residency-table") if due_rows else "")
@@ -138,13 +159,13 @@ def _sections(run: RunData) -> list[Section]:
                 _charts(latency_charts(conn, summary, bucket_s))),
         Section("legs", "Per-leg breakdown",
                 _legs_table(summary) + _charts(leg_charts(conn, summary) + live_leg_charts(summary))),
-        Section("throughput", "Throughput", _charts(throughput_charts(rates, bucket_s, summary))),
+        Section("throughput", "Throughput", _charts(throughput_charts(conn, rates, bucket_s, summary))),
         Section("outcomes", "Approvals and declines",
                 _declines_table(summary) + _charts(outcome_charts(rates, bucket_s, summary))),
         Section("market", "Market",
                 f"<p>Mean slippage {float(market.get('slippage_bps_mean') or 0):,.2f} bps; fees "
                 f"{esc(fmt_kzt_exact(kzt_decimal(market.get('fees_kzt'))))}.</p>"
-                + _charts(market_charts(conn))),
+                + _charts(market_charts(conn, summary))),
         Section("settlement", "Settlement",
                 _settlement_html(summary) + _charts(settlement_charts(conn, summary))),
         Section("tax", "Tax", _tax_html(run) + _charts(tax_charts(conn, summary))),

@@ -8,21 +8,25 @@ import plotly.graph_objects as go
 from sqlalchemy import Connection
 
 from sim.report import queries
-from sim.report.figures import COLORS, Chart, new_figure, shade_warmup
+from sim.report.figures import COLORS, TIME_AXIS_TITLE, Chart, new_figure, time_axis
 
 __all__ = [
     "CDF_QUANTILES",
+    "DECLINE_CAUSES",
     "DECLINE_REASONS",
     "flow_bucket_s",
     "latency_charts",
     "leg_charts",
     "outcome_charts",
+    "reason_cause",
     "throughput_charts",
 ]
 
 # ISO 8583 response codes a card network returns; the simulation may add fault names.
 DECLINE_REASONS: Final = {
     "05": "do not honour",
+    "12": "invalid transaction",
+    "13": "invalid amount",
     "14": "invalid card",
     "51": "insufficient funds",
     "54": "expired card",
@@ -33,7 +37,25 @@ DECLINE_REASONS: Final = {
     "65": "exceeds frequency limit",
     "68": "response received too late",
     "91": "issuer unavailable",
+    "94": "duplicate transmission",
     "96": "system malfunction",
+}
+
+# What makes ccsim answer with each code (the declines table shows it beside the code).
+DECLINE_CAUSES: Final = {
+    "05": "the crypto sale would have moved the price past the slippage cap, or its quote expired",
+    "12": "the merchant is not routed through that acquirer",
+    "13": "the amount is not a valid payment amount",
+    "14": "the issuer has no such card",
+    "51": "the card's tenge and the crypto it may sell do not cover the payment",
+    "54": "the card has expired",
+    "59": "anti-money-laundering rule: repeated payments just under the card's limit",
+    "61": "over the card tier's per-payment, daily or monthly limit",
+    "62": "the card is blocked",
+    "65": "anti-money-laundering rule: too many payments in a short time",
+    "91": "the issuer, or the exchange, custody or bank leg it waited for, did not answer",
+    "94": "a duplicate of a payment already answered",
+    "96": "the acquirer or network leg failed before the issuer was asked",
 }
 
 # Dense in the tail, where the deadline bites.
@@ -49,6 +71,11 @@ _MARKS: Final = (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"))
 def reason_label(code: str) -> str:
     name = DECLINE_REASONS.get(code)
     return f"{code} {name}" if name else code
+
+
+def reason_cause(code: str) -> str:
+    """What makes ccsim answer ``code`` (a fault name explains itself)."""
+    return DECLINE_CAUSES.get(code, "")
 
 
 def flow_bucket_s(conn: Connection) -> float:
@@ -100,12 +127,12 @@ def latency_charts(conn: Connection, summary: dict[str, Any], bucket_s: float) -
 
     bands = queries.latency_bands(conn, bucket_s)
     fig_time = new_figure(f"Latency percentiles per {bucket_s:g} s of arrivals",
-                          "simulated time (s)", "latency (ms)")
+                          TIME_AXIS_TITLE, "latency (ms)")
     for (q, series), color in zip(sorted(bands.items()), COLORS, strict=False):
         fig_time.add_scatter(x=series.t_s, y=series.values, mode="lines", name=f"p{q * 100:g}",
                              line={"color": color})
     _deadline_and_marks(fig_time, summary, vertical=False)
-    shade_warmup(fig_time, summary)
+    time_axis(fig_time, summary)
     return [
         Chart("chart-latency-histogram", "How many payments took how long; red is the network's "
               "deadline, dotted lines the percentiles of the summary.", fig_hist),
@@ -140,38 +167,49 @@ def leg_charts(conn: Connection, summary: dict[str, Any]) -> list[Chart]:
         if not series:
             charts.append(Chart(chart_id, "", None, f"The run sampled no {metric}."))
             continue
-        fig = new_figure(title, "simulated time (s)", unit)
+        fig = new_figure(title, TIME_AXIS_TITLE, unit)
         for key, line in sorted(series.items()):
             fig.add_scatter(x=line.t_s, y=line.values, mode="lines", name=key)
         if metric == "utilization":
             fig.update_yaxes(tickformat=".0%")
-        shade_warmup(fig, summary)
+        time_axis(fig, summary)
         charts.append(Chart(chart_id, "Utilization near 100 % with a growing queue is saturation."
                             if metric == "utilization" else
                             "Payments waiting for a worker, sampled over the run.", fig))
     return charts
 
 
-def throughput_charts(rates: dict[str, dict[str, queries.Series]], bucket_s: float,
+def throughput_charts(conn: Connection, rates: dict[str, dict[str, queries.Series]], bucket_s: float,
                       summary: dict[str, Any]) -> list[Chart]:
+    """Arrivals and approvals per second, at the bucket the headline's peak uses
+    (``throughput.bucket_s``) so the chart's highest approval point is that peak."""
+    headline_bucket_s = (summary.get("throughput") or {}).get("bucket_s")
+    if headline_bucket_s:
+        bucket_s = float(headline_bucket_s)
+        rates = queries.payment_rates(conn, bucket_s)
     arrivals = rates["arrivals"].get("")
     approved = rates["approved"].get("")
     if arrivals is None:
         return [Chart("chart-throughput", "", None, "No payment arrived in this run.")]
-    fig = new_figure(f"Throughput per {bucket_s:g} s", "simulated time (s)", "payments per second")
+    fig = new_figure(f"Throughput per {bucket_s:g} s", TIME_AXIS_TITLE, "payments per second")
     fig.add_scatter(x=arrivals.t_s, y=arrivals.values, mode="lines", name="arrivals",
                     line={"color": COLORS[8], "dash": "dash"})
     if approved is not None:
         fig.add_scatter(x=approved.t_s, y=approved.values, mode="lines", name="approved",
                         line={"color": COLORS[0]}, fill="tozeroy")
-    shade_warmup(fig, summary)
+    peak = (summary.get("throughput") or {}).get("approved_per_s_peak")
+    if peak is not None:
+        fig.add_hline(float(peak), line={"color": "#5b6770", "dash": "dot", "width": 1.5},
+                      annotation_text=f"headline peak {float(peak):,.2f} /s (after warm-up)",
+                      annotation_position="top left")
+    time_axis(fig, summary)
     return [Chart("chart-throughput", "When approvals fall below arrivals for long, payments are "
                   "being declined or queued.", fig)]
 
 
 def outcome_charts(rates: dict[str, dict[str, queries.Series]], bucket_s: float,
                    summary: dict[str, Any]) -> list[Chart]:
-    fig = new_figure(f"Approvals and declines by reason per {bucket_s:g} s", "simulated time (s)",
+    fig = new_figure(f"Approvals and declines by reason per {bucket_s:g} s", TIME_AXIS_TITLE,
                      "payments per second")
     approved = rates["approved"].get("")
     if approved is None and not rates["declined"]:
@@ -183,6 +221,6 @@ def outcome_charts(rates: dict[str, dict[str, queries.Series]], bucket_s: float,
         fig.add_scatter(x=series.t_s, y=series.values, mode="lines",
                         name=f"declined: {reason_label(reason)}", line={"color": color})
     fig.update_yaxes(type="log" if rates["declined"] else "linear")
-    shade_warmup(fig, summary)
+    time_axis(fig, summary)
     return [Chart("chart-outcomes", "One line per outcome; the axis is logarithmic so that rare "
                   "decline reasons stay visible next to the approvals (zero is not drawn).", fig)]

@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 from sqlalchemy import Connection
 
 from sim.report import queries
-from sim.report.figures import COLORS, FONT_STACK, Chart, new_figure, shade_warmup
+from sim.report.figures import COLORS, FONT_STACK, TIME_AXIS_TITLE, Chart, new_figure, time_axis
 from sim.report.fmt import kzt_decimal
 
 __all__ = ["market_charts", "settlement_charts", "tax_charts", "tax_collection"]
@@ -23,7 +23,7 @@ def _minor_to_float_kzt(amount_minor: int) -> float:
     return amount_minor / 100
 
 
-def market_charts(conn: Connection) -> list[Chart]:
+def market_charts(conn: Connection, summary: dict[str, Any]) -> list[Chart]:
     charts: list[Chart] = []
     prices = queries.timeseries_by_key(conn, "mid_price_kzt")
     if prices:
@@ -37,7 +37,8 @@ def market_charts(conn: Connection) -> list[Chart]:
                           title={"text": "Mid price per asset", "x": 0.01},
                           font={"family": FONT_STACK, "size": 12}, showlegend=False,
                           margin={"l": 80, "r": 20, "t": 70, "b": 40})
-        fig.update_xaxes(title_text="simulated time (s)", row=len(assets), col=1)
+        fig.update_xaxes(title_text=TIME_AXIS_TITLE, row=len(assets), col=1)
+        time_axis(fig, summary)
         charts.append(Chart("chart-market-price", "Each asset on its own scale: a crash shows as a "
                             "cliff, and the sales after it realize less tenge.", fig))
     else:
@@ -53,6 +54,11 @@ def market_charts(conn: Connection) -> list[Chart]:
                         text=[f"{b[3]:,} sales" for b in bands], line={"color": COLORS[0]})
         fig.add_scatter(x=x, y=[b[2] for b in bands], mode="lines+markers", name="worst",
                         line={"color": COLORS[3], "dash": "dot"})
+        cap = (summary.get("timeline") or {}).get("slippage_cap_bps")
+        if cap is not None:
+            fig.add_hline(float(cap), line={"color": "#b03a48", "width": 2},
+                          annotation_text=f"slippage cap {float(cap):,.0f} bps (a sale past it declines 05)",
+                          annotation_position="top left", annotation_font_color="#b03a48")
         charts.append(Chart("chart-market-slippage", "Larger tickets eat deeper into the order "
                             "book; the worst case should stay under the slippage cap.", fig))
     else:
@@ -99,19 +105,21 @@ def settlement_charts(conn: Connection, summary: dict[str, Any]) -> list[Chart]:
         charts.append(Chart("chart-settlement-positions", "", None,
                             "No settlement window closed within the simulated time."))
 
-    fig = new_figure("Tenge the exchange holds and the issuer must fund", "simulated time (s)",
-                     "KZT")
+    fig = new_figure("Pre-funding drawn so far: opening tenge minus the lowest point yet",
+                     TIME_AXIS_TITLE, "KZT")
     drawn = 0
-    for metric, name, color in (("exchange_cash_kzt", "exchange cash", COLORS[2]),
-                                ("issuer_funding_kzt", "issuer funding need", COLORS[3])):
-        for line in queries.timeseries_by_key(conn, metric).values():
+    for metric, name, color in (("exchange_cash_kzt", "exchange", COLORS[2]),
+                                ("issuer_funding_kzt", "issuer", COLORS[3])):
+        line = queries.prefunding_drawn(conn, metric)
+        if line.t_s:
             fig.add_scatter(x=line.t_s, y=line.values, mode="lines", name=name,
-                            line={"color": color})
+                            line={"color": color, "shape": "hv"})
             drawn += 1
     if drawn:
-        shade_warmup(fig, summary)
-        charts.append(Chart("chart-settlement-funding", "The peak of each line is the pre-funding "
-                            "the party needs to have in place.", fig))
+        time_axis(fig, summary)
+        charts.append(Chart("chart-settlement-funding", "How much tenge each party has had to "
+                            "draw from what it held at the start; where each line ends is its "
+                            "peak pre-funding in the summary.", fig))
     else:
         charts.append(Chart("chart-settlement-funding", "", None, "The run sampled no balances."))
     return charts
@@ -145,7 +153,7 @@ def tax_charts(conn: Connection, summary: dict[str, Any]) -> list[Chart]:
         fig.add_bar(x=names, y=[_minor_to_float_kzt(r[2]) for r in by_residency],
                     name="PIT", marker_color=COLORS[1])
         charts.append(Chart("chart-tax-residency", "Residents pay 10 % PIT on gains, "
-                            "non-residents 20 % (seed §2.1.2, §2.2).", fig))
+                            "non-residents 20 %, each sale on its own gain.", fig))
     else:
         charts.append(Chart("chart-tax-residency", "", None, "No crypto was sold in this run."))
     parts = [(name, value) for name, value in tax_collection(summary) if value is not None]

@@ -14,12 +14,16 @@ service.)
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Final
+
+import yaml
 
 from sim.report import queries
 from sim.report.charts_flow import CDF_QUANTILES, reason_label
@@ -27,14 +31,17 @@ from sim.report.errors import ReportError
 from sim.report.figures import COLORS, Chart, new_figure
 from sim.report.fmt import kzt_decimal
 from sim.report.headline import HEADLINE, Kind, Metric, Value, lookup
-from sim.report.page import Section, chart_html, esc, render_page, write_atomic
+from sim.report.page import Section, chart_html, esc, render_page, table_html, write_atomic
 from sim.report.rundata import RunData, open_run, read_summary
+from sim.scenario_load import ScenarioError, parse_scenario
+from sim.summary import flatten
 
-__all__ = ["COMPARE_HTML", "compare_runs", "format_compare_table"]
+__all__ = ["COMPARE_HTML", "compare_runs", "format_compare_table", "scenario_differences"]
 
 COMPARE_HTML: Final = "compare.html"
 _STAGE_ORDER: Final = ("acquirer", "network", "issuer", "exchange", "custody", "bank")
 _STAGE_FIGURES: Final = (("mean", "mean"), ("p50", "p50"), ("p99", "p99"))
+_MAX_FIELDS: Final = 20  # differing scenario fields listed on the terminal
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +49,12 @@ class _StageMetric(Metric):
     """A stage's time: a few milliseconds, so shown to a tenth of one."""
 
     def fmt(self, value: Value) -> str:
-        return "n/a" if value is None else f"{float(value):,.1f} ms"
+        return "n/a" if value is None else f"{float(self.rounded(value) or 0):,.1f} ms"
+
+    def rounded(self, value: Value) -> Value:
+        if value is None:
+            return None
+        return Decimal(str(float(value))).quantize(Decimal("0.1"), ROUND_HALF_UP)
 
 
 def _with_stages(summary: dict[str, Any], run: RunData) -> dict[str, Any]:
@@ -63,6 +75,57 @@ def _stage_metrics(summaries: Sequence[dict[str, Any]]) -> list[Metric]:
     ordered = [n for n in _STAGE_ORDER if n in names] + sorted(names - set(_STAGE_ORDER))
     return [_StageMetric(f"stages.{name}.{key}", f"{name}: time per payment, {label}", Kind.MS)
             for name in ordered for key, label in _STAGE_FIGURES]
+
+
+def _effective_scenario(text: str) -> dict[str, Any]:
+    """A run's scenario with every default filled in (the text as run, validated again), flat; the
+    raw YAML when it no longer validates."""
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    try:
+        return flatten(parse_scenario(raw).model_dump(mode="json"))
+    except ScenarioError:
+        return flatten(raw)
+
+
+def scenario_differences(run_dirs: Sequence[Path]) -> list[tuple[str, list[str]]]:
+    """Each scenario field (defaults included) and the seed where the runs differ: (field, value per run)."""
+    flats = []
+    for d in run_dirs:
+        with open_run(Path(d)) as run:
+            row = queries.run_row(run.conn) or {}
+            flat = _effective_scenario(str(row.get("scenario_yaml") or ""))
+            flat["seed"] = run.summary.get("seed")
+            flat.pop("name", None)  # a file's stem; the runs are listed by name already
+            flats.append(flat)
+    keys = sorted(set().union(*flats))
+    out = []
+    for key in keys:
+        values = [flat.get(key, "(not set)") for flat in flats]
+        if any(v != values[0] for v in values[1:]):
+            out.append((key, [json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v
+                              for v in values]))
+    return out
+
+
+def _differences_text(run_dirs: Sequence[Path]) -> str:
+    rows = scenario_differences(run_dirs)
+    if not rows:
+        return "the runs' scenarios and seeds are the same\n"
+    lines = ["scenario fields that differ:"]
+    for key, values in rows[:_MAX_FIELDS]:
+        lines.append(f"  {key}: " + " | ".join(f"{i + 1}: {_short(v)}" for i, v in enumerate(values)))
+    if len(rows) > _MAX_FIELDS:
+        lines.append(f"  … {len(rows) - _MAX_FIELDS} more (compare.html lists them all)")
+    return "\n".join(lines) + "\n"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _labels(run_dirs: Sequence[Path]) -> list[str]:
@@ -113,6 +176,7 @@ def format_compare_table(run_dirs: Sequence[Path]) -> str:
             row += [value, delta]
         table.append(row)
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    differences = _differences_text(run_dirs)
     lines = []
     for n, row in enumerate(table):
         cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:],
@@ -120,7 +184,7 @@ def format_compare_table(run_dirs: Sequence[Path]) -> str:
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines) + "\n"
+    return differences + "\n" + "\n".join(lines) + "\n"
 
 
 def _table_html(runs: Sequence[RunData], labels: Sequence[str]) -> str:
@@ -150,7 +214,7 @@ def _charts(runs: Sequence[RunData], labels: Sequence[str]) -> list[Chart]:
     cdf.update_yaxes(tickformat=".1%")
     spans = [queries.span_seconds(r.conn) for r in runs]
     bucket_s = queries.bucket_seconds(max(spans))
-    thr = new_figure(f"Approvals per second, per {bucket_s:g} s", "simulated time (s)",
+    thr = new_figure(f"Approvals per second, per {bucket_s:g} s", "simulated time since each run's start (s)",
                      "approvals per second")
     reasons = sorted({str(k) for r in runs for k in (lookup(r.summary, "payments.declined") or {})})
     dec = new_figure("Declines by reason", "reason", "payments", barmode="group")
@@ -159,7 +223,6 @@ def _charts(runs: Sequence[RunData], labels: Sequence[str]) -> list[Chart]:
     tax = new_figure("Tax", "", "KZT", barmode="group")
     tax_keys = (("realized_gain_kzt", "realized gains"), ("pit_due_kzt", "PIT due"),
                 ("pit_withheld_kzt", "withheld"), ("tax_gap_kzt", "tax gap"))
-    deadline = runs[0].summary.get("deadline_ms")
     for run, label, color in zip(runs, labels, COLORS * 10, strict=False):
         points = queries.latency_quantiles(run.conn, CDF_QUANTILES)
         cdf.add_scatter(x=[ms for _, ms in points], y=[q for q, _ in points], mode="lines",
@@ -179,9 +242,14 @@ def _charts(runs: Sequence[RunData], labels: Sequence[str]) -> list[Chart]:
                     y=[float(kzt_decimal(lookup(run.summary, f"tax.{k}")) or 0)
                        for k, _ in tax_keys],
                     name=label, marker_color=color)
-    if deadline is not None:
-        cdf.add_vline(float(deadline), line={"color": "#b03a48", "width": 2},
-                      annotation_text=f"deadline {float(deadline):,.0f} ms")
+    deadlines: dict[float, list[str]] = {}
+    for run, label in zip(runs, labels, strict=True):
+        if run.summary.get("deadline_ms") is not None:
+            deadlines.setdefault(float(run.summary["deadline_ms"]), []).append(label.split(":")[0])
+    for deadline, which in sorted(deadlines.items()):  # each run's own deadline, named by its runs
+        cdf.add_vline(deadline, line={"color": "#b03a48", "width": 2},
+                      annotation_text=f"deadline {deadline:,.0f} ms (run {', '.join(which)})",
+                      annotation_font_color="#b03a48")
     return [
         Chart("chart-compare-cdf", "The further left and the steeper, the faster.", cdf),
         Chart("chart-compare-throughput", "Approvals per second over simulated time.", thr),
@@ -201,9 +269,15 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
         runs = [stack.enter_context(open_run(d)) for d in run_dirs]
         listing = "".join(f"<li>{esc(label)}: {esc(r.label)}, <code>{esc(r.run_dir)}</code></li>"
                           for label, r in zip(labels, runs, strict=True))
+        differences = scenario_differences(run_dirs)
+        diff_rows = [[f"<code>{esc(key)}</code>", *(f"<code>{esc(v)}</code>" for v in values)]
+                     for key, values in differences]
+        diff_html = (table_html(["scenario field", *labels], diff_rows, numeric_from=99, table_id="scenario-diff")
+                     if diff_rows else "<p>The runs' scenarios and seeds are the same.</p>")
         sections = [
             Section("runs", "Runs compared", f"<ul>{listing}</ul><p>Δ columns are each run minus "
-                    "run 1; rates in percentage points (pp).</p>"),
+                    "run 1, computed from the rounded figures shown; rates in percentage points (pp).</p>"
+                    "<h3>What differs between the runs</h3>" + diff_html),
             Section("headline", "Headline figures", _table_html(runs, labels)),
             Section("charts", "Side by side",
                     '<div class="grid">' + "".join(chart_html(c) for c in _charts(runs, labels))

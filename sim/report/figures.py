@@ -11,7 +11,13 @@ from typing import Any, Final
 
 import plotly.graph_objects as go
 
-__all__ = ["COLORS", "FONT_STACK", "Chart", "new_figure", "shade_warmup"]
+__all__ = ["COLORS", "FONT_STACK", "TIME_AXIS_TITLE", "Chart", "clock_label", "new_figure", "shade_warmup",
+           "time_axis"]
+
+TIME_AXIS_TITLE: Final = "time of the simulated day"
+_HOUR_S: Final = 3600.0
+_DAY_S: Final = 86_400.0
+_TICK_STEPS_H: Final = (0.25, 0.5, 1, 2, 3, 4, 6, 12, 24, 48)
 
 FONT_STACK: Final = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 COLORS: Final = ("#1f5fa8", "#d9822b", "#2e8b57", "#b03a48", "#7b5ea7", "#4a9bb0", "#8c6d31",
@@ -64,3 +70,38 @@ def shade_warmup(fig: go.Figure, summary: dict[str, Any]) -> None:
         fig.add_vrect(x0=start_s, x1=end_s, fillcolor="#5b6770", opacity=0.08, line_width=0,
                       layer="below", annotation_text=f"{label} (not in statistics)",
                       annotation_position="top left", annotation_font_size=10)
+
+
+def clock_label(t_s: float, start_hour: int, multi_day: bool) -> str:
+    """Simulated seconds as the clock of the simulated day: ``18:30``, or ``day 2 06:00``."""
+    clock_s = start_hour * _HOUR_S + t_s
+    day, rest = divmod(clock_s, _DAY_S)
+    hours, minutes = int(rest // _HOUR_S), int(rest % _HOUR_S // 60)
+    text = f"{hours:02d}:{minutes:02d}"
+    return f"day {int(day) + 1} {text}" if multi_day else text
+
+
+def time_axis(fig: go.Figure, summary: dict[str, Any]) -> None:
+    """A time chart's x axis in clock time of the simulated day (day number when the run spans
+    midnight), with the warm-up, cool-down and every fault window (outages, halts, bank downtime,
+    price crashes) shaded and named."""
+    shade_warmup(fig, summary)
+    timeline = summary.get("timeline") or {}
+    start_hour = int(timeline.get("start_hour") or 0)
+    duration_s = float(summary.get("sim_end_s") or summary.get("sim_duration_s") or 0.0)
+    for w in timeline.get("fault_windows") or ():
+        fig.add_vrect(x0=float(w["start_s"]), x1=float(w["end_s"]), fillcolor="#b03a48", opacity=0.12,
+                      line_width=0, layer="below", annotation_text=str(w["label"]),
+                      annotation_position="top right", annotation_font_size=10,
+                      annotation_font_color="#8d1c1c")
+    if duration_s <= 0:
+        return
+    step_h = next((h for h in _TICK_STEPS_H if duration_s / (h * _HOUR_S) <= 12), _TICK_STEPS_H[-1])
+    step_s = step_h * _HOUR_S
+    # Ticks on whole steps of the clock, not of the run: a run starting at 17:00 ticks 18:00, 20:00 …
+    first = (-(start_hour * _HOUR_S) % step_s)
+    multi_day = start_hour * _HOUR_S + duration_s > _DAY_S
+    ticks = [first + i * step_s for i in range(int((duration_s - first) // step_s) + 1)]
+    fig.update_xaxes(tickmode="array", tickvals=ticks,
+                     ticktext=[clock_label(t, start_hour, multi_day) for t in ticks])
+    fig.update_xaxes(title_text=TIME_AXIS_TITLE, selector={"anchor": "y"})

@@ -8,13 +8,13 @@ difference column in a comparison is the exact difference of two summaries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from sim.report.fmt import fmt_count, fmt_kzt_exact, fmt_ms, fmt_pct, kzt_decimal
 
-__all__ = ["HEADLINE", "Kind", "Metric", "lookup", "violation_list"]
+__all__ = ["HEADLINE", "Kind", "Metric", "lookup", "metric_for", "violation_list"]
 
 Value = int | float | Decimal | bool | None
 
@@ -28,6 +28,7 @@ class Kind(Enum):
     PER_S = "per_s"
     SECONDS = "seconds"
     BOOL = "bool"
+    NUMBER = "number"  # a figure of no particular unit (an SLO on a count-like or derived value)
 
 
 def lookup(summary: dict[str, Any], path: str) -> Any:
@@ -81,6 +82,9 @@ class Metric:
     def fmt(self, value: Value) -> str:
         if value is None:
             return "n/a"
+        value = self.rounded(value)  # what is shown is what differences are computed from
+        if value is None:
+            return "n/a"
         match self.kind:
             case Kind.COUNT:
                 return fmt_count(int(value))
@@ -98,19 +102,37 @@ class Metric:
                 return f"{float(value) / 3600:,.2f} h"
             case Kind.BOOL:
                 return "pass" if value else "FAIL"
+            case Kind.NUMBER:
+                return f"{float(value):,.4g}"
+
+    # Decimal places :meth:`fmt` shows, in the metric's own unit (a rate's 2 places of a percent
+    # are 4 of the share; hours to 2 places are seconds to a multiple of 36).
+    _SHOWN_PLACES: ClassVar[dict[Kind, int]] = {Kind.MS: 0, Kind.RATE: 4, Kind.BPS: 2, Kind.PER_S: 2}
+
+    def rounded(self, value: Value) -> Value:
+        """``value`` as :meth:`fmt` shows it (a Decimal), so differences of shown figures add up."""
+        if value is None or isinstance(value, bool) or self.kind in (Kind.KZT, Kind.COUNT, Kind.BOOL):
+            return value
+        exact = Decimal(str(float(value)))
+        if self.kind is Kind.SECONDS:
+            return (exact / 3600).quantize(Decimal("0.01"), ROUND_HALF_UP) * 3600
+        places = self._SHOWN_PLACES.get(self.kind)
+        if places is None:
+            return exact
+        return exact.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
 
     def delta(self, base: Value, other: Value) -> Value:
-        """``other - base`` in the metric's own arithmetic; ``None`` when not comparable."""
+        """``other - base`` of the figures as shown (:meth:`rounded`), so the difference column
+        is the difference of the columns beside it; ``None`` when not comparable."""
         if base is None or other is None:
             return None
         if self.kind is Kind.BOOL:
             return bool(base) == bool(other)
-        if self.kind is Kind.KZT:
-            assert isinstance(base, Decimal) and isinstance(other, Decimal)
-            return other - base
         if self.kind is Kind.COUNT:
             return int(other) - int(base)
-        return float(other) - float(base)
+        a, b = self.rounded(base), self.rounded(other)
+        assert isinstance(a, Decimal) and isinstance(b, Decimal)
+        return b - a
 
     def fmt_delta(self, delta: Value) -> str:
         if delta is None:
@@ -157,3 +179,21 @@ HEADLINE: Final = (
     Metric("ledger.invariants_ok", "ledger invariants", Kind.BOOL),
     Metric("violations", "ledger invariant violations", Kind.COUNT),
 )
+
+
+_SUFFIX_KINDS: Final = (("_ms", Kind.MS), ("_kzt", Kind.KZT), ("_bps", Kind.BPS), ("_rate", Kind.RATE),
+                        ("utilization", Kind.RATE), ("_per_s_mean", Kind.PER_S), ("_per_s_peak", Kind.PER_S),
+                        ("_s.p50", Kind.SECONDS), ("_s.p99", Kind.SECONDS), ("_s.max", Kind.SECONDS))
+
+
+def metric_for(path: str) -> Metric:
+    """The headline metric at ``path`` (an SLO's metric), or one whose kind its name implies:
+    ``…_ms`` milliseconds, ``…_kzt`` tenge, ``…_rate`` and utilizations shares, else a count."""
+    for metric in HEADLINE:
+        if metric.key in {path, path.removeprefix("payments.")}:
+            return metric
+    head = path.rsplit(".", 1)[0] if path.startswith(("auth_latency_ms.", "legs.")) else path
+    for suffix, kind in _SUFFIX_KINDS:
+        if head.endswith(suffix) or path.endswith(suffix):
+            return Metric(path, path, kind)
+    return Metric(path, path, Kind.NUMBER)

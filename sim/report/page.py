@@ -52,6 +52,9 @@ td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .pass {{ background: #dff3e4; color: #17602f; font-weight: 600; }}
 .fail {{ background: #fbe0e0; color: #8d1c1c; font-weight: 600; }}
 .badge {{ border-radius: 4px; padding: 2px 8px; }}
+.verdict {{ border-radius: 6px; padding: 10px 14px; margin: 0 0 1rem; font-size: 1.1rem; }}
+.verdict.fail {{ border: 2px solid #b03a48; }}
+.verdict ul {{ margin: 0.4rem 0 0; }}
 pre {{ background: #f1f3f5; padding: 12px; overflow-x: auto; font-size: 0.85rem; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 8px; }}
 """

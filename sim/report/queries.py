@@ -28,6 +28,7 @@ __all__ = [
     "latency_quantiles",
     "payment_count",
     "payment_rates",
+    "prefunding_drawn",
     "run_row",
     "settlement_latency_histogram",
     "settlement_positions",
@@ -205,6 +206,35 @@ def timeseries_by_key(conn: Connection, metric: str,
         series.t_s.append(float(t))
         series.values.append(float(value))
     return out
+
+
+def prefunding_drawn(conn: Connection, metric: str, max_points: int = MAX_POINTS) -> Series:
+    """Pre-funding drawn so far, in KZT: the opening sample of ``metric`` minus its lowest sample
+    up to each time (never below zero). The last value is the summary's peak pre-funding, found
+    the same way; each of at most ``max_points`` buckets keeps its highest value, so the line's
+    peak is exactly that figure."""
+    rows = conn.execute(
+        select(_TS.t_s, _TS.value).where(_TS.metric == metric, _TS.key == "").order_by(_TS.t_s)
+    ).all()
+    series = Series()
+    if not rows:
+        return series
+    opening = round(float(rows[0][1]) * 100)  # the samples are KZT; the summary works in tiyn
+    lowest = opening
+    span = float(rows[-1][0]) - float(rows[0][0])
+    width = max(span / max_points, 1e-9)
+    last_bucket = -1
+    for t, value in rows:
+        lowest = min(lowest, round(float(value) * 100))
+        drawn_kzt = max(0, opening - lowest) / 100
+        bucket = int((float(t) - float(rows[0][0])) / width)
+        if bucket == last_bucket:  # the running figure only grows: the bucket's last is its highest
+            series.t_s[-1], series.values[-1] = float(t), drawn_kzt
+        else:
+            series.t_s.append(float(t))
+            series.values.append(drawn_kzt)
+            last_bucket = bucket
+    return series
 
 
 def stage_latency(conn: Connection, from_s: float, until_s: float) -> dict[str, dict[str, float]]:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sim import results
 from sim.report.errors import ReportError
+from sim.run_dir import RunDirError, check_run_dir
 
 __all__ = ["RESULTS_DB", "SUMMARY_JSON", "RunData", "open_run", "read_summary"]
 
@@ -48,10 +49,13 @@ class RunData:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
-    """Parse and check ``summary.json``; the run directory must exist."""
+    """Parse and check ``summary.json``; the run directory must hold one complete run
+    (:func:`sim.run_dir.check_run_dir`: not cut short, not two runs' files side by side)."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ReportError(f"run directory {run_dir} does not exist")
+    try:
+        check_run_dir(run_dir)
+    except RunDirError as exc:
+        raise ReportError(str(exc)) from exc
     path = run_dir / SUMMARY_JSON
     if not path.is_file():
         raise ReportError(f"{path} is missing: the run did not finish, or this is not a run "

@@ -7,6 +7,7 @@ every number against summary.json.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from sim.report.charts_flow import reason_label
@@ -18,10 +19,10 @@ from sim.report.fmt import (
     fmt_share_pct,
     kzt_decimal,
 )
-from sim.report.headline import HEADLINE, lookup, violation_list
+from sim.report.headline import HEADLINE, Kind, lookup, metric_for, violation_list
 from sim.report.page import esc, table_html
 
-__all__ = ["headline_table_html", "slo_html", "summary_html"]
+__all__ = ["breached_slos", "headline_table_html", "slo_html", "summary_html", "verdict_html"]
 
 
 def _fig(key: str, value: object, text: str) -> str:
@@ -117,6 +118,63 @@ def summary_sentences(summary: dict[str, Any], integrity_ok: bool) -> list[str]:
     return out
 
 
+def _slo_parts(name: str, slo: dict[str, Any]) -> tuple[str, str]:
+    """(target, value) of an SLO in its metric's unit, rounded as the summary sentence rounds."""
+    path = name.split(maxsplit=1)[0] if name.split() else name
+    for op in ("<=", ">=", "==", "<", ">"):
+        path = path.split(op)[0]
+    metric = metric_for(path.strip())
+    value, threshold = slo.get("value"), slo.get("threshold")
+
+    def shown(number: Any) -> str:
+        if not isinstance(number, int | float):
+            return str(number)
+        if metric.kind is Kind.MS:
+            return fmt_ms_bound(float(number))
+        if metric.kind is Kind.KZT:
+            return fmt_kzt_human(Decimal(str(number)))
+        return metric.fmt(_as_kind(metric.kind, number))
+
+    return f"{slo.get('op', '')} {shown(threshold)}", shown(value)
+
+
+def _as_kind(kind: Kind, number: float) -> Any:
+    if kind is Kind.COUNT:
+        return int(number)
+    if kind is Kind.BOOL:
+        return bool(number)
+    return float(number)
+
+
+def breached_slos(summary: dict[str, Any]) -> list[str]:
+    """Each breached SLO as ``"metric op target (value …)"`` in the metric's unit."""
+    out = []
+    for name, slo in (summary.get("slo") or {}).items():
+        if not slo.get("pass"):
+            target, value = _slo_parts(name, slo)
+            out.append(f"{name.split()[0] if ' ' in name else name} {target} (value {value})")
+    return out
+
+
+def verdict_html(summary: dict[str, Any], integrity_ok: bool) -> str:
+    """The first thing on the page: PASS only when every SLO is met and the money checks passed;
+    FAIL names every breached SLO and the failed money checks."""
+    breached = breached_slos(summary)
+    money_ok = _ledger_ok(summary, integrity_ok)
+    total = len(summary.get("slo") or {})
+    if not breached and money_ok:
+        slos = f"all {total} service-level objectives met" if total else "no service-level objectives set"
+        return (f'<div class="verdict pass" id="verdict" data-pass="True"><strong>PASS</strong>: {slos}; '
+                "no money was created or lost (every ledger invariant and the reconciliation passed).</div>")
+    items = [f"<li>SLO breached: {esc(b)}</li>" for b in breached]
+    if not money_ok:
+        items.append('<li>money checks FAILED: see <a href="#integrity">Integrity</a></li>')
+    head = (f"{len(breached)} of {total} service-level objectives breached" if breached
+            else "the money checks failed")
+    return (f'<div class="verdict fail" id="verdict" data-pass="False"><strong>FAIL</strong>: {esc(head)}'
+            f'<ul id="verdict-reasons">{"".join(items)}</ul></div>')
+
+
 def slo_html(summary: dict[str, Any]) -> str:
     slos: dict[str, dict[str, Any]] = summary.get("slo") or {}
     if not slos:
@@ -127,10 +185,9 @@ def slo_html(summary: dict[str, Any]) -> str:
         ok = bool(slo.get("pass"))
         verdict = (f'<span class="badge {"pass" if ok else "fail"}" data-slo="{esc(name)}" '
                    f'data-pass="{ok}">{"met" if ok else "BREACHED"}</span>')
-        value = slo.get("value")
-        shown = f"{value:.6g}" if isinstance(value, int | float) else str(value)
-        rows.append([esc(name), f"{esc(slo.get('op', ''))} {esc(slo.get('threshold'))}",
-                     esc(shown), verdict])
+        target, shown = _slo_parts(name, slo)
+        rows.append([esc(name), esc(target), f'<span data-value="{esc(slo.get("value"))}">{esc(shown)}</span>',
+                     verdict])
     return (f'<p><span class="fig" data-key="slo.met" data-value="{met}">{met}</span> of '
             f'<span class="fig" data-key="slo.total" data-value="{len(slos)}">{len(slos)}</span> '
             "service-level objectives met.</p>"
@@ -149,6 +206,6 @@ def headline_table_html(summary: dict[str, Any]) -> str:
 
 def summary_html(summary: dict[str, Any], integrity_ok: bool) -> str:
     sentences = " ".join(summary_sentences(summary, integrity_ok))
-    return (f'<p class="lead" id="plain-summary">{sentences}</p>'
+    return (verdict_html(summary, integrity_ok) + f'<p class="lead" id="plain-summary">{sentences}</p>'
             "<h3>Service-level objectives</h3>" + slo_html(summary)
             + "<h3>Headline figures</h3>" + headline_table_html(summary))

@@ -33,7 +33,10 @@ from fastapi import APIRouter, FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.middleware import Middleware
 
+from services.api.auth import AuthError, SigningAuth, load_credentials
+from services.api.auth_middleware import AuthMiddleware
 from services.api.common import create_base_app, on_shutdown
 from services.api.fields import API_MODEL_CONFIG, AmountText, Identifier, Text, amount_in
 from services.api.idempotency import (
@@ -157,12 +160,23 @@ class PartyContext:
 def create_party_base(
     settings: PartySettings, *, title: str, clock: Clock | None, http_client: Any | None,
 ) -> tuple[FastAPI, PartyContext]:
-    """The base app (problem+json, limits, /healthz, /metrics) and the party's context."""
+    """The base app (problem+json, limits, credentials, /healthz, /metrics) and the party's context.
+
+    Every caller proves who it is (:mod:`services.api.auth_middleware`), and so does this service
+    when it calls another (its transport signs as ``settings.party``): without a readable
+    credentials file naming this party the service does not start (:class:`StartupError`)."""
     settings.ensure_data_dir()
+    try:
+        credentials = load_credentials(settings.credentials_path())
+        own = credentials.principal(settings.party)
+    except AuthError as exc:
+        raise StartupError(f"{settings.party}: {exc}") from None
     seed = read_seed(settings.seed_file) if settings.seed_file is not None else PartySeed()
     topology = Topology(seed)
     assets = seed.registry()
-    app = create_base_app(settings, title=title)
+    guard = Middleware(AuthMiddleware, credentials=credentials, allowed_hosts=settings.host_names(),
+                       window_s=settings.auth_window_s)
+    app = create_base_app(settings, title=title, guard=guard)
     party_clock = CommandClock(clock or SystemClock())
     keys = IdempotencyStore(settings.database_url, table_prefix=settings.table_prefix, clock=party_clock,
                             lease_s=settings.idempotency_lease_s)
@@ -208,7 +222,7 @@ def create_party_base(
     }
     transport = HttpTransport(routes, assets=assets, client=http_client, timeout_s=settings.outbound_timeout_s,
                               connect_timeout_s=settings.outbound_connect_timeout_s,
-                              retries_max=settings.outbound_retries_max)
+                              retries_max=settings.outbound_retries_max, auth=SigningAuth(own))
     on_shutdown(app, transport.close_sync)  # the async pool closes with the process (or the test's client)
     ctx = PartyContext(settings, seed, topology, assets, party_clock, transport, keys, app.state.metrics, unit, durable)
     app.state.party = ctx
@@ -428,6 +442,7 @@ def inbox_router(ctx: PartyContext, handlers: Mapping[str, Handler]) -> APIRoute
         if handler is None:
             raise ProblemError(404, f"this service does not receive messages for {receiver!r}",
                                [FieldError(field="receiver", reason="not hosted here")])
+        _check_sender(ctx, receiver, body, str(getattr(request.state, "role", "")))
         msg = body.to_message(ctx.assets)
 
         def work() -> Response:
@@ -439,6 +454,32 @@ def inbox_router(ctx: PartyContext, handlers: Mapping[str, Handler]) -> APIRoute
         return run_idempotent(ctx.keys, key, request, body.model_dump(mode="json"), work)
 
     return router
+
+
+def _service_of(ctx: PartyContext, party: str) -> str:
+    """The service that speaks for ``party`` (``""`` for cardholders and merchants: they keep no
+    books and send nothing)."""
+    cfg = ctx.topology.config
+    if party == cfg.exchange_id:
+        return "exchange"
+    if party == cfg.issuer_id:
+        return "issuer"
+    if party == cfg.network_id or party in cfg.acquirer_ids:
+        return "network"
+    return "bank" if party in ctx.topology.bank_ids else ""
+
+
+def _check_sender(ctx: PartyContext, receiver: str, body: MessageIn, role: str) -> None:
+    """A message enters the payer's bank only from the payer's own service, and every later hop
+    only from the bank service (which holds the payer's bank): no one else can make a party pay."""
+    first_hop = receiver == body.payer_bank
+    expected = _service_of(ctx, body.payer if first_hop else body.payer_bank)
+    if not expected or role != expected:
+        who = body.payer if first_hop else body.payer_bank
+        raise ProblemError(403, f"a message paid by {body.payer} enters {receiver} only from {who}'s service",
+                           [FieldError(field="payer" if first_hop else "payer_bank",
+                                       reason=f"sent by the {role or 'unknown'} role, not {expected or 'any'}")],
+                           slug="forbidden")
 
 
 # -- integrity -----------------------------------------------------------------------------------

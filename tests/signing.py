@@ -103,14 +103,18 @@ def signed_headers(credentials: Credentials, method: str, url: str, body: bytes,
 class SignedApp:
     """An ASGI app in front of ``app`` that signs every unsigned request as :class:`RoleAuth` does."""
 
-    def __init__(self, app: ASGIApp, credentials: Credentials | None = None) -> None:
+    def __init__(self, app: ASGIApp, credentials: Credentials | None = None, *, host: str = "") -> None:
         self.app = app
         self.credentials = credentials or session_credentials()
+        self.host = host  # set: every request is addressed to this name (a test client's own is not the party's)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or any(k.lower() == b"authorization" for k, _ in scope.get("headers", ())):
             await self.app(scope, receive, send)
             return
+        if self.host:
+            scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", ()) if k.lower() != b"host"]
+                     + [(b"host", self.host.encode())]}
         body = await read_body(receive)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         target = bytes(scope.get("raw_path") or scope["path"].encode()).decode("latin-1")

@@ -16,7 +16,9 @@ integrity endpoints.
   transaction of the booking that owes it (:mod:`services.api.outbox`).
 - ``POST /v1/inbox/{receiver}`` takes a :class:`~services.messaging.PaymentMessage` for a receiver
   this service hosts; ``GET /v1/ledger/invariants`` and ``GET /v1/ledger/halves`` are what
-  :mod:`services.api.parties.integrity` reads to check the whole system.
+  :mod:`services.api.parties.integrity` reads to check the whole system. Both read the books on a
+  snapshot pinned under the domain lock and read after it is released
+  (:meth:`PartyContext.on_snapshot`): a check never stalls a payment.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from services.api.idempotency import (
 from services.api.ledger_schemas import InvariantsOut, ViolationOut
 from services.api.metrics import ApiMetrics
 from services.api.outbox import PENDING, Outbox, RecoveryReport, Relay, transport_deliverer
-from services.api.parties.durable import CommandClock, DurabilityError, Durable, seed_digest
+from services.api.parties.durable import CommandClock, DurabilityError, Durable, SnapshotReads, seed_digest
 from services.api.parties.seed import PartySeed, Topology, read_seed, seed_json
 from services.api.parties.settings import PartySettings
 from services.api.problems import FieldError, ProblemError, problem_response, problem_responses
@@ -90,6 +92,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+U = TypeVar("U")
 _log = get_logger(__name__)
 
 
@@ -111,6 +114,7 @@ class PartyContext:
     metrics: ApiMetrics
     unit: UnitOfWork
     durable: Durable
+    snapshots: SnapshotReads
 
     @property
     def seed_digest(self) -> str:
@@ -127,6 +131,21 @@ class PartyContext:
         with self.lock:
             self.durable.ensure_sound()
             return fn(*args)
+
+    def on_snapshot(self, fn: Callable[[], T], at_pin: Callable[[], U]) -> tuple[T, U]:
+        """``fn()`` with every ledger read on one snapshot of the books, pinned under the domain
+        lock together with ``at_pin()`` (a quick read of the memory, e.g. what is in transit),
+        but run after the lock is released: a long read of the books never stalls a payment."""
+        with self.lock:
+            self.durable.ensure_sound()
+            conn = self.snapshots.pin()
+            try:
+                taken = at_pin()
+            except BaseException:
+                conn.close()
+                raise
+        with self.snapshots.reading(conn):
+            return fn(), taken
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """:meth:`locked` in a worker thread (the loop stays free)."""
@@ -191,6 +210,8 @@ def create_party_base(
     durable = Durable(unit, party_clock, settings.table_prefix, threading.RLock())
     if settings.reset:
         durable.reset()
+    snapshots = SnapshotReads(unit)
+    on_shutdown(app, snapshots.close)
 
     async def database_unavailable(request: Request, exc: Exception) -> Response:
         return problem_response(request, 503, "this service's database is unavailable; retry later",
@@ -224,7 +245,8 @@ def create_party_base(
                               connect_timeout_s=settings.outbound_connect_timeout_s,
                               retries_max=settings.outbound_retries_max, auth=SigningAuth(own))
     on_shutdown(app, transport.close_sync)  # the async pool closes with the process (or the test's client)
-    ctx = PartyContext(settings, seed, topology, assets, party_clock, transport, keys, app.state.metrics, unit, durable)
+    ctx = PartyContext(settings, seed, topology, assets, party_clock, transport, keys, app.state.metrics, unit, durable,
+                       snapshots)
     app.state.party = ctx
     return app, ctx
 
@@ -522,7 +544,15 @@ def integrity_router(
     @router.get("/v1/ledger/invariants")
     def get_invariants() -> ServiceInvariantsOut:
         """Each of this service's ledgers checked over a consistent snapshot, plus the party's own rules."""
-        found = ctx.locked(invariants)
+        try:
+            found, _ = ctx.on_snapshot(invariants, lambda: None)
+        except RuntimeError:  # the party's memory changed shape under the read (a new asset): read it locked
+            found = {"": [Violation("snapshot", "", "retry under the lock")]}
+        if any(found.values()):
+            # A party's own rules compare its books (as of the pin) with its memory (as of now):
+            # a payment in between can look like a difference. What the check found is confirmed
+            # under the lock, where the two agree, before it is reported.
+            found = ctx.locked(invariants)
         parties = [InvariantsOut(party=p, ok=not v, violations=[ViolationOut.of(x) for x in v])
                    for p, v in found.items()]
         return ServiceInvariantsOut(service=service, ok=all(p.ok for p in parties), parties=parties)
@@ -530,10 +560,7 @@ def integrity_router(
     @router.get("/v1/ledger/halves")
     def get_halves() -> HalvesOut:
         """The halves of cross-party messages, read from the journals (the books, not a side list)."""
-        def read() -> tuple[list[Half], list[str]]:
-            return list(halves()), list(in_transit())
-
-        got, transit = ctx.locked(read)
+        got, transit = ctx.on_snapshot(lambda: list(halves()), lambda: list(in_transit()))
         return HalvesOut(service=service, in_transit=transit, halves=[
             HalfOut(message_id=h.message_id, purpose=h.purpose, side=h.side, party=h.party,
                     amount=ctx.assets.format(h.amount_kzt, "KZT")) for h in got])

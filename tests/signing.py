@@ -64,7 +64,7 @@ def principal_for(credentials: Credentials, method: str, path: str, body: bytes 
         receiver = path.removeprefix("/v1/inbox/")
         try:
             msg: Any = json.loads(body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # a hostile body: any party role will do, the service refuses it
             msg = {}
         if not isinstance(msg, dict):
             msg = {}

@@ -201,9 +201,9 @@ class SigningAuth(httpx.Auth):
 def sign_request(request: httpx.Request, principal: Principal) -> None:
     """Add the signature of ``principal`` to an httpx request (its body already read)."""
     target = request.url.raw_path.decode("ascii")
-    request.headers.update(sign_headers(principal, request.method, request.headers.get("host", ""), target,
-                                        request.content,
-                                        idempotency_key=request.headers.get("idempotency-key", "")))
+    raw = {k.lower(): v.decode("latin-1") for k, v in request.headers.raw}  # as the server reads them
+    request.headers.update(sign_headers(principal, request.method, raw.get(b"host", ""), target, request.content,
+                                        idempotency_key=raw.get(b"idempotency-key", "")))
 
 
 # -- verification --------------------------------------------------------------------------------

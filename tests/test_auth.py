@@ -109,12 +109,12 @@ def test_every_party_route_has_a_rule(live: Live) -> None:
 
 def test_a_nonce_is_remembered_for_the_window_and_the_store_is_bounded() -> None:
     nonces = NonceCache(window_s=10, size_max=2)
-    assert nonces.add("pos", "a" * 32, 100.0) is True
-    assert nonces.add("pos", "a" * 32, 105.0) is False  # a replay inside the window
-    assert nonces.add("pos", "b" * 32, 105.0) is True
-    assert nonces.add("pos", "c" * 32, 106.0) is None  # full of live nonces: refused, none forgotten early
-    assert nonces.add("pos", "c" * 32, 121.0) is True  # the first one has aged out
-    assert len(nonces) == 2
+    assert nonces.add("pos", "a" * 32, 100, 100.0) is True
+    assert nonces.add("pos", "a" * 32, 100, 105.0) is False  # a replay inside the window
+    assert nonces.add("gateway", "a" * 32, 100, 105.0) is True  # another principal's nonce
+    assert nonces.add("pos", "c" * 32, 104, 106.0) is None  # full of live nonces: refused, none forgotten early
+    assert nonces.add("pos", "c" * 32, 104, 111.0) is True  # the first two have aged out (100 + 10 < 111)
+    assert len(nonces) == 1
 
 
 def test_the_load_generator_signs_as_the_pos() -> None:

@@ -108,7 +108,7 @@ class AuthMiddleware:
                              idempotency_key=_header(scope, b"idempotency-key"), body=body):
             raise _unauthorized("the signature does not match the request", "signature mismatch (changed body, "
                                 "key, path or host, or another key)", slug="bad-signature")
-        fresh = self.nonces.add(principal.name, signed.nonce, now_s)
+        fresh = self.nonces.add(principal.name, signed.nonce, signed.timestamp, now_s)
         if fresh is False:
             raise _unauthorized("this signed request was already received", f"Nonce={signed.nonce}",
                                 slug="replayed-signature")

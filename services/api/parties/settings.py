@@ -43,9 +43,10 @@ class PartySettings(ApiSettings):
     allowed_hosts: list[str] = Field(
         default_factory=list, max_length=32,
         description="Host header names answered besides loopback and the hosts of the configured peer URLs")
-    auth_window_s: float = Field(60.0, ge=1, le=3600, description="a signed request's timestamp may be this far "
-                                                                  "from the service's clock; its nonce is "
-                                                                  "remembered this long")
+    auth_window_s: float = Field(900.0, ge=1, le=3600,
+                                 description="a signed request's timestamp may be this far from the service's "
+                                             "clock (15 min, as AWS SigV4: a clock stepped by 10 min still "
+                                             "works); its nonce is remembered until then")
 
     def credentials_path(self) -> Path:
         return self.credentials_file or self.data_dir / "credentials.json"

@@ -243,3 +243,50 @@ def test_every_route_rule_names_known_roles() -> None:
     assert roles_for("POST", "/v1/advices").roles == {"network"}  # type: ignore[union-attr]
     assert roles_for("POST", "/v1/cards/c1/status").roles == {"operator", "issuer"}  # type: ignore[union-attr]
     assert PARTIES == ("exchange", "issuer", "network", "bank")
+
+
+# -- the checks across the parties, as the gateway reads them ----------------------------------------
+
+
+@pytest.mark.parametrize(("answer", "invariant"), [
+    (lambda r: httpx.Response(401, json={}), "unauthorized"),
+    (lambda r: httpx.Response(403, json={}), "unauthorized"),
+    (lambda r: (_ for _ in ()).throw(httpx.ReadTimeout("late", request=r)), "slow"),
+    (lambda r: (_ for _ in ()).throw(httpx.ConnectError("refused", request=r)), "unreachable"),
+])
+def test_a_party_that_refuses_or_answers_late_is_named_so(answer: Any, invariant: str) -> None:
+    """F3: a late party is "slow", not "unreachable"; one that refuses the gateway's key says so."""
+    from services.api.parties.integrity import collect_invariants  # noqa: PLC0415
+
+    with httpx.Client(transport=httpx.MockTransport(answer)) as client:
+        found = collect_invariants({"issuer": "http://issuer"}, client=client)
+    assert found["ok"] is False
+    assert [v["invariant"] for v in found["parties"]["issuer"]["violations"]] == [invariant]
+
+
+def test_the_gateway_signs_its_checks_as_the_gateway(tmp_path: Path) -> None:
+    from services.api import ProblemError  # noqa: PLC0415
+    from sim.live import gateway  # noqa: PLC0415
+
+    settings = gateway.GatewaySettings(data_dir=tmp_path, runs_dir=tmp_path / "runs", credentials_file=None)
+    assert gateway._gateway_auth(settings) is None  # no file: the parties will say "unauthorized"
+    create_credentials(tmp_path / "credentials.json")
+    auth = gateway._gateway_auth(settings)
+    assert auth is not None and auth.principal.name == "gateway" and auth.principal.role == "gateway"
+    (tmp_path / "credentials.json").chmod(0o644)
+    with pytest.raises(ProblemError) as refused_503:
+        gateway._gateway_auth(settings)
+    assert refused_503.value.status_code == 503 and refused_503.value.errors[0].field == "credentials_file"
+
+
+def test_serve_writes_the_keys_once_and_hands_each_child_the_file(tmp_path: Path) -> None:
+    from services.api.parties.seed import PartySeed  # noqa: PLC0415
+    from sim.live.serve import ServeConfig, Supervisor  # noqa: PLC0415
+
+    supervisor = Supervisor(ServeConfig(data_dir=tmp_path / "live", gateway=False), PartySeed())
+    path = tmp_path / "live" / "credentials.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert {c.env["CCSIM_CREDENTIALS_FILE"] for c in supervisor.children} == {str(path.resolve())}
+    keys = load_credentials(path).principal("network").secret
+    Supervisor(ServeConfig(data_dir=tmp_path / "live", gateway=False), PartySeed())  # a restart (--resume)
+    assert load_credentials(path).principal("network").secret == keys  # the same keys

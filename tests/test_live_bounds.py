@@ -53,6 +53,38 @@ async def test_a_payment_is_decided_while_an_invariant_check_is_running(live: Li
     await assert_clean(live)
 
 
+async def test_a_sale_made_during_the_exchanges_check_is_no_false_violation(live: Live) -> None:
+    """F3 at the exchange, whose own rules compare its books with running totals in memory: the
+    totals are copied at the snapshot's instant, so a sale booked while the check reads is in
+    neither, and the check answers clean at once, without a second pass under the lock."""
+    ledger = live.apps["exchange"].state.exchange_service.ledger
+    original = ledger.check_invariants
+    reading, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def held_check() -> Any:
+        calls.append(1)
+        reading.set()
+        if not release.wait(timeout=120):
+            raise AssertionError("never released")
+        return original()
+
+    ledger.check_invariants = held_check
+    check = asyncio.create_task(live.client.get("http://exchange/v1/ledger/invariants"))
+    try:
+        assert await asyncio.to_thread(reading.wait, 120)
+        paid = await asyncio.wait_for(live.post("http://network/v1/payments", pay_body("p-jit"), "k-jit"), 120)
+        assert paid.status_code == 200 and paid.json()["approved"] and not paid.json()["stand_in"], paid.text
+        assert (await live.client.get("http://exchange/v1/sells/p-jit:sale")).status_code == 200  # sold meanwhile
+    finally:
+        release.set()
+    answer = await check
+    ledger.check_invariants = original
+    assert answer.status_code == 200 and answer.json()["ok"], answer.text
+    assert calls == [1]  # no confirmation pass: nothing looked wrong
+    await assert_clean(live)
+
+
 async def test_halves_and_in_transit_are_read_at_one_instant(live: Live) -> None:
     """A captured payment is in transit (open batch) until settled; the halves read on the snapshot
     and the batch read at the pin agree, so the reconciliation shows no break either side of it."""

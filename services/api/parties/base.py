@@ -23,6 +23,7 @@ integrity endpoints.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -532,27 +533,58 @@ class HalvesOut(BaseModel):
     in_transit: list[str]
 
 
+def snapshot_copy(obj: T) -> T:
+    """A copy of ``obj`` whose containers (and the containers in them) are its own: what a check
+    reads of the party's memory, as it was when the copy was made (under the domain lock). The
+    objects inside are shared; the ledger, in particular, stays the party's (its reads go to the
+    pinned snapshot)."""
+    frozen = copy.copy(obj)
+    for name, value in vars(obj).items():
+        if isinstance(value, dict):
+            setattr(frozen, name, {k: _copied(v) for k, v in value.items()})
+        elif isinstance(value, list | set):
+            setattr(frozen, name, _copied(value))
+    return frozen
+
+
+def _copied(value: Any) -> Any:
+    return copy.copy(value) if isinstance(value, dict | list | set) else value
+
+
 def integrity_router(
     ctx: PartyContext,
-    invariants: Callable[[], Mapping[str, list[Violation]]],
+    invariants: Callable[..., Mapping[str, list[Violation]]],
     halves: Callable[[], Iterable[Half]],
     in_transit: Callable[[], Iterable[str]] = tuple,
+    *,
+    state: Callable[[], object] | None = None,
 ) -> APIRouter:
+    """``GET /v1/ledger/invariants`` and ``/v1/ledger/halves``, read on a snapshot of the books.
+
+    ``state`` names the domain object whose memory the party's own rules compare with its books
+    (the exchange's running totals): it is copied at the pin (:func:`snapshot_copy`) and
+    ``invariants(copy)`` is called, so books and memory are of one instant. Without it,
+    ``invariants()`` reads the books only."""
     router = APIRouter(route_class=StrictJsonRoute, tags=["integrity"])
     service = ctx.settings.party
+
+    def check() -> Mapping[str, list[Violation]]:
+        if state is None:
+            return ctx.on_snapshot(invariants, lambda: None)[0]
+        frozen: list[object] = []  # taken at the pin, under the lock
+        found, _ = ctx.on_snapshot(lambda: invariants(frozen[0]), lambda: frozen.append(snapshot_copy(state())))
+        return found
 
     @router.get("/v1/ledger/invariants")
     def get_invariants() -> ServiceInvariantsOut:
         """Each of this service's ledgers checked over a consistent snapshot, plus the party's own rules."""
         try:
-            found, _ = ctx.on_snapshot(invariants, lambda: None)
-        except RuntimeError:  # the party's memory changed shape under the read (a new asset): read it locked
+            found = check()
+        except RuntimeError:  # the party's memory changed shape under the read: read it locked
             found = {"": [Violation("snapshot", "", "retry under the lock")]}
         if any(found.values()):
-            # A party's own rules compare its books (as of the pin) with its memory (as of now):
-            # a payment in between can look like a difference. What the check found is confirmed
-            # under the lock, where the two agree, before it is reported.
-            found = ctx.locked(invariants)
+            # What the snapshot check found is confirmed under the lock before it is reported.
+            found = ctx.locked(lambda: invariants(state()) if state is not None else invariants())
         parties = [InvariantsOut(party=p, ok=not v, violations=[ViolationOut.of(x) for x in v])
                    for p, v in found.items()]
         return ServiceInvariantsOut(service=service, ok=all(p.ok for p in parties), parties=parties)

@@ -23,7 +23,6 @@ integrity endpoints.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -54,7 +53,14 @@ from services.api.idempotency import (
 from services.api.ledger_schemas import InvariantsOut, ViolationOut
 from services.api.metrics import ApiMetrics
 from services.api.outbox import PENDING, Outbox, RecoveryReport, Relay, transport_deliverer
-from services.api.parties.durable import CommandClock, DurabilityError, Durable, SnapshotReads, seed_digest
+from services.api.parties.durable import (
+    CommandClock,
+    DurabilityError,
+    Durable,
+    SnapshotReads,
+    seed_digest,
+    snapshot_copy,
+)
 from services.api.parties.seed import PartySeed, Topology, read_seed, seed_json
 from services.api.parties.settings import PartySettings
 from services.api.problems import FieldError, ProblemError, problem_response, problem_responses
@@ -531,24 +537,6 @@ class HalvesOut(BaseModel):
     service: str
     halves: list[HalfOut]
     in_transit: list[str]
-
-
-def snapshot_copy(obj: T) -> T:
-    """A copy of ``obj`` whose containers (and the containers in them) are its own: what a check
-    reads of the party's memory, as it was when the copy was made (under the domain lock). The
-    objects inside are shared; the ledger, in particular, stays the party's (its reads go to the
-    pinned snapshot)."""
-    frozen = copy.copy(obj)
-    for name, value in vars(obj).items():
-        if isinstance(value, dict):
-            setattr(frozen, name, {k: _copied(v) for k, v in value.items()})
-        elif isinstance(value, list | set):
-            setattr(frozen, name, _copied(value))
-    return frozen
-
-
-def _copied(value: Any) -> Any:
-    return copy.copy(value) if isinstance(value, dict | list | set) else value
 
 
 def integrity_router(

@@ -33,6 +33,7 @@ staged in the booking's transaction (:mod:`services.api.outbox`); replay never s
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import pickle
 import threading
@@ -64,7 +65,7 @@ from services.migrations import upgrade as upgrade_schema
 
 __all__ = [
     "CommandClock", "DurabilityError", "Durable", "ReplayReport", "SnapshotReads", "StatefulService", "SwitchLedger",
-    "seed_digest",
+    "seed_digest", "snapshot_copy",
 ]
 
 T = TypeVar("T")
@@ -199,6 +200,24 @@ class SnapshotReads:
                 yield
         finally:
             conn.close()  # rolls the read transaction back: nothing was written
+
+
+def snapshot_copy(obj: T) -> T:
+    """A copy of ``obj`` whose containers (and the containers in them) are its own: what a check
+    reads of the party's memory, as it was when the copy was made (under the domain lock). The
+    objects inside are shared; the ledger, in particular, stays the party's (its reads go to the
+    pinned snapshot)."""
+    frozen = copy.copy(obj)
+    for name, value in vars(obj).items():
+        if isinstance(value, dict):
+            setattr(frozen, name, {k: _copied(v) for k, v in value.items()})
+        elif isinstance(value, list | set):
+            setattr(frozen, name, _copied(value))
+    return frozen
+
+
+def _copied(value: Any) -> Any:
+    return copy.copy(value) if isinstance(value, dict | list | set) else value
 
 
 class StatefulService(ABC):

@@ -101,9 +101,11 @@ def _sets(overrides: list[str]) -> list[str]:
     return [arg for item in overrides for arg in ("--set", item)]
 
 
-def _load(target: str, rate_per_s: float, duration_s: float, out: Path) -> dict[str, Any]:
+def _load(target: str, rate_per_s: float, duration_s: float, out: Path, credentials: Path | None = None,
+          ) -> dict[str, Any]:
     args = [sys.executable, "-m", "sim.cli", "load", str(SCENARIO), "--target", target, "--duration-s",
             str(duration_s), "--out", str(out), "--no-report", "--max-in-flight", "256", "--timeout-s", "30",
+            *(["--credentials", str(credentials)] if credentials else []),
             *_sets([*POPULATION, f"arrivals.rate_per_s={rate_per_s}",
                     "arrivals.hourly_profile=[" + ",".join(["1"] * 24) + "]"])]
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -153,7 +155,8 @@ def _serve(name: str, rates: list[float], duration_s: float, tmp: Path, database
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"ccsim serve ({name}) did not start; see {data}/logs")
                 time.sleep(0.2)
-            out[str(rate)] = _load(f"http://127.0.0.1:{port + 1}", rate, duration_s, tmp / f"load-{name}-{rate}")
+            out[str(rate)] = _load(f"http://127.0.0.1:{port + 1}", rate, duration_s, tmp / f"load-{name}-{rate}",
+                                   credentials=data / "credentials.json")  # serve's keys: the POS signs
             inv = httpx.get(f"http://127.0.0.1:{port}/v1/ledger/invariants", timeout=60).json()
             out[str(rate)]["invariants_ok"] = bool(inv.get("ok"))
         finally:

@@ -153,6 +153,19 @@ class UnitOfWork:
             self._local.conn = conn
         return conn
 
+    @contextmanager
+    def reading(self, conn: Connection) -> Iterator[None]:
+        """Until the block ends, reads of this unit's ledgers on this thread run on ``conn``: a
+        read transaction the caller opened, so every read sees one snapshot (the party services'
+        integrity checks, which must not hold the domain lock while they read). Not for writes."""
+        if self.active():
+            raise RuntimeError("reading() inside an open unit of work")
+        self._local.depth, self._local.conn, self._local.before_commit, self._local.written = 1, conn, [], False
+        try:
+            yield
+        finally:
+            self._local.depth, self._local.conn = 0, None
+
     def before_commit(self, callback: Callable[[Connection], None]) -> None:
         """Run ``callback`` on the unit's connection just before it commits (inside a scope)."""
         if not self.active():

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import structlog
 from faults.bank_check import postgres_unreachable
+from signing import CREDENTIALS_ENV, write_session_credentials
 
 from services.clock import Clock, FixedClock
 from services.ledger import InMemoryLedger
@@ -36,6 +37,19 @@ def _logging_restored() -> Iterator[None]:
     saved = structlog.get_config()
     yield
     structlog.configure(**saved)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _party_credentials(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One credentials file for the session, named where every party service looks for it
+    (``tests/signing.py``); a test's clients sign with ``signing.RoleAuth``."""
+    saved = os.environ.get(CREDENTIALS_ENV)
+    os.environ[CREDENTIALS_ENV] = str(write_session_credentials(tmp_path_factory.mktemp("credentials")))
+    yield
+    if saved is None:
+        os.environ.pop(CREDENTIALS_ENV, None)
+    else:
+        os.environ[CREDENTIALS_ENV] = saved
 
 
 PG_URL_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -29,7 +29,7 @@ from sim.live.calibrate import (
     write_overlay,
 )
 from sim.live.cli_ops import calibrate_command
-from sim.live.load import plan_payments, run_open_loop
+from sim.live.load import plan_payments, pos_signer, run_open_loop
 from sim.live.load_results import write_live_run
 from sim.live.serve import ServeConfig, Supervisor, seed_from_scenario
 from sim.results import ResultsWriter, legs, payments
@@ -205,7 +205,8 @@ def test_a_calibration_round_against_the_live_services(tmp_path: Path, capsys: p
     plan = plan_payments(scenario, 1, duration_s=ROUND_S)
     config = ServeConfig(data_dir=tmp_path / "serve", port=_free_port_block(), gateway=False, start_timeout_s=120.0)
     with Supervisor(config, seed_from_scenario(scenario, 1)).running():
-        outcome = asyncio.run(run_open_loop(config.urls()["network"] + "/v1/payments", plan))
+        sign = pos_signer(config.data_dir / "credentials.json")  # the keys serve wrote
+        outcome = asyncio.run(run_open_loop(config.urls()["network"] + "/v1/payments", plan, sign=sign))
 
     samples = outcome.samples
     assert [s.status for s in samples] == [200] * len(plan) and not any(s.stand_in for s in samples)

@@ -7,7 +7,9 @@ advice, a wallet, a deposit, a settlement window), so that refusals meet real ro
 idempotency store holds keys.
 
 Each route has a valid body (its *template*); every case changes one thing in it (an amount, an
-asset, an id, a header, the bytes on the wire) and must be answered
+asset, an id, a header, the bytes on the wire, or the caller's credentials: unsigned, a role the
+route does not admit, a body changed after signing, a signature sent twice or an hour old, an
+unknown principal, another Host name — issue 15) and must be answered
 
 - 4xx (the exact status for most cases) with an ``application/problem+json`` body naming the
   field at fault, and
@@ -29,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -40,10 +43,13 @@ import pytest
 import pytest_asyncio
 import structlog
 from conftest import SQL_BACKENDS
+from signing import principal_for, session_credentials
 from sqlalchemy import create_engine, text
 from test_live_parties import Live, make_seed, pay_body
 
 from services.api import PROBLEM_MEDIA_TYPE
+from services.api.auth import Principal, sign_headers
+from services.api.auth_routes import roles_for
 from services.api.fields import AMOUNT_UNITS_MAX, amount_in
 from services.api.problems import ProblemError
 from services.logging import configure_logging
@@ -298,6 +304,7 @@ class Case:
     key: Any = FRESH  # FRESH, REPLAY, None (no header; ``headers`` may carry a bad one)
     chunked: bool = False  # send the body without a Content-Length
     reason: str = ""  # a word the problem's reason for ``field`` must contain (byte-level cases)
+    auth: str = "signed"  # how the caller proves who it is: one of :data:`AUTH_MODES`
 
     @property
     def id(self) -> str:
@@ -438,10 +445,28 @@ def _path_cases(route: Route) -> Iterator[Case]:
                    path=f"{head}/{bad}{tail}")
 
 
+# How a case's caller signs (issue 15, F2): "signed" as a role the route admits (signing.RoleAuth),
+# or one of the hostile callers below; each is refused before anything changes.
+AUTH_MODES: Final = ("signed", "unsigned", "wrong role", "forged body", "replayed", "stale", "other host",
+                     "unknown principal")
+
+
+def _auth_cases(route: Route) -> Iterator[Case]:
+    body = route.body
+    yield Case(route, "unsigned", body, 401, "Authorization", auth="unsigned")
+    yield Case(route, "signed by a role the route does not admit", body, 403, "Authorization", auth="wrong role")
+    yield Case(route, "signed, then the body changed", body, 401, "Authorization", auth="forged body")
+    yield Case(route, "a signature sent twice", {**(body or {}), "colour": "red"}, 401, "Authorization",
+               auth="replayed")
+    yield Case(route, "a signature an hour old", body, 401, "Authorization", auth="stale")
+    yield Case(route, "signed by an unknown principal", body, 401, "Authorization", auth="unknown principal")
+    yield Case(route, "another Host name", body, 400, "Host", auth="other host")
+
+
 def cases_of(route: Route) -> list[Case]:
     if route.body is None:
         return []
-    out = [*_shape_cases(route), *_path_cases(route)]
+    out = [*_shape_cases(route), *_path_cases(route), *_auth_cases(route)]
     for path, scale in route.amounts.items():
         out += _amount_cases(route, path, scale)
     for path in route.integers:
@@ -664,6 +689,8 @@ async def _send(world: World, case: Case) -> httpx.Response:
         headers[IDEM] = used
     client = world.live.client
     body = _resolve(case.body, world.sale_net)
+    if case.auth != "signed":
+        return await _send_hostile(world, case, url, body, headers)
     if isinstance(body, bytes):
         headers.setdefault("content-type", "application/json")
         if case.chunked:
@@ -674,6 +701,38 @@ async def _send(world: World, case: Case) -> httpx.Response:
             return await client.post(url, content=chunks(), headers=headers)
         return await client.post(url, content=body, headers=headers)
     return await client.post(url, json=body, headers=headers)
+
+
+_WRONG_ROLE: Final = ("market", "pos")  # a role the route does not admit: the first of these that is not
+
+
+async def _send_hostile(world: World, case: Case, url: str, body: Any, headers: dict[str, Any]) -> httpx.Response:
+    """A case whose caller does not prove who it is, or proves it wrongly (:data:`AUTH_MODES`)."""
+    client = world.live.client
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"content-type": "application/json", **headers}
+    if case.auth == "unsigned":
+        return await client.post(url, content=raw, headers=headers, auth=None)
+    target = httpx.URL(url)
+    credentials = session_credentials()
+    name = principal_for(credentials, "POST", target.path, raw).name
+    if case.auth == "wrong role":
+        rule = roles_for("POST", target.path)
+        name = next(r for r in _WRONG_ROLE if rule is None or r not in rule.roles)
+    principal = credentials.principal(name)
+    if case.auth == "unknown principal":
+        principal = Principal("intruder", "operator", principal.secret)
+    key = str(headers.get(IDEM, ""))
+    now_s = time.time() - 3600 if case.auth == "stale" else None
+    host = "evil.example" if case.auth == "other host" else target.host
+    signed = {**headers, "Host": host, **sign_headers(principal, "POST", host, target.raw_path.decode(), raw,
+                                                      idempotency_key=key, now_s=now_s)}
+    if case.auth == "forged body":
+        raw = raw.replace(b"{", b'{"forged": 1, ', 1) if raw.startswith(b"{") else raw + b" "
+    if case.auth == "replayed":  # the first send is refused by the route (an extra field) but spends the nonce
+        first = await client.post(url, content=raw, headers=signed)
+        assert first.status_code == 422, first.text
+    return await client.post(url, content=raw, headers=signed)
 
 
 def _resolve(body: Any, sale_net: str) -> Any:

@@ -11,6 +11,7 @@ Every child process is stopped at the end, also when the test fails.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import socket
 import uuid
@@ -21,7 +22,9 @@ import httpx
 import pytest
 from conftest import SQL_BACKENDS, require_postgres
 from faults.service import drop_prefix
+from signing import RoleAuth
 
+from services.api.auth import SigningAuth, load_credentials
 from services.api.parties import PartySeed, collect_invariants, collect_reconciliation
 from services.chain import ChainConfig
 from services.contracts import CardholderSpec, FundingMode, MerchantSpec, Residency
@@ -84,10 +87,12 @@ def services(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[st
             drop_prefix(database_url, prefix)
 
 
-async def test_500_concurrent_authorizations_approve_exactly_250(services: dict[str, str]) -> None:
+async def test_500_concurrent_authorizations_approve_exactly_250(services: dict[str, str], tmp_path: Path) -> None:
     network, issuer = services["network"], services["issuer"]
     limits = httpx.Limits(max_connections=PAYMENTS, max_keepalive_connections=PAYMENTS)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(180.0, connect=30.0)) as client:
+    credentials = load_credentials(tmp_path / "live" / "credentials.json")  # the keys ccsim serve wrote
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(180.0, connect=30.0),
+                                 auth=RoleAuth(credentials)) as client:
 
         async def pay(i: int) -> httpx.Response:
             return await client.post(f"{network}/v1/payments", headers={"Idempotency-Key": f"pos-{i}"}, json={
@@ -115,6 +120,7 @@ async def test_500_concurrent_authorizations_approve_exactly_250(services: dict[
         assert other.json()["approval_code"] == approved[0]["approval_code"]
         assert (await client.get(f"{issuer}/v1/cards/c-exact")).json()["available"] == "0.00"
 
-    invariants = await asyncio.to_thread(collect_invariants, services)
+    gateway = SigningAuth(credentials.principal("gateway"))
+    invariants = await asyncio.to_thread(functools.partial(collect_invariants, services, auth=gateway))
     assert invariants["ok"], {p: v for p, v in invariants["parties"].items() if not v["ok"]}
-    assert await asyncio.to_thread(collect_reconciliation, services) == []
+    assert await asyncio.to_thread(functools.partial(collect_reconciliation, services, auth=gateway)) == []

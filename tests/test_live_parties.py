@@ -15,6 +15,7 @@ import httpx
 import pytest
 from conftest import SQL_BACKENDS, require_postgres
 from fastapi import FastAPI
+from signing import RoleAuth
 
 from services.api import close_app
 from services.api.parties import (
@@ -90,7 +91,7 @@ class Live:
         write_seed(seed, self.seed_path)
         self.router = Router()
         self.outbound = httpx.AsyncClient(transport=self.router)
-        self.client = httpx.AsyncClient(transport=self.router)
+        self.client = httpx.AsyncClient(transport=self.router, auth=RoleAuth())
         self.apps: dict[str, FastAPI] = {}
         self.tmp_path = tmp_path
         self.pg = require_postgres() if backend == "postgres" else ""

@@ -28,6 +28,7 @@ from conftest import SQL_BACKENDS
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
 from schemathesis.engine import from_schema as engine_from_schema
+from signing import SignedApp
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from test_api_schemathesis import _CONFIG
 from test_live_catalogue import ARTIFACTS, Rows, _service_logging  # noqa: F401 — JSON logging for the module
@@ -142,7 +143,7 @@ def test_party_api_passes_every_schemathesis_check(party: str, backend: str, tmp
     rows = Rows(live)
     try:
         guard = RowGuard(live.apps[party], rows)
-        outcome = run_schemathesis(guard, CONFIG)
+        outcome = run_schemathesis(SignedApp(guard, host=party), CONFIG)  # schemathesis as a caller with the role
     finally:
         rows.close()
         asyncio.run(live.close())

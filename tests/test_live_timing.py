@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from signing import RoleAuth
 
 from services.api import ApiSettings, close_app, create_base_app
 from services.api.parties import (
@@ -204,7 +205,7 @@ async def parties(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     urls = {f"{p}_url": f"http://{p}" for p in PARTIES}
     apps: dict[str, FastAPI] = {}
     router = Router({})
-    client = httpx.AsyncClient(transport=router)
+    client = httpx.AsyncClient(transport=router, auth=RoleAuth())  # the parties' own calls sign as themselves
     for party, factory in PARTIES.items():
         apps[party] = factory(PartySettings(party=party, seed_file=tmp_path / "seed.json", data_dir=tmp_path / "data",
                                             **urls), http_client=client)

@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 
 from services.api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from services.api.middleware import RequestMiddleware
@@ -59,8 +60,11 @@ def close_app(app: FastAPI) -> None:
         closers.pop()()
 
 
-def create_base_app(settings: ApiSettings, *, title: str = "", version: str = "1") -> FastAPI:
-    """A FastAPI app with the shared error model, limits, logging, health and metrics."""
+def create_base_app(settings: ApiSettings, *, title: str = "", version: str = "1",
+                    guard: Middleware | None = None) -> FastAPI:
+    """A FastAPI app with the shared error model, limits, logging, health and metrics; ``guard``
+    is a middleware run on every request after the limits' early checks and before the app (the
+    party services' credentials check, :mod:`services.api.auth_middleware`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,7 +83,10 @@ def create_base_app(settings: ApiSettings, *, title: str = "", version: str = "1
     app.state.metrics = metrics
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(RequestValidationError, validation_exception_handler)
-    app.add_middleware(RequestMiddleware, metrics=metrics, body_limit_bytes=settings.body_limit_bytes)
+    if guard is not None:  # inside RequestMiddleware: its refusals are logged, timed and counted like any answer
+        app.add_middleware(guard.cls, *guard.args, **guard.kwargs)
+    app.add_middleware(RequestMiddleware, metrics=metrics, body_limit_bytes=settings.body_limit_bytes,
+                       body_timeout_s=settings.body_timeout_s)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> Health:
@@ -94,15 +101,16 @@ def create_base_app(settings: ApiSettings, *, title: str = "", version: str = "1
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
                                  description=app.description)
-            app.openapi_schema = _with_problems(schema)
+            app.openapi_schema = _with_problems(schema, guarded=guard is not None)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
     return app
 
 
-def _with_problems(schema: dict[str, Any]) -> dict[str, Any]:
-    """Register the problem schemas and list the shared problems on every operation."""
+def _with_problems(schema: dict[str, Any], *, guarded: bool = False) -> dict[str, Any]:
+    """Register the problem schemas and list the shared problems on every operation (with a
+    guard, the credentials' 401 and 403 on every operation but ``/healthz``)."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     ref = "#/components/schemas/{model}"
     components["FieldError"] = FieldError.model_json_schema(ref_template=ref)
@@ -110,13 +118,15 @@ def _with_problems(schema: dict[str, Any]) -> dict[str, Any]:
     components["Problem"].pop("$defs", None)
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
-    for path_item in schema.get("paths", {}).values():
+    for path, path_item in schema.get("paths", {}).items():
         for operation in path_item.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             statuses = [400, 422, 500]
             if "requestBody" in operation:
-                statuses += [413, 415]
+                statuses += [408, 413, 415]
+            if guarded and path != "/healthz":
+                statuses += [401, 403, 429]
             responses = operation["responses"]
             for status, entry in problem_responses(*statuses).items():
                 key = str(status)

@@ -32,6 +32,9 @@ class ApiSettings(BaseSettings):
     table_prefix: str = Field("", pattern=r"^[a-z0-9_]{0,40}$",
                               description="prefix for this party's tables (several parties, one database)")
     body_limit_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    body_timeout_s: float = Field(10.0, gt=0, le=300,
+                                  description="a request body not received whole this long after the request "
+                                              "started is answered 408")
     json_depth_max: int = Field(JSON_DEPTH_MAX_DEFAULT, ge=2, le=256)
     idempotency_lease_s: float = Field(
         60.0, gt=0, le=3600,

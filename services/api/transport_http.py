@@ -14,7 +14,9 @@ Every call goes through :meth:`HttpTransport.apost`, which puts a limit on every
 - the SAME ``Idempotency-Key`` on every attempt, so a retry of a request whose answer was lost
   replays the first answer instead of moving the money twice;
 - every answer's ``Server-Timing`` entries are forwarded into the answer of the request being
-  served (:func:`services.api.timing.record_response`).
+  served (:func:`services.api.timing.record_response`);
+- every attempt signed as this service (``auth``, :class:`services.api.auth.SigningAuth`): a fresh
+  timestamp and nonce each time, over the same body and ``Idempotency-Key``.
 
 ``send`` is synchronous (the domain is): called from a FastAPI worker thread it runs the async call
 on the service's event loop (``anyio.from_thread``), so one connection pool serves the service;
@@ -34,6 +36,7 @@ from typing import Any, Final
 import anyio
 import anyio.from_thread
 import httpx
+from httpx._client import UseClientDefault
 
 from services.api.timing import SERVER_TIMING, record_response
 from services.logging import get_logger
@@ -91,8 +94,10 @@ class HttpTransport:
         backoff_s: float = 0.05,
         pool_connections_max: int = 100,
         client: httpx.AsyncClient | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self.routes = dict(routes)
+        self.auth: httpx.Auth | None = auth
         self.local: dict[str, Handler] = dict(local or {})
         self.assets = assets or AssetRegistry()
         self.timeout_s = timeout_s
@@ -176,7 +181,8 @@ class HttpTransport:
                 timeout = httpx.Timeout(min(self.timeout_s, left_s), connect=min(self._timeout.connect or left_s,
                                                                                 left_s))
             try:
-                last = await self.client.post(base_url + path, json=body, headers=headers, timeout=timeout)
+                last = await self.client.post(base_url + path, json=body, headers=headers, timeout=timeout,
+                                              auth=self._auth())
             except httpx.TransportError as exc:
                 _log.warning("outbound_failed", url=base_url + path, attempt=attempt, error=type(exc).__name__)
                 last = None
@@ -202,7 +208,7 @@ class HttpTransport:
         last: httpx.Response | None = None
         for attempt in range(self.retries_max + 1):
             try:
-                last = self._sync_client.post(base_url + path, json=body, headers=headers)
+                last = self._sync_client.post(base_url + path, json=body, headers=headers, auth=self._auth())
             except httpx.TransportError:
                 last = None
             else:
@@ -216,7 +222,7 @@ class HttpTransport:
     async def aget(self, base_url: str, path: str) -> httpx.Response | None:
         for attempt in range(self.retries_max + 1):
             try:
-                response = await self.client.get(base_url + path)
+                response = await self.client.get(base_url + path, auth=self._auth())
             except httpx.TransportError:
                 response = None
             if response is not None:
@@ -226,6 +232,10 @@ class HttpTransport:
             if attempt < self.retries_max:
                 await asyncio.sleep(self._pause_s(attempt))
         return None
+
+    def _auth(self) -> httpx.Auth | UseClientDefault:
+        """This service's signature, or the client's own default when it signs nothing itself."""
+        return self.auth if self.auth is not None else httpx.USE_CLIENT_DEFAULT
 
     def _pause_s(self, attempt: int) -> float:
         return float(self.backoff_s * (2 ** min(attempt, 6)) * (0.5 + self._rng.random()))

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from services.api import ApiSettings, create_ledger_app
+from services.api.auth import create_credentials
 from services.api.parties import (
     PartySettings,
     create_bank_app,
@@ -36,7 +37,9 @@ Generated from the services' OpenAPI documents by `python -m sim.live.api_refere
 (`make api-reference`); a test fails when this page and the code differ. Conventions that hold for
 every endpoint — amounts as decimal strings with the asset's scale, `Idempotency-Key` on every POST
 that moves money, errors as `application/problem+json` naming the field — are explained in
-[API conventions](api.md); how the services fit together is in [Live mode](live-mode.md).
+[API conventions](api.md); how the services fit together is in [Live mode](live-mode.md). Every
+party route but `/healthz`, `/metrics` and the OpenAPI document takes a signed request from a
+role the route admits (401, 403 otherwise): see the [threat model](threat-model.md).
 
 Each service also serves its own interactive schema at `/docs` and the raw document at
 `/openapi.json`.
@@ -46,8 +49,11 @@ _METHODS = ("get", "post", "put", "patch", "delete")
 
 
 def _apps(data_dir: Path) -> Iterator[tuple[str, str, FastAPI]]:
+    credentials = data_dir / "credentials.json"
+    create_credentials(credentials)  # a party does not start without its keys; these are thrown away
+
     def party(name: str, factory: Callable[[PartySettings], FastAPI]) -> FastAPI:
-        return factory(PartySettings(party=name, data_dir=data_dir,
+        return factory(PartySettings(party=name, data_dir=data_dir, credentials_file=credentials,
                                      database_url=f"sqlite:///{data_dir / name}.db"))
 
     yield "Network and acquirer", "the POS-facing front: payments, presentments, settlement windows", \

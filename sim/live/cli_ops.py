@@ -21,8 +21,9 @@ from typing import Any, Final
 
 import aiohttp
 
+from services.api.auth import AuthError
 from sim.live.calibrate import CalibrationError, write_overlay
-from sim.live.load import LATE_THRESHOLD_MS, plan_payments, run_open_loop
+from sim.live.load import LATE_THRESHOLD_MS, plan_payments, pos_signer, run_open_loop
 from sim.live.load_results import write_live_run
 from sim.runner import EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_OK, EXIT_SLO
 from sim.scenario_load import ScenarioError, load_scenario
@@ -53,6 +54,9 @@ def add_live_ops_commands(sub: Any, commands: MutableMapping[str, Command] | Non
     ld.add_argument("--timeout-s", type=float, default=30.0, help="a request unanswered this long is a timeout")
     ld.add_argument("--late-ms", type=float, default=LATE_THRESHOLD_MS, help="a send this late is a late send")
     ld.add_argument("--gateway", default=None, help="gateway URL: read the cross-party checks after the load")
+    ld.add_argument("--credentials", type=Path, default=None,
+                    help="the keys ccsim serve wrote (<data dir>/credentials.json): payments are signed as the POS "
+                         "(default: $CCSIM_CREDENTIALS_FILE, else data/live/credentials.json)")
     ld.add_argument("--no-report", action="store_true", help="skip report.html")
     cal = sub.add_parser("calibrate", help="fit service times from a live run; write a scenario overlay")
     cal.add_argument("run_dir", type=Path)
@@ -127,10 +131,17 @@ def load_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
+    try:
+        sign = pos_signer(args.credentials)
+    except AuthError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    if sign is None:
+        _err("no credentials file: the payments go unsigned and the network will refuse them (pass --credentials)")
     url = args.target.rstrip("/") + args.path
     print(f"ccsim load: {len(plan):,} payments over {args.duration_s:g} s to {url}", file=sys.stderr)
     outcome = asyncio.run(run_open_loop(url, plan, max_in_flight=args.max_in_flight, timeout_s=args.timeout_s,
-                                        late_threshold_ms=args.late_ms))
+                                        late_threshold_ms=args.late_ms, sign=sign))
     rows = asyncio.run(fetch_integrity(args.gateway)) if args.gateway else []
     run_dir = args.out or Path("runs") / f"live-{args.scenario.stem}-{args.seed}"
     summary = write_live_run(run_dir, scenario, text, args.seed, outcome, target=url, from_s=args.from_s,

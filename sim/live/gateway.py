@@ -19,6 +19,7 @@ It lives in ``sim`` because it runs simulations; the party services never import
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from decimal import Decimal
@@ -34,6 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from services.api import FieldError, ProblemError, StrictJsonRoute, create_base_app
+from services.api.auth import AuthError, SigningAuth, load_credentials
 from services.api.parties.integrity import IntegrityUnavailableError, collect_invariants, collect_reconciliation
 from services.api.problems import problem_responses
 from services.api.settings import ApiSettings
@@ -67,6 +69,9 @@ class GatewaySettings(ApiSettings):
         default_factory=dict, description="base URL per live party (network, issuer, exchange, bank)")
     ports_file: Path | None = Field(
         None, description="JSON written by ccsim serve naming the parties' URLs or ports")
+    credentials_file: Path | None = Field(
+        None, description="the keys ccsim serve wrote (the gateway signs its checks as the gateway "
+                          "principal); none: <data_dir>/credentials.json")
 
 
 class RunRequest(BaseModel):
@@ -120,7 +125,7 @@ def party_urls(settings: GatewaySettings) -> dict[str, str]:
     return out
 
 
-async def _cross_party(settings: GatewaySettings, collect: Callable[[dict[str, str]], Any]) -> Any:
+async def _cross_party(settings: GatewaySettings, collect: Callable[..., Any]) -> Any:
     """Run a cross-party check (:mod:`services.api.parties.integrity`) in a worker thread.
 
     The checks call every party with a synchronous HTTP client, one after the other, and the ports
@@ -128,16 +133,30 @@ async def _cross_party(settings: GatewaySettings, collect: Callable[[dict[str, s
     runs API — for as long as the slowest party takes, so neither runs on it.
     """
     urls = await anyio.to_thread.run_sync(party_urls, settings)
+    auth = await anyio.to_thread.run_sync(_gateway_auth, settings)
     if not urls:
         raise ProblemError(503, "no live party services are configured: start them with ccsim serve",
                            [FieldError(field="party_urls", reason="empty, and no ports file was found")],
                            slug="unavailable")
     try:
-        result = await anyio.to_thread.run_sync(collect, urls)
+        result = await anyio.to_thread.run_sync(functools.partial(collect, urls, auth=auth))
     except IntegrityUnavailableError as exc:
         raise ProblemError(503, f"a party service did not answer: {exc}",
                            [FieldError(field="party_urls", reason=str(exc)[:200])], slug="unavailable") from None
     return _jsonable(result)
+
+
+def _gateway_auth(settings: GatewaySettings) -> SigningAuth | None:
+    """The gateway's signature for its calls to the parties (none without a credentials file:
+    the parties then refuse the checks, and they say so)."""
+    path = settings.credentials_file or settings.data_dir / "credentials.json"
+    if settings.credentials_file is None and not path.exists():
+        return None
+    try:
+        return SigningAuth(load_credentials(path).principal("gateway"))
+    except AuthError as exc:
+        raise ProblemError(503, "the gateway's credentials cannot be used",
+                           [FieldError(field="credentials_file", reason=str(exc)[:200])], slug="unavailable") from None
 
 
 def _jsonable(value: Any) -> Any:

@@ -17,7 +17,8 @@ merchants and amounts from the same named rng streams, in the same order, as
 seed see the same payments. The HTTP client is aiohttp (httpx collapses at 64 concurrent requests
 on this machine, design §5), and ``ccsim load`` runs in its own process.
 
-Request (``POST {target}/v1/payments``, ``Idempotency-Key: <auth_id>``)::
+Request (``POST {target}/v1/payments``, ``Idempotency-Key: <auth_id>``, signed as the ``pos``
+principal of the credentials file ``ccsim serve`` wrote, :mod:`services.api.auth`)::
 
     {"id": "a17", "card_id": "c4", "merchant_id": "m2", "amount": "12500.00", "category": "grocery"}
 
@@ -40,13 +41,17 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
 
+from services.api.auth import load_credentials, sign_headers
 from services.api.timing import SERVER_TIMING, TimingEntry, parse_server_timing, self_times_ms
 from services.money import DEFAULT_ASSETS, format_amount
 from sim.components.arrivals import ArrivalSchedule
@@ -55,14 +60,35 @@ from sim.distributions import BlockSampler, amount_sampler
 from sim.rng import Streams
 from sim.scenario import Scenario
 
-__all__ = ["FRONT_END_LEG", "LATE_THRESHOLD_MS", "LoadOutcome", "PlannedPayment", "Sample", "leg_times_ms",
-           "payment_body", "plan_payments", "run_open_loop"]
+__all__ = ["FRONT_END_LEG", "LATE_THRESHOLD_MS", "LoadOutcome", "PlannedPayment", "Sample", "Signer",
+           "leg_times_ms", "payment_body", "plan_payments", "pos_signer", "run_open_loop"]
 
 LATE_THRESHOLD_MS: Final = 10.0  # a send later than this after its scheduled time is a late send
 START_LEAD_S: Final = 0.2  # the schedule starts this long after the generator is ready
 PLAN_MAX: Final = 2_000_000  # a limit on everything: the whole schedule is held in memory
 FRONT_END_LEG: Final = "acquirer"  # the POS's wait beyond the answering service's own time
 _KZT = DEFAULT_ASSETS[0]
+SERVE_CREDENTIALS: Final = Path("data/live/credentials.json")  # ccsim serve's default --data-dir
+Signer = Callable[[str, bytes, str], Mapping[str, str]]  # (url, body, Idempotency-Key) → headers
+
+
+def pos_signer(path: Path | None = None) -> Signer | None:
+    """Sign as the ``pos`` principal of ``path`` (default: ``$CCSIM_CREDENTIALS_FILE``, else ccsim
+    serve's default data directory); ``None`` when there is no such file. Raises
+    :class:`services.api.auth.AuthError` for a file that cannot be used."""
+    if path is None:
+        env = os.environ.get("CCSIM_CREDENTIALS_FILE")
+        path = Path(env) if env else SERVE_CREDENTIALS
+        if not path.exists():
+            return None
+    principal = load_credentials(path).principal("pos")
+
+    def sign(url: str, body: bytes, key: str) -> Mapping[str, str]:
+        parts = urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        return sign_headers(principal, "POST", parts.netloc, target, body, idempotency_key=key)
+
+    return sign
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,12 +224,14 @@ def _read_answer(sample: Sample, status: int, raw: bytes) -> None:
 async def run_open_loop(
     url: str, plan: Sequence[PlannedPayment], *, max_in_flight: int = 256, timeout_s: float = 30.0,
     late_threshold_ms: float = LATE_THRESHOLD_MS, body_of: Callable[[PlannedPayment], dict[str, Any]] = payment_body,
+    sign: Signer | None = None,
 ) -> LoadOutcome:
     """POST each planned payment to ``url`` at its scheduled time; every answer is a :class:`Sample`.
 
     The scheduler never awaits a response: each payment is its own task, created at its time. At
     most ``max_in_flight`` requests are on the wire at once; a payment that finds them all busy
-    waits (and its latency, counted from its scheduled time, shows the wait).
+    waits (and its latency, counted from its scheduled time, shows the wait). ``sign`` adds each
+    request's credentials (:func:`pos_signer`), over the exact bytes sent.
     """
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be at least 1")
@@ -223,7 +251,10 @@ async def run_open_loop(
                 in_flight[0] += 1
                 in_flight[1] = max(in_flight[1], in_flight[0])
                 try:
-                    async with session.post(url, json=body_of(p), headers={"Idempotency-Key": p.auth_id}) as resp:
+                    body = json.dumps(body_of(p), separators=(",", ":")).encode()
+                    headers = {"Idempotency-Key": p.auth_id, "Content-Type": "application/json",
+                               **(sign(url, body, p.auth_id) if sign is not None else {})}
+                    async with session.post(url, data=body, headers=headers) as resp:
                         raw = await resp.read()
                         answered_s = loop.time() - t0
                         _read_answer(sample, resp.status, raw)

@@ -29,6 +29,7 @@ from typing import Final, TextIO
 
 import httpx
 
+from services.api.auth import AuthError, create_credentials
 from services.api.parties.seed import PartySeed, write_seed
 from sim.components.population import build_population
 from sim.domain import chain_config
@@ -158,6 +159,17 @@ class Supervisor:
         self.ports_path = config.data_dir / "ports.json"
         config.data_dir.mkdir(parents=True, exist_ok=True)
         write_seed(seed, self.seed_path)
+        # One key per principal, mode 0600, kept across restarts (--resume); every child reads it
+        # (services.api.auth), ccsim load --credentials signs the POS's payments with it.
+        self.credentials_path = (config.data_dir / "credentials.json").resolve()
+        try:
+            create_credentials(self.credentials_path)
+        except AuthError as exc:
+            raise SupervisorError(str(exc)) from None
+        if config.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"ccsim serve: --host {config.host} makes the parties reachable from other machines; each "
+                  f"refuses unsigned calls (keys in {self.credentials_path}) and answers only the Host names "
+                  "in its peer URLs and CCSIM_ALLOWED_HOSTS", file=sys.stderr)
         self.children = [self._child(name, port) for name, port in config.ports().items()]
 
     def _child(self, name: str, port: int) -> ServiceProcess:
@@ -167,6 +179,7 @@ class Supervisor:
         env = {**os.environ, **cfg.extra_env,
                "CCSIM_PARTY": name, "CCSIM_DATA_DIR": str(cfg.data_dir.resolve()),
                "CCSIM_SEED_FILE": str(self.seed_path.resolve()),
+               "CCSIM_CREDENTIALS_FILE": str(self.credentials_path),
                "CCSIM_RESET": "1" if cfg.reset else "0", "CCSIM_RESUME": "1" if cfg.resume else "0"}
         if name == "gateway":
             env["CCSIM_PORTS_FILE"] = str(self.ports_path.resolve())

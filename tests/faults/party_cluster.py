@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from services.api.auth import Credentials, create_credentials
 from services.api.parties import PartySeed
 from services.chain import ChainConfig
 from services.contracts import CardholderSpec, FundingMode, Holding, Lot, MerchantSpec, Residency
@@ -165,14 +166,17 @@ class Parties:
     ports: dict[str, int] = field(default_factory=dict)
     exchange_via: str = ""
     procs: dict[str, PartyProcess] = field(default_factory=dict)
+    credentials: Credentials = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.ports:
             self.ports = dict(zip(PARTIES, free_ports(len(PARTIES)), strict=True))
         urls = self.urls()
+        # the keys, as ccsim serve writes them: the harness signs as the POS and the operator
+        self.credentials = create_credentials(self.work_dir / "credentials.json")
         for name in PARTIES:
             env = {**self.extra_env, "CCSIM_PARTY": name, "CCSIM_DATA_DIR": str(self.work_dir / "data"),
-                   "CCSIM_SEED_FILE": str(self.seed_file)}
+                   "CCSIM_SEED_FILE": str(self.seed_file), "CCSIM_CREDENTIALS_FILE": str(self.credentials.path)}
             env.update({f"CCSIM_{peer.upper()}_URL": url for peer, url in urls.items()})
             if name == "issuer" and self.exchange_via:
                 env["CCSIM_EXCHANGE_URL"] = self.exchange_via

@@ -54,6 +54,7 @@ from typing import Any, Final
 
 import httpx
 
+from services.api.auth import SigningAuth
 from services.api.parties import collect_invariants, collect_reconciliation, write_seed
 
 from .bank_check import PG_URL_DEFAULT, postgres_unreachable
@@ -193,7 +194,8 @@ class _Run:
         self.partition: tuple[float, float] | None = None
         self.chaos: list[float] = []
         self.chaos_stats: dict[str, Any] = {}
-        self.client = httpx.Client(timeout=30.0)
+        self.client = httpx.Client(timeout=30.0, auth=SigningAuth(parties.credentials.principal("operator")))
+        self.gateway = SigningAuth(parties.credentials.principal("gateway"))
         self._kills: dict[str, int] = {}
         self._windows = 0
         self._rng = random.Random(cfg.seed)
@@ -432,12 +434,12 @@ class _Run:
         deadline = time.monotonic() + self.cfg.recovery_timeout_s
         while True:
             try:
-                found = collect_invariants(self.parties.urls(), timeout_s=60.0)
+                found = collect_invariants(self.parties.urls(), timeout_s=60.0, auth=self.gateway)
             except httpx.HTTPError as exc:
                 record.detail["invariants_error"] = repr(exc)
                 return -1
             bad = {p: v["violations"] for p, v in found["parties"].items() if not v["ok"]}
-            down = {p for p, vs in bad.items() if all(v.get("invariant") == "unreachable" for v in vs)}
+            down = {p for p, vs in bad.items() if all(v.get("invariant") in ("unreachable", "slow") for v in vs)}
             unreachable.update(down)
             if not down or time.monotonic() > deadline:
                 break
@@ -672,7 +674,8 @@ def run_party_faults(db: str, cfg: FaultsConfig, work_dir: Path, *, pg_shared_ur
         log(f"party faults [{db}]: services up {summary['startup_s']}; load {cfg.rate_per_s}/s for "
             f">= {cfg.duration_s:g} s, {cfg.kills} kills")
         load = OpenLoopLoad(parties.procs["network"].url, seed, LoadConfig(
-            rate_per_s=cfg.rate_per_s, seed=cfg.seed, settle_every_s=cfg.settle_every_s, give_up_s=cfg.give_up_s))
+            rate_per_s=cfg.rate_per_s, seed=cfg.seed, settle_every_s=cfg.settle_every_s, give_up_s=cfg.give_up_s),
+            credentials=parties.credentials)
         load.start()
         run = _Run(cfg, parties, proxy, proxy_thread, load=load, pg=pg)
         plan = plan_faults(cfg, postgres=pg is not None)
@@ -698,8 +701,8 @@ def run_party_faults(db: str, cfg: FaultsConfig, work_dir: Path, *, pg_shared_ur
         final = run.final_window()
         drain_after = run.drain(120.0)
         log(f"party faults [{db}]: load stopped at {load_s:.1f} s; {len(load.payments)} payments; checking")
-        invariants = collect_invariants(parties.urls(), timeout_s=120.0)
-        breaks = collect_reconciliation(parties.urls(), timeout_s=120.0)
+        invariants = collect_invariants(parties.urls(), timeout_s=120.0, auth=run.gateway)
+        breaks = collect_reconciliation(parties.urls(), timeout_s=120.0, auth=run.gateway)
         recovery = run.recovery_reports()
         audit = run.audit(load.payments)
         violations = {p: v["violations"] for p, v in invariants["parties"].items() if not v["ok"]}

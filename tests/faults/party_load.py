@@ -25,9 +25,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 
+from services.api.auth import Credentials, sign_headers
 from services.api.parties import PartySeed
 from services.contracts import FundingMode
 from services.money import DEFAULT_ASSETS, format_amount
@@ -133,6 +135,7 @@ class OpenLoopLoad:
     cfg: LoadConfig
     payments: list[Payment] = field(default_factory=list)
     windows: list[Window] = field(default_factory=list)
+    credentials: Credentials | None = None  # payments and presentments signed as the POS, windows as the operator
     t0: float = 0.0  # time.monotonic() when the load started
     counters: _Counters = field(default_factory=_Counters)
 
@@ -241,8 +244,13 @@ class OpenLoopLoad:
             kwargs: dict[str, Any] = {}
             if timeout_s is not None:
                 kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout_s)
-            async with session.post(self.network_url + path, json=body, headers={"Idempotency-Key": key},
-                                    **kwargs) as resp:
+            raw = json.dumps(body).encode()
+            headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+            if self.credentials is not None:
+                who = self.credentials.principal("operator" if path == "/v1/settlements" else "pos")
+                headers.update(sign_headers(who, "POST", urlsplit(self.network_url).netloc, path, raw,
+                                            idempotency_key=key))
+            async with session.post(self.network_url + path, data=raw, headers=headers, **kwargs) as resp:
                 raw = await resp.read()
                 try:
                     parsed = json.loads(raw) if raw else {}

@@ -16,7 +16,9 @@ integrity endpoints.
   transaction of the booking that owes it (:mod:`services.api.outbox`).
 - ``POST /v1/inbox/{receiver}`` takes a :class:`~services.messaging.PaymentMessage` for a receiver
   this service hosts; ``GET /v1/ledger/invariants`` and ``GET /v1/ledger/halves`` are what
-  :mod:`services.api.parties.integrity` reads to check the whole system.
+  :mod:`services.api.parties.integrity` reads to check the whole system. Both read the books on a
+  snapshot pinned under the domain lock and read after it is released
+  (:meth:`PartyContext.on_snapshot`): a check never stalls a payment.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ from fastapi import APIRouter, FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.middleware import Middleware
 
+from services.api.auth import AuthError, SigningAuth, load_credentials
+from services.api.auth_middleware import AuthMiddleware
 from services.api.common import create_base_app, on_shutdown
 from services.api.fields import API_MODEL_CONFIG, AmountText, Identifier, Text, amount_in
 from services.api.idempotency import (
@@ -48,7 +53,14 @@ from services.api.idempotency import (
 from services.api.ledger_schemas import InvariantsOut, ViolationOut
 from services.api.metrics import ApiMetrics
 from services.api.outbox import PENDING, Outbox, RecoveryReport, Relay, transport_deliverer
-from services.api.parties.durable import CommandClock, DurabilityError, Durable, seed_digest
+from services.api.parties.durable import (
+    CommandClock,
+    DurabilityError,
+    Durable,
+    SnapshotReads,
+    seed_digest,
+    snapshot_copy,
+)
 from services.api.parties.seed import PartySeed, read_seed, seed_json, seed_topology
 from services.api.parties.settings import PartySettings
 from services.api.problems import FieldError, ProblemError, problem_response, problem_responses
@@ -88,6 +100,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+U = TypeVar("U")
 _log = get_logger(__name__)
 
 
@@ -109,6 +122,7 @@ class PartyContext:
     metrics: ApiMetrics
     unit: UnitOfWork
     durable: Durable
+    snapshots: SnapshotReads
 
     @property
     def seed_digest(self) -> str:
@@ -125,6 +139,21 @@ class PartyContext:
         with self.lock:
             self.durable.ensure_sound()
             return fn(*args)
+
+    def on_snapshot(self, fn: Callable[[], T], at_pin: Callable[[], U]) -> tuple[T, U]:
+        """``fn()`` with every ledger read on one snapshot of the books, pinned under the domain
+        lock together with ``at_pin()`` (a quick read of the memory, e.g. what is in transit),
+        but run after the lock is released: a long read of the books never stalls a payment."""
+        with self.lock:
+            self.durable.ensure_sound()
+            conn = self.snapshots.pin()
+            try:
+                taken = at_pin()
+            except BaseException:
+                conn.close()
+                raise
+        with self.snapshots.reading(conn):
+            return fn(), taken
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """:meth:`locked` in a worker thread (the loop stays free)."""
@@ -158,12 +187,23 @@ class PartyContext:
 def create_party_base(
     settings: PartySettings, *, title: str, clock: Clock | None, http_client: Any | None,
 ) -> tuple[FastAPI, PartyContext]:
-    """The base app (problem+json, limits, /healthz, /metrics) and the party's context."""
+    """The base app (problem+json, limits, credentials, /healthz, /metrics) and the party's context.
+
+    Every caller proves who it is (:mod:`services.api.auth_middleware`), and so does this service
+    when it calls another (its transport signs as ``settings.party``): without a readable
+    credentials file naming this party the service does not start (:class:`StartupError`)."""
     settings.ensure_data_dir()
+    try:
+        credentials = load_credentials(settings.credentials_path())
+        own = credentials.principal(settings.party)
+    except AuthError as exc:
+        raise StartupError(f"{settings.party}: {exc}") from None
     seed = read_seed(settings.seed_file) if settings.seed_file is not None else PartySeed()
     topology = seed_topology(seed)
     assets = seed.registry()
-    app = create_base_app(settings, title=title)
+    guard = Middleware(AuthMiddleware, credentials=credentials, allowed_hosts=settings.host_names(),
+                       window_s=settings.auth_window_s)
+    app = create_base_app(settings, title=title, guard=guard)
     party_clock = CommandClock(clock or SystemClock())
     keys = IdempotencyStore(settings.database_url, table_prefix=settings.table_prefix, clock=party_clock,
                             lease_s=settings.idempotency_lease_s)
@@ -178,6 +218,8 @@ def create_party_base(
     durable = Durable(unit, party_clock, settings.table_prefix, threading.RLock())
     if settings.reset:
         durable.reset()
+    snapshots = SnapshotReads(unit)
+    on_shutdown(app, snapshots.close)
 
     async def database_unavailable(request: Request, exc: Exception) -> Response:
         return problem_response(request, 503, "this service's database is unavailable; retry later",
@@ -209,9 +251,10 @@ def create_party_base(
     }
     transport = HttpTransport(routes, assets=assets, client=http_client, timeout_s=settings.outbound_timeout_s,
                               connect_timeout_s=settings.outbound_connect_timeout_s,
-                              retries_max=settings.outbound_retries_max)
+                              retries_max=settings.outbound_retries_max, auth=SigningAuth(own))
     on_shutdown(app, transport.close_sync)  # the async pool closes with the process (or the test's client)
-    ctx = PartyContext(settings, seed, topology, assets, party_clock, transport, keys, app.state.metrics, unit, durable)
+    ctx = PartyContext(settings, seed, topology, assets, party_clock, transport, keys, app.state.metrics, unit, durable,
+                       snapshots)
     app.state.party = ctx
     return app, ctx
 
@@ -429,6 +472,7 @@ def inbox_router(ctx: PartyContext, handlers: Mapping[str, Handler]) -> APIRoute
         if handler is None:
             raise ProblemError(404, f"this service does not receive messages for {receiver!r}",
                                [FieldError(field="receiver", reason="not hosted here")])
+        _check_sender(ctx, receiver, body, str(getattr(request.state, "role", "")))
         msg = body.to_message(ctx.assets)
 
         def work() -> Response:
@@ -440,6 +484,32 @@ def inbox_router(ctx: PartyContext, handlers: Mapping[str, Handler]) -> APIRoute
         return run_idempotent(ctx.keys, key, request, body.model_dump(mode="json"), work)
 
     return router
+
+
+def _service_of(ctx: PartyContext, party: str) -> str:
+    """The service that speaks for ``party`` (``""`` for cardholders and merchants: they keep no
+    books and send nothing)."""
+    cfg = ctx.topology.config
+    if party == cfg.exchange_id:
+        return "exchange"
+    if party == cfg.issuer_id:
+        return "issuer"
+    if party == cfg.network_id or party in cfg.acquirer_ids:
+        return "network"
+    return "bank" if party in ctx.topology.bank_ids else ""
+
+
+def _check_sender(ctx: PartyContext, receiver: str, body: MessageIn, role: str) -> None:
+    """A message enters the payer's bank only from the payer's own service, and every later hop
+    only from the bank service (which holds the payer's bank): no one else can make a party pay."""
+    first_hop = receiver == body.payer_bank
+    expected = _service_of(ctx, body.payer if first_hop else body.payer_bank)
+    if not expected or role != expected:
+        who = body.payer if first_hop else body.payer_bank
+        raise ProblemError(403, f"a message paid by {body.payer} enters {receiver} only from {who}'s service",
+                           [FieldError(field="payer" if first_hop else "payer_bank",
+                                       reason=f"sent by the {role or 'unknown'} role, not {expected or 'any'}")],
+                           slug="forbidden")
 
 
 # -- integrity -----------------------------------------------------------------------------------
@@ -472,17 +542,38 @@ class HalvesOut(BaseModel):
 
 def integrity_router(
     ctx: PartyContext,
-    invariants: Callable[[], Mapping[str, list[Violation]]],
+    invariants: Callable[..., Mapping[str, list[Violation]]],
     halves: Callable[[], Iterable[Half]],
     in_transit: Callable[[], Iterable[str]] = tuple,
+    *,
+    state: Callable[[], object] | None = None,
 ) -> APIRouter:
+    """``GET /v1/ledger/invariants`` and ``/v1/ledger/halves``, read on a snapshot of the books.
+
+    ``state`` names the domain object whose memory the party's own rules compare with its books
+    (the exchange's running totals): it is copied at the pin (:func:`snapshot_copy`) and
+    ``invariants(copy)`` is called, so books and memory are of one instant. Without it,
+    ``invariants()`` reads the books only."""
     router = APIRouter(route_class=StrictJsonRoute, tags=["integrity"])
     service = ctx.settings.party
+
+    def check() -> Mapping[str, list[Violation]]:
+        if state is None:
+            return ctx.on_snapshot(invariants, lambda: None)[0]
+        frozen: list[object] = []  # taken at the pin, under the lock
+        found, _ = ctx.on_snapshot(lambda: invariants(frozen[0]), lambda: frozen.append(snapshot_copy(state())))
+        return found
 
     @router.get("/v1/ledger/invariants")
     def get_invariants() -> ServiceInvariantsOut:
         """Each of this service's ledgers checked over a consistent snapshot, plus the party's own rules."""
-        found = ctx.locked(invariants)
+        try:
+            found = check()
+        except RuntimeError:  # the party's memory changed shape under the read: read it locked
+            found = {"": [Violation("snapshot", "", "retry under the lock")]}
+        if any(found.values()):
+            # What the snapshot check found is confirmed under the lock before it is reported.
+            found = ctx.locked(lambda: invariants(state()) if state is not None else invariants())
         parties = [InvariantsOut(party=p, ok=not v, violations=[ViolationOut.of(x) for x in v])
                    for p, v in found.items()]
         return ServiceInvariantsOut(service=service, ok=all(p.ok for p in parties), parties=parties)
@@ -490,10 +581,7 @@ def integrity_router(
     @router.get("/v1/ledger/halves")
     def get_halves() -> HalvesOut:
         """The halves of cross-party messages, read from the journals (the books, not a side list)."""
-        def read() -> tuple[list[Half], list[str]]:
-            return list(halves()), list(in_transit())
-
-        got, transit = ctx.locked(read)
+        got, transit = ctx.on_snapshot(lambda: list(halves()), lambda: list(in_transit()))
         return HalvesOut(service=service, in_transit=transit, halves=[
             HalfOut(message_id=h.message_id, purpose=h.purpose, side=h.side, party=h.party,
                     amount=ctx.assets.format(h.amount_kzt, "KZT")) for h in got])

@@ -33,6 +33,7 @@ staged in the booking's transaction (:mod:`services.api.outbox`); replay never s
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import pickle
 import threading
@@ -42,7 +43,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, insert, select
+from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, create_engine, insert, select
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.api.problems import ProblemError
@@ -56,13 +58,14 @@ from services.ledger import (
     TransferResult,
     Violation,
 )
-from services.ledger.sql import SqlLedger, TransactionHook, UnitOfWork
+from services.ledger.sql import SqlLedger, TransactionHook, UnitOfWork, sqlite_engine
 from services.logging import get_logger
 from services.migrations import drop as drop_schema
 from services.migrations import upgrade as upgrade_schema
 
 __all__ = [
-    "CommandClock", "DurabilityError", "Durable", "ReplayReport", "StatefulService", "SwitchLedger", "seed_digest",
+    "CommandClock", "DurabilityError", "Durable", "ReplayReport", "SnapshotReads", "StatefulService", "SwitchLedger",
+    "seed_digest", "snapshot_copy",
 ]
 
 T = TypeVar("T")
@@ -155,6 +158,66 @@ class SwitchLedger:
         if isinstance(self.target, SqlLedger):
             return self.target.also_in_transaction(hook)
         return nullcontext()
+
+
+class SnapshotReads:
+    """Reads of a party's books on one consistent snapshot, begun in an instant and read at leisure.
+
+    :meth:`reading` pins a read transaction (SQLite WAL: a deferred ``BEGIN`` and a first read;
+    PostgreSQL: ``REPEATABLE READ`` and a first statement) on a connection of its own, so it never
+    waits for the unit of work's pool, then routes every read of the party's ledgers on this
+    thread to it (:meth:`UnitOfWork.reading`). The caller pins while holding the domain lock
+    (nothing is half-booked then) and reads after releasing it: payments go on meanwhile, and the
+    reads still see the books as they were at the pin.
+    """
+
+    def __init__(self, unit: UnitOfWork) -> None:
+        self.unit = unit
+        url = make_url(unit.url)
+        self._sqlite = url.get_backend_name() == "sqlite"
+        if self._sqlite:
+            self.engine = sqlite_engine(url, begin="BEGIN", pool_size=2, max_overflow=0, pool_timeout=120)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=0, pool_timeout=120)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def pin(self) -> Connection:
+        """A connection whose transaction has fixed its snapshot (close it to let go)."""
+        conn = self.engine.connect()
+        if not self._sqlite:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        conn.begin()
+        conn.exec_driver_sql("SELECT count(*) FROM sqlite_master" if self._sqlite else "SELECT 1").all()
+        return conn
+
+    @contextmanager
+    def reading(self, conn: Connection) -> Iterator[None]:
+        """The party's ledger reads on this thread go to the pinned ``conn``; closed at the end."""
+        try:
+            with self.unit.reading(conn):
+                yield
+        finally:
+            conn.close()  # rolls the read transaction back: nothing was written
+
+
+def snapshot_copy(obj: T) -> T:
+    """A copy of ``obj`` whose containers (and the containers in them) are its own: what a check
+    reads of the party's memory, as it was when the copy was made (under the domain lock). The
+    objects inside are shared; the ledger, in particular, stays the party's (its reads go to the
+    pinned snapshot)."""
+    frozen = copy.copy(obj)
+    for name, value in vars(obj).items():
+        if isinstance(value, dict):
+            setattr(frozen, name, {k: _copied(v) for k, v in value.items()})
+        elif isinstance(value, list | set):
+            setattr(frozen, name, _copied(value))
+    return frozen
+
+
+def _copied(value: Any) -> Any:
+    return copy.copy(value) if isinstance(value, dict | list | set) else value
 
 
 class StatefulService(ABC):
@@ -283,7 +346,7 @@ class Durable:
 
         A *refusal* changes nothing, so it is not logged: a command that raises
         :class:`~services.api.problems.ProblemError`, or whose result ``refused(result)`` says is a
-        refusal, and that wrote nothing to the books. (The domain checks before it changes
+        refusal or a no-op (expiring no hold), and that wrote nothing to the books. (The domain checks before it changes
         anything; bad input leaves every table as it was, the log included.)"""
         with self.lock:
             if getattr(self._running, "depth", 0):

@@ -7,6 +7,7 @@ pass them as arguments. Nothing is built when this module is imported.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -36,3 +37,23 @@ class PartySettings(ApiSettings):
                                                                 "open the circuit breaker")
     breaker_cooldown_s: float = Field(5.0, gt=0, le=600, description="how long an open breaker refuses calls "
                                                                      "before one probe is let through")
+    credentials_file: Path | None = Field(
+        None, description="the principals' keys (services.api.auth; ccsim serve writes it, mode 0600); "
+                          "none: <data_dir>/credentials.json. The service does not start without it")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, max_length=32,
+        description="Host header names answered besides loopback and the hosts of the configured peer URLs")
+    auth_window_s: float = Field(900.0, ge=1, le=3600,
+                                 description="a signed request's timestamp may be this far from the service's "
+                                             "clock (15 min, as AWS SigV4: a clock stepped by 10 min still "
+                                             "works); its nonce is remembered until then")
+
+    def credentials_path(self) -> Path:
+        return self.credentials_file or self.data_dir / "credentials.json"
+
+    def host_names(self) -> list[str]:
+        """The ``Host`` names this service answers: loopback, every peer URL's host, and ``allowed_hosts``."""
+        peers = (self.exchange_url, self.issuer_url, self.network_url, self.bank_url)
+        names = ["127.0.0.1", "localhost", "::1", *(urlsplit(u).hostname or "" for u in peers if u),
+                 *self.allowed_hosts]
+        return sorted({n.lower() for n in names if n})

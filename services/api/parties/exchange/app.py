@@ -33,9 +33,9 @@ def create_exchange_app(settings: PartySettings, *, clock: Clock | None = None,
     cfg = ctx.seed.config
     app.include_router(exchange_router(svc))
     app.include_router(inbox_router(ctx, {cfg.exchange_id: svc.receive}))
-    app.include_router(integrity_router(
-        ctx, lambda: {cfg.exchange_id: svc.exchange.check_invariants()},
-        lambda: exchange_halves(cfg.exchange_id, svc.ledger.journal())))
+    app.include_router(integrity_router(  # the running totals are copied at the snapshot's instant
+        ctx, lambda exchange: {cfg.exchange_id: exchange.check_invariants()},
+        lambda: exchange_halves(cfg.exchange_id, svc.ledger.journal()), state=lambda: svc.exchange))
     app.include_router(outbox_router(svc.relay))
     app.include_router(recovery_router(ctx, lambda: report.as_dict(outbox)))
     return app

@@ -32,7 +32,7 @@ from services.contracts import (
     SellOrder,
     SettlementReport,
 )
-from services.errors import OpeningError
+from services.errors import FlowError, OpeningError
 from services.exchange import Exchange, ExchangeConfig
 from services.flows import (
     DEFAULT_TIER_LIMITS_KZT,
@@ -48,12 +48,13 @@ from services.flows import (
     tenge_conserved,
 )
 from services.flows import finalize as finalize_flow
+from services.flows.clearing import Resolution, present
 from services.flows.opening import open_card
 from services.issuer import AuthState, CardResult, CardStatus, ClearingCode, Issuer
 from services.ledger import InMemoryLedger, Transfer, Violation
 from services.messaging import InProcessTransport, PaymentMessage, Purpose
 from services.money import AssetRegistry
-from services.network import Network, Presentment, PresentmentKind, WindowSummary
+from services.network import Network, PresentmentKind, WindowSummary
 from services.reconciliation import Half, bank_halves, exchange_halves, party_halves, reconcile
 from services.tax import AuthoritySummary, TaxBook
 
@@ -299,22 +300,10 @@ class InProcessChain:
 
     # -- after authorization -----------------------------------------------------------------
     def capture(self, auth_id: str, amount_kzt: int) -> ClearingResult:
-        code, released = self.issuer.capture(auth_id, amount_kzt)
-        if code is not ClearingCode.OK:
-            return ClearingResult(auth_id, False, code.value)
-        auth = self.issuer.auths[auth_id]
-        self._present(
-            Presentment(
-                auth_id,
-                PresentmentKind.CAPTURE,
-                auth_id,
-                self.issuer.id,
-                auth.acquirer_id,
-                auth.merchant_id,
-                amount_kzt,
-            )
-        )
-        return ClearingResult(auth_id, True, captured_kzt=amount_kzt, released_kzt=released)
+        resolution = self._clear(PresentmentKind.CAPTURE, auth_id, amount_kzt)
+        if not resolution.ok:
+            return ClearingResult(auth_id, False, resolution.code.value)
+        return ClearingResult(auth_id, True, captured_kzt=amount_kzt, released_kzt=resolution.released_kzt)
 
     def increment(self, auth_id: str, extra_kzt: int) -> ClearingResult:
         """Incremental authorization: raise the hold by ``extra_kzt`` (selling first if JIT)."""
@@ -346,26 +335,17 @@ class InProcessChain:
         return self._give_back(auth_id, amount_kzt, PresentmentKind.CHARGEBACK)
 
     def _give_back(self, auth_id: str, amount_kzt: int, kind: PresentmentKind) -> ClearingResult:
-        code, presentment_id = self.issuer.give_back(auth_id, amount_kzt, kind.value)
-        if code is not ClearingCode.OK:
-            return ClearingResult(auth_id, False, code.value)
+        resolution = self._clear(kind, auth_id, amount_kzt)
+        if not resolution.ok:
+            return ClearingResult(auth_id, False, resolution.code.value)
         auth = self.issuer.auths[auth_id]
-        self._present(
-            Presentment(
-                presentment_id,
-                kind,
-                auth_id,
-                self.issuer.id,
-                auth.acquirer_id,
-                auth.merchant_id,
-                amount_kzt,
-            )
-        )
         return ClearingResult(auth_id, True, captured_kzt=auth.captured_kzt - auth.returned_kzt)
 
-    def _present(self, p: Presentment) -> None:
-        if not self.acquirers[p.acquirer_id].present(p):
-            raise AssertionError(f"acquirer {p.acquirer_id} refused presentment {p.id}")
+    def _clear(self, kind: PresentmentKind, auth_id: str, amount_kzt: int) -> Resolution:
+        resolution, presentment = run_now(present(kind, auth_id, amount_kzt, self.issuer.id, self._ports))
+        if resolution.ok and presentment is None:
+            raise FlowError(f"acquirer {resolution.acquirer_id} refused presentment {resolution.presentment_id}")
+        return resolution
 
     def expire_holds(self) -> int:
         return self.issuer.expire_holds()

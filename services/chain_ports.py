@@ -15,9 +15,10 @@ from services.contracts import (
     SellOrder,
 )
 from services.flows import OrphanOutcome
-from services.issuer import AuthState
+from services.flows.clearing import Resolution
+from services.issuer import AuthState, ClearingCode
 from services.messaging import PaymentMessage, Purpose
-from services.network import WindowSummary
+from services.network import Presentment, PresentmentKind, WindowSummary
 
 if TYPE_CHECKING:
     from services.chain import InProcessChain
@@ -85,6 +86,23 @@ class LocalPorts:
 
     async def apply_advice(self, req: AuthorizationRequest, response: AuthorizationResponse) -> bool:
         return self.chain.issuer.apply_advice(req, response)
+
+    # -- clearing ------------------------------------------------------------------------------
+    async def resolve(self, kind: PresentmentKind, auth_id: str, amount_kzt: int) -> Resolution:
+        issuer = self.chain.issuer
+        if kind is PresentmentKind.CAPTURE:
+            code, released = issuer.capture(auth_id, amount_kzt)
+            presentment_id = auth_id
+        else:
+            code, presentment_id = issuer.give_back(auth_id, amount_kzt, kind.value)
+            released = 0
+        if code is not ClearingCode.OK:
+            return Resolution(code)
+        auth = issuer.auths[auth_id]
+        return Resolution(code, presentment_id, auth.acquirer_id, auth.merchant_id, released)
+
+    async def present(self, presentment: Presentment) -> bool:
+        return self.chain.acquirers[presentment.acquirer_id].present(presentment)
 
     # -- settlement ----------------------------------------------------------------------------
     async def close_window(self, window_id: str) -> WindowSummary:

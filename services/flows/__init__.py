@@ -12,6 +12,7 @@ in HTTP, the outbox and idempotency, and await it. A differential test
 - :mod:`~services.flows.opening` — each party's side of the opening state;
 - :mod:`~services.flows.authorization` — screen, sell, proceeds, finalize, auto top-up;
 - :mod:`~services.flows.advice` — the stand-in advice and the orphaned sale (re-buy);
+- :mod:`~services.flows.clearing` — capture, refund and chargeback: the issuer resolves, the acquirer presents;
 - :mod:`~services.flows.settlement` — settlement windows and netting;
 - :mod:`~services.flows.integrity` — the system's invariants beyond each ledger.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from services.flows.advice import AdvicePorts, OrphanOutcome, OrphanPorts, apply_advice, orphaned_sale
 from services.flows.authorization import AuthorizationPorts, SalePorts, authorize, finalize, sell, sell_and_pay
+from services.flows.clearing import ClearingPorts, Resolution, present
 from services.flows.config import DEFAULT_TIER_LIMITS_KZT, ChainConfig
 from services.flows.drive import run_now
 from services.flows.integrity import tenge_conserved
@@ -31,8 +33,10 @@ __all__ = [
     "AdvicePorts",
     "AuthorizationPorts",
     "ChainConfig",
+    "ClearingPorts",
     "OrphanOutcome",
     "OrphanPorts",
+    "Resolution",
     "SalePorts",
     "SettlementPorts",
     "Topology",
@@ -41,6 +45,7 @@ __all__ = [
     "finalize",
     "holder_party",
     "orphaned_sale",
+    "present",
     "run_now",
     "sell",
     "sell_and_pay",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
+import httpx
 from pydantic import BaseModel, Field, StringConstraints
 
 from services.api.fields import API_MODEL_CONFIG, AmountText, AssetCode, Identifier, Text, amount_in
@@ -35,6 +36,7 @@ __all__ = [
     "SaleOut",
     "SellOrderIn",
     "SignedAmountText",
+    "clearing_or_problem",
     "kzt_in",
 ]
 
@@ -195,3 +197,17 @@ class PricesOut(BaseModel):
     model_config = API_MODEL_CONFIG
     prices_kzt: dict[str, str | None] = Field(description="mid price per traded asset (null: no price yet)")
     halted: list[str] = Field(default=[], description="assets whose trading is halted (no sale, no re-buy)")
+
+
+def clearing_or_problem(answer: httpx.Response | None) -> ClearingOut:
+    """The issuer's clearing answer, or its refusal (or silence) as this service's problem."""
+    if answer is None:
+        raise ProblemError(503, "the issuer did not answer; retry with the same Idempotency-Key",
+                           [FieldError(field="auth_id", reason="issuer unavailable")], slug="issuer-unavailable")
+    if answer.status_code != 200:
+        problem = answer.json()
+        errors = [FieldError(field=str(e.get("field", "")), reason=str(e.get("reason", "")))
+                  for e in problem.get("errors", []) if isinstance(e, dict)]
+        raise ProblemError(answer.status_code, f"the issuer refused: {problem.get('detail', '')}", errors,
+                           slug=str(problem.get("type", "")).rpartition(":")[2] or "")
+    return ClearingOut.model_validate_json(answer.content)

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from services.api.parties.schemas import clearing_or_problem
+from services.api.problems import FieldError, ProblemError
 from services.api.transport_http import idempotency_key
+from services.flows.clearing import Resolution
+from services.issuer import ClearingCode
 from services.messaging import PaymentMessage
-from services.network import WindowSummary
+from services.network import Presentment, PresentmentKind, WindowSummary
 
 if TYPE_CHECKING:
     from services.api.parties.network.service import NetworkService
 
-__all__ = ["SettlementPortsHttp"]
+__all__ = ["ClearingPortsHttp", "SettlementPortsHttp"]
 
 
 class SettlementPortsHttp:
@@ -38,3 +42,35 @@ class SettlementPortsHttp:
         svc = self.svc
         # looked up under the lock: a rebuild after a database failure replaces the acquirers
         return svc.ctx.locked(lambda: svc.acquirers[acquirer_id].merchants_owed())  # noqa: PLW0108
+
+
+class ClearingPortsHttp:
+    """Clearing for one presentment request: the issuer resolves over HTTP (under the presenter's
+    key); the acquirer books here. A refusal of the issuer's passes on as its own problem."""
+
+    def __init__(self, svc: NetworkService, key: str) -> None:
+        self.svc = svc
+        self.key = key
+
+    async def resolve(self, kind: PresentmentKind, auth_id: str, amount_kzt: int) -> Resolution:
+        svc = self.svc
+        amount = svc.ctx.assets.format(amount_kzt, "KZT")
+        if kind is PresentmentKind.CAPTURE:
+            path, payload = f"/v1/authorizations/{auth_id}/capture", {"amount": amount}
+        else:
+            path, payload = f"/v1/authorizations/{auth_id}/refund", {"amount": amount, "kind": kind.value}
+        await svc._advice_applied(auth_id)
+        answer = await svc.ctx.transport.apost(svc.ctx.url("issuer"), path, payload,
+                                               key=idempotency_key(kind.value, self.key))
+        cleared = clearing_or_problem(answer)
+        return Resolution(ClearingCode.OK, cleared.presentment_id, cleared.acquirer_id, cleared.merchant_id,
+                          svc.ctx.assets.parse(cleared.released, "KZT"))
+
+    async def present(self, presentment: Presentment) -> bool:
+        svc = self.svc
+        acquirer = svc.acquirers.get(presentment.acquirer_id)
+        if acquirer is None:
+            raise ProblemError(409, f"authorization {presentment.auth_id} belongs to an acquirer of another network",
+                               [FieldError(field="auth_id",
+                                           reason=f"acquirer {presentment.acquirer_id!r} unknown")])
+        return await svc.ctx.run_command(svc._present, acquirer.id, presentment, refused=lambda ok: not ok)

@@ -17,13 +17,14 @@ from services.api.parties.base import (
     staging_hook,
 )
 from services.api.parties.durable import StatefulService, SwitchLedger
-from services.api.parties.network.ports import SettlementPortsHttp
+from services.api.parties.network.ports import ClearingPortsHttp, SettlementPortsHttp
 from services.api.parties.network.schemas import PaymentIn, PaymentOut, PresentmentIn, PresentmentOut, SettlementOut
-from services.api.parties.schemas import AuthorizationIn, AuthorizationOut, ClearingOut, kzt_in
+from services.api.parties.schemas import AuthorizationIn, AuthorizationOut, ClearingOut, clearing_or_problem, kzt_in
 from services.api.problems import FieldError, ProblemError
 from services.api.transport_http import idempotency_key, message_to_json
 from services.contracts import AuthorizationRequest, AuthorizationResponse, MerchantSpec, ReasonCode, SettlementReport
 from services.flows import run_now, settle_window
+from services.flows.clearing import present
 from services.flows.opening import open_network
 from services.ids import Step, transfer_id
 from services.ledger import Violation
@@ -219,29 +220,19 @@ class NetworkService(StatefulService):
     async def reverse(self, auth_id: str, key: str) -> ClearingOut:
         answer = await self.ctx.transport.apost(self.ctx.url("issuer"), f"/v1/authorizations/{auth_id}/reverse", {},
                                                 key=idempotency_key("reverse", key))
-        return _clearing_or_problem(answer)
+        return clearing_or_problem(answer)
 
     # -- presentments ------------------------------------------------------------------------
     async def present(self, body: PresentmentIn, key: str) -> PresentmentOut:
-        """The issuer resolves first (a capture beyond the padding is refused there, nothing booked
-        here); then the acquirer books the presentment into its open batch."""
-        issuer_url = self.ctx.url("issuer")
-        if body.kind == "capture":
-            path, payload = f"/v1/authorizations/{body.auth_id}/capture", {"amount": body.amount}
-        else:
-            path, payload = f"/v1/authorizations/{body.auth_id}/refund", {"amount": body.amount, "kind": body.kind}
-        await self._advice_applied(body.auth_id)
-        answer = await self.ctx.transport.apost(issuer_url, path, payload, key=idempotency_key(body.kind, key))
-        cleared = _clearing_or_problem(answer)
-        acquirer = self.acquirers.get(cleared.acquirer_id)
-        if acquirer is None:
-            raise ProblemError(409, f"authorization {body.auth_id} belongs to an acquirer of another network",
-                               [FieldError(field="auth_id", reason=f"acquirer {cleared.acquirer_id!r} unknown")])
-        p = Presentment(cleared.presentment_id, PresentmentKind(body.kind), body.auth_id,
-                        self.ctx.seed.config.issuer_id, cleared.acquirer_id, cleared.merchant_id,
-                        kzt_in(body.amount, self.ctx.assets))
-        if not await self.ctx.run_command(self._present, acquirer.id, p, refused=lambda ok: not ok):
-            raise ProblemError(409, f"acquirer {acquirer.id} does not serve merchant {p.merchant_id}",
+        """:func:`services.flows.clearing.present`: the issuer resolves first (a capture beyond the
+        padding is refused there, nothing booked here); then the acquirer books the presentment
+        into its open batch."""
+        amount_kzt = kzt_in(body.amount, self.ctx.assets)
+        resolution, p = await present(PresentmentKind(body.kind), body.auth_id, amount_kzt,
+                                      self.ctx.seed.config.issuer_id, ClearingPortsHttp(self, key))
+        if p is None:
+            raise ProblemError(409, f"acquirer {resolution.acquirer_id} does not serve merchant "
+                               f"{resolution.merchant_id}",
                                [FieldError(field="auth_id", reason="merchant unknown to its acquirer")])
         return PresentmentOut(presentment_id=p.id, kind=p.kind.value, auth_id=p.auth_id, amount=body.amount,
                               acquirer_id=p.acquirer_id, merchant_id=p.merchant_id)
@@ -345,14 +336,3 @@ def _prefix(party: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in party.lower()) + "_"
 
 
-def _clearing_or_problem(answer: Any) -> ClearingOut:
-    if answer is None:
-        raise ProblemError(503, "the issuer did not answer; retry with the same Idempotency-Key",
-                           [FieldError(field="auth_id", reason="issuer unavailable")], slug="issuer-unavailable")
-    if answer.status_code != 200:
-        problem = answer.json()
-        errors = [FieldError(field=str(e.get("field", "")), reason=str(e.get("reason", "")))
-                  for e in problem.get("errors", []) if isinstance(e, dict)]
-        raise ProblemError(answer.status_code, f"the issuer refused: {problem.get('detail', '')}", errors,
-                           slug=str(problem.get("type", "")).rpartition(":")[2] or "")
-    return ClearingOut.model_validate_json(answer.content)

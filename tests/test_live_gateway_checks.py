@@ -42,7 +42,8 @@ async def test_a_slow_check_does_not_stop_the_gateway(client: httpx.AsyncClient,
     served = threading.Event()
     called_with: list[dict[str, str]] = []
 
-    def check(urls: dict[str, str]) -> dict[str, Any]:
+    def check(urls: dict[str, str], timeout_s: float) -> dict[str, Any]:
+        assert timeout_s == 30.0  # the gateway's check_timeout_s
         called_with.append(urls)
         return {"ok": served.wait(timeout=10.0), "parties": {}}
 
@@ -61,7 +62,7 @@ async def test_a_slow_check_does_not_stop_the_gateway(client: httpx.AsyncClient,
 
 async def test_a_party_that_does_not_answer_is_a_503_naming_it(client: httpx.AsyncClient,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    def down(_urls: dict[str, str]) -> list[Any]:
+    def down(_urls: dict[str, str], timeout_s: float) -> list[Any]:
         raise IntegrityUnavailableError("issuer (http://127.0.0.1:9) did not answer GET /v1/ledger/halves")
 
     monkeypatch.setattr(gateway, "collect_reconciliation", down)

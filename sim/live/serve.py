@@ -66,6 +66,7 @@ _POLL_S: Final = 0.1
 _LOG_TAIL_LINES: Final = 30
 _WAITING_EVERY_S: Final = 5.0  # while seeding, name the services not up yet this often
 _PROBE_TIMEOUT_S: Final = 1.0
+_PR_SET_PDEATHSIG: Final = 1  # linux/prctl.h
 
 
 class SupervisorError(RuntimeError):
@@ -136,6 +137,17 @@ class SupervisorEvent:
     elapsed_s: float = 0.0
 
 
+def _die_with_parent() -> None:
+    """In the child, before it runs uvicorn: ask Linux to SIGTERM it when the thread that started it
+    ends, so a ``serve`` that is itself killed (SIGKILL, the OOM killer) leaves no orphan services
+    holding the ports and the books. Elsewhere nothing is done: ``serve`` stops them itself."""
+    if sys.platform.startswith("linux"):
+        import ctypes  # noqa: PLC0415 — only in the forked child, on Linux
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def describe_exit(code: int) -> str:
     """``-9`` → ``killed by SIGKILL``; ``1`` → ``exit code 1``."""
     if code < 0:
@@ -158,7 +170,8 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("a", encoding="utf-8")
         self.process = subprocess.Popen(
-            self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent)  # noqa: PLW1509 — prctl only, no locks taken: safe after fork
 
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()

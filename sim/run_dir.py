@@ -29,8 +29,12 @@ RESULTS: Final = "results.db"
 # What a run directory may hold: a run's own files and what the commands write into it.
 RUN_FILES: Final = frozenset({SUMMARY, RESULTS, "results.db-wal", "results.db-shm", "report.html",
                               "export", "overlay.yaml", "overlay.set", "compare.html",
+                              "gateway-run.json",  # the gateway's marker on a run it started (sim/live)
                               # what an evidence bundle adds (sim/bundle.py)
                               "verify.txt", "scenario.yaml", "environment.json", "SHA256SUMS"})
+
+
+_KEPT_ON_REPLACE: Final = ("gateway-run.json",)  # the gateway's marker (sim/live/run_limits.py)
 
 
 class RunDirError(Exception):
@@ -60,6 +64,10 @@ def publish(stage: Path, run_dir: Path) -> None:
     if not run_dir.exists():
         stage.rename(run_dir)
         return
+    for name in _KEPT_ON_REPLACE:  # files that belong to the directory, not to the run in it
+        kept = run_dir / name
+        if kept.is_file() and not (stage / name).exists():
+            shutil.copy2(kept, stage / name)
     old = run_dir.parent / f".{run_dir.name}.replaced-{os.getpid()}"
     shutil.rmtree(old, ignore_errors=True)
     run_dir.rename(old)

@@ -251,17 +251,30 @@ def test_every_route_rule_names_known_roles() -> None:
 @pytest.mark.parametrize(("answer", "invariant"), [
     (lambda r: httpx.Response(401, json={}), "unauthorized"),
     (lambda r: httpx.Response(403, json={}), "unauthorized"),
-    (lambda r: (_ for _ in ()).throw(httpx.ReadTimeout("late", request=r)), "slow"),
     (lambda r: (_ for _ in ()).throw(httpx.ConnectError("refused", request=r)), "unreachable"),
 ])
-def test_a_party_that_refuses_or_answers_late_is_named_so(answer: Any, invariant: str) -> None:
-    """F3: a late party is "slow", not "unreachable"; one that refuses the gateway's key says so."""
+def test_a_party_that_refuses_the_gateway_is_named_so(answer: Any, invariant: str) -> None:
+    """One that refuses the gateway's key says so; one that cannot be reached is unreachable."""
     from services.api.parties.integrity import collect_invariants  # noqa: PLC0415
 
     with httpx.Client(transport=httpx.MockTransport(answer)) as client:
         found = collect_invariants({"issuer": "http://issuer"}, client=client)
     assert found["ok"] is False
+    assert found["parties"]["issuer"]["state"] == invariant
     assert [v["invariant"] for v in found["parties"]["issuer"]["violations"]] == [invariant]
+
+
+def test_a_party_that_answers_late_is_slow_not_a_violation() -> None:
+    """F3: a late party is "slow" (not checked), never "unreachable" and never a violation."""
+    from services.api.parties.integrity import collect_invariants  # noqa: PLC0415
+
+    def late(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("late", request=request)
+
+    with httpx.Client(transport=httpx.MockTransport(late)) as client:
+        found = collect_invariants({"issuer": "http://issuer"}, client=client)
+    assert found["ok"] is None
+    assert found["parties"]["issuer"]["state"] == "slow" and found["parties"]["issuer"]["violations"] == []
 
 
 def test_the_gateway_signs_its_checks_as_the_gateway(tmp_path: Path) -> None:

@@ -135,3 +135,34 @@ def test_start_a_scenario_watch_the_kpis_move_and_open_the_report(gateway_url: s
             browser.close()
     assert outside == [], f"the dashboard asked for something outside the gateway: {outside}"
     assert console_errors == []
+
+
+def test_a_long_run_is_cancelled_from_the_page_and_its_slot_freed(gateway_url: str) -> None:
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(gateway_url)
+                       else route.abort())
+            page.goto(gateway_url + "/")
+            page.wait_for_selector("#scenario option[value=jit]", state="attached")
+            assert page.is_hidden("#cancel")
+            page.select_option("#scenario", "jit")
+            page.fill("#duration", "604800")  # a week at 5 × the rate, about a million payments: minutes of work
+            page.fill("#rate-scale", "5")
+            page.click("#start")
+            page.wait_for_function("document.getElementById('run-status').dataset.status === 'running'",
+                                   timeout=60_000)
+            assert page.text_content("#form-error") == ""
+            assert page.is_visible("#cancel")
+            page.click("#cancel")
+            page.wait_for_function("document.getElementById('run-status').dataset.status === 'cancelled'",
+                                   timeout=60_000)
+            assert "cancelled on request" in (page.text_content("#run-status") or "")
+            assert page.is_hidden("#cancel") and page.is_enabled("#start")
+            assert page.locator("#report-link").count() == 0
+            runs = page.request.get(gateway_url + "/v1/runs").json()
+            assert runs[0]["status"] == "cancelled"  # the newest run; its slot is free again
+            assert all(r["status"] not in {"running", "cancelling"} for r in runs)
+        finally:
+            browser.close()

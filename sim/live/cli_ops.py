@@ -68,19 +68,37 @@ def add_live_ops_commands(sub: Any, commands: MutableMapping[str, Command] | Non
         commands["calibrate"] = calibrate_command
 
 
-async def fetch_integrity(gateway: str, timeout_s: float = 30.0) -> list[tuple[str, bool, str]]:
-    """(check, ok, detail) rows from the gateway's ``/v1/ledger/invariants`` and ``/v1/reconciliation``."""
+_SLOW_ATTEMPTS: Final = 3  # a check a party answers late is asked again, this many times in all
+
+
+def _slow(status: int, body: Any) -> bool:
+    """The gateway's answer says a party was slow (not failed): worth asking again."""
+    if status == 503 and isinstance(body, dict):
+        return str(body.get("type", "")).endswith(":slow")
+    return status == 200 and isinstance(body, dict) and body.get("ok", False) is None
+
+
+async def fetch_integrity(gateway: str, timeout_s: float = 120.0) -> list[tuple[str, bool, str]]:
+    """(check, ok, detail) rows from the gateway's ``/v1/ledger/invariants`` and ``/v1/reconciliation``.
+
+    A party that answers late is *slow*, not failed: its check is asked again (``_SLOW_ATTEMPTS``
+    in all); if it is still slow, its row says so (not verified) rather than naming a violation.
+    ``timeout_s`` is longer than the gateway's own check timeout, so the gateway answers first.
+    """
     rows: list[tuple[str, bool, str]] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
         for path, label in (("/v1/ledger/invariants", "invariants"), ("/v1/reconciliation", "reconciliation")):
             try:
-                async with session.get(gateway.rstrip("/") + path) as resp:
-                    body = await resp.json(content_type=None)
-                    if resp.status != 200:
-                        rows.append((label, False, f"HTTP {resp.status}: {str(body)[:300]}"))
-                        continue
+                for _ in range(_SLOW_ATTEMPTS):
+                    async with session.get(gateway.rstrip("/") + path) as resp:
+                        status, body = resp.status, await resp.json(content_type=None)
+                    if not _slow(status, body):
+                        break
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 rows.append((label, False, f"not reachable: {exc}"))
+                continue
+            if status != 200:
+                rows.append((label, False, f"HTTP {status}: {str(body)[:300]}"))
                 continue
             rows += _integrity_rows(label, body)
     return rows
@@ -95,6 +113,10 @@ def _integrity_rows(label: str, body: Any) -> list[tuple[str, bool, str]]:
     if isinstance(body, dict):
         rows = []
         for party, value in sorted(body.items()):
+            if isinstance(value, dict) and value.get("state") == "slow":
+                rows.append((f"{label}:{party}", False, f"not verified (slow, no violation found): "
+                                                        f"{value.get('detail', '')}"))
+                continue
             if isinstance(value, dict):
                 ok = bool(value.get("ok", not value.get("violations") and not value.get("breaks")))
             elif isinstance(value, list):

@@ -6,9 +6,13 @@
 - ``GET /`` the dashboard (``sim/live/static/``, served by the app, no CDN) and ``GET
   /static/plotly.min.js`` (the plotly package's own bundle);
 - ``POST /v1/runs`` starts a simulation in the background (:class:`~sim.live.run_manager.RunManager`;
-  429 beyond ``max_running_runs``), ``GET /v1/runs``, ``GET /v1/runs/{id}`` (progress, live KPIs,
-  invariants when done), ``GET /v1/runs/{id}/report``;
-- ``GET /v1/scenarios``;
+  422 naming the field beyond the run limits, 429 beyond ``max_running_runs``), ``GET /v1/runs``,
+  ``GET /v1/runs/{id}`` (progress, live KPIs, invariants when done), ``DELETE /v1/runs/{id}``
+  (cancel a running run, or remove a finished one), ``GET /v1/runs/{id}/report``;
+- ``GET /v1/scenarios``: the ``ccsim serve --scenario`` file, ``--scenarios-dir`` and ccsim's own
+  library of scenarios;
+- ``GET /readyz``: every live party answers (it answers only once seeded); ``/healthz`` is the
+  gateway's own liveness;
 - ``GET /v1/tax/statements/{holder}`` and ``GET /v1/tax/summary`` of a finished run;
 - ``GET /v1/ledger/invariants`` and ``GET /v1/reconciliation`` across the live party services,
   through ``services.api.parties.integrity`` (base URLs from the settings or the ports file that
@@ -19,6 +23,7 @@ It lives in ``sim`` because it runs simulations; the party services never import
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Callable
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 import anyio.to_thread
+import httpx
 from fastapi import APIRouter, FastAPI, Query
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -36,11 +42,24 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from services.api import FieldError, ProblemError, StrictJsonRoute, create_base_app
 from services.api.auth import AuthError, SigningAuth, load_credentials
-from services.api.parties.integrity import IntegrityUnavailableError, collect_invariants, collect_reconciliation
+from services.api.parties.integrity import (
+    IntegritySlowError,
+    IntegrityUnavailableError,
+    collect_invariants,
+    collect_reconciliation,
+)
 from services.api.problems import problem_responses
 from services.api.settings import ApiSettings
 from services.money import DEFAULT_ASSETS, format_amount
-from sim.live.run_manager import RunManager, RunState, TooManyRunsError, UnknownScenarioError
+from sim.live.run_manager import (
+    RunLimitError,
+    RunLimits,
+    RunManager,
+    RunState,
+    TooManyRunsError,
+    UnknownScenarioError,
+    scenario_sources,
+)
 from sim.scenario_load import ScenarioError
 
 __all__ = ["GatewaySettings", "RunRequest", "create_gateway_app"]
@@ -61,10 +80,23 @@ class GatewaySettings(ApiSettings):
     """The gateway's configuration (``CCSIM_*`` variables, like every service's)."""
 
     party: str = Field("gateway", pattern=r"^[a-z][a-z0-9_]{0,31}$")
-    scenarios_dir: Path = Field(Path("scenarios"), description="where the dashboard's scenarios are")
+    scenario_file: Path | None = Field(None, description="the scenario ccsim serve was started with (listed first)")
+    scenarios_dir: Path | None = Field(None, description="a directory of scenario files the dashboard lists")
+    scenario_library: bool = Field(True, description="also list the scenarios that come with ccsim")
     runs_dir: Path = Field(Path("runs/live"), description="where started runs write their results")
     max_running_runs: int = Field(2, ge=1, le=16, description="runs at once; more are answered 429")
-    max_kept_runs: int = Field(50, ge=1, le=10_000, description="finished runs remembered by the runs API")
+    max_kept_runs: int = Field(50, ge=1, le=10_000, description="finished runs kept, in memory and on disk")
+    max_runs_disk_mb: int = Field(2048, ge=1, le=1_000_000, description="bytes of kept run directories, in MB")
+    max_run_duration_s: float = Field(7 * 86_400.0, gt=0, le=365 * 86_400.0,
+                                      description="the longest simulated duration_s of a run")
+    max_run_payments: int = Field(2_000_000, ge=1, le=100_000_000,
+                                  description="the most payments a run may be expected to make")
+    max_run_cardholders: int = Field(200_000, ge=1, le=10_000_000, description="the largest population of a run")
+    max_run_wall_s: float = Field(3_600.0, gt=0, le=7 * 86_400.0,
+                                  description="a run still going after this many wall seconds is cancelled")
+    check_timeout_s: float = Field(30.0, gt=0, le=3_600.0,
+                                   description="a party that has not answered a cross-party check by then is slow")
+    ready_timeout_s: float = Field(2.0, gt=0, le=60.0, description="/readyz: a party's /healthz answers within this")
     party_urls: dict[str, str] = Field(
         default_factory=dict, description="base URL per live party (network, issuer, exchange, bank)")
     ports_file: Path | None = Field(
@@ -125,6 +157,12 @@ def party_urls(settings: GatewaySettings) -> dict[str, str]:
     return out
 
 
+def _no_parties() -> ProblemError:
+    return ProblemError(503, "no live party services are configured: start them with ccsim serve",
+                        [FieldError(field="party_urls", reason="empty, and no ports file was found")],
+                        slug="unavailable")
+
+
 async def _cross_party(settings: GatewaySettings, collect: Callable[..., Any]) -> Any:
     """Run a cross-party check (:mod:`services.api.parties.integrity`) in a worker thread.
 
@@ -135,11 +173,14 @@ async def _cross_party(settings: GatewaySettings, collect: Callable[..., Any]) -
     urls = await anyio.to_thread.run_sync(party_urls, settings)
     auth = await anyio.to_thread.run_sync(_gateway_auth, settings)
     if not urls:
-        raise ProblemError(503, "no live party services are configured: start them with ccsim serve",
-                           [FieldError(field="party_urls", reason="empty, and no ports file was found")],
-                           slug="unavailable")
+        raise _no_parties()
     try:
-        result = await anyio.to_thread.run_sync(functools.partial(collect, urls, auth=auth))
+        check = functools.partial(collect, urls, timeout_s=settings.check_timeout_s, auth=auth)
+        result = await anyio.to_thread.run_sync(check)
+    except IntegritySlowError as exc:
+        raise ProblemError(503, f"a party service is slow: {exc}",
+                           [FieldError(field="party_urls", reason=str(exc)[:200])], slug="slow",
+                           headers={"Retry-After": "30"}) from None
     except IntegrityUnavailableError as exc:
         raise ProblemError(503, f"a party service did not answer: {exc}",
                            [FieldError(field="party_urls", reason=str(exc)[:200])], slug="unavailable") from None
@@ -246,8 +287,11 @@ def _runs_router(manager: RunManager) -> APIRouter:
         try:
             state = manager.start(body.scenario, dict(body.overrides), body.seed)
         except UnknownScenarioError:
-            raise ProblemError(404, f"no scenario {body.scenario!r} in {manager.scenarios_dir}",
+            raise ProblemError(404, f"no scenario {body.scenario!r} in {manager.describe_sources()}",
                                [FieldError(field="scenario", reason="unknown scenario")]) from None
+        except RunLimitError as exc:
+            raise ProblemError(422, f"the run is beyond this gateway's limits: {exc}",
+                               [FieldError(field=exc.field, reason=exc.reason[:300])], slug="run-limit") from None
         except ScenarioError as exc:
             raise ProblemError(422, "the scenario with these overrides is invalid",
                                [FieldError(field="overrides", reason=str(exc)[:300])]) from None
@@ -268,6 +312,18 @@ def _runs_router(manager: RunManager) -> APIRouter:
         if view is None:
             raise ProblemError(404, f"no run {run_id}", [FieldError(field="run_id", reason="unknown run")])
         return view
+
+    @router.delete("/v1/runs/{run_id}", status_code=202, responses=problem_responses(404))
+    def cancel_run(run_id: RunId) -> Response:
+        """Cancel a running run (202: it stops at its next progress step and its partial directory
+        is removed), or remove a finished one and its directory (204)."""
+        try:
+            state = manager.cancel(run_id)
+        except KeyError:
+            raise ProblemError(404, f"no run {run_id}", [FieldError(field="run_id", reason="unknown run")]) from None
+        if state is None:
+            return Response(status_code=204)
+        return JSONResponse(manager.view(run_id), status_code=202)
 
     @router.get("/v1/runs/{run_id}/report", response_class=HTMLResponse, responses=problem_responses(404, 409))
     def get_report(run_id: RunId) -> Response:
@@ -320,12 +376,47 @@ def _integrity_router(settings: GatewaySettings) -> APIRouter:
     return router
 
 
+async def _party_ready(client: httpx.AsyncClient, url: str) -> str:
+    """"up", or why not: its ``/healthz`` answers 200 only once the party has seeded its books."""
+    try:
+        response = await client.get(f"{url}/healthz")
+    except httpx.TimeoutException:
+        return "no answer in time (starting, seeding or restarting)"
+    except httpx.TransportError:
+        return "not answering (down, starting or restarting)"
+    return "up" if response.status_code == 200 else f"HTTP {response.status_code}"
+
+
+def _ready_router(settings: GatewaySettings) -> APIRouter:
+    router = APIRouter(route_class=StrictJsonRoute, tags=["operations"])
+
+    @router.get("/readyz", responses=problem_responses(503))
+    async def readyz() -> dict[str, Any]:
+        """Ready: every live party service is up and seeded (``/healthz`` is the gateway alone)."""
+        urls = await anyio.to_thread.run_sync(party_urls, settings)
+        if not urls:
+            raise _no_parties()
+        async with httpx.AsyncClient(timeout=settings.ready_timeout_s) as client:
+            states = await asyncio.gather(*(_party_ready(client, url) for url in urls.values()))
+        parties = dict(zip(urls, states, strict=True))
+        down = [FieldError(field=f"parties.{name}", reason=state) for name, state in parties.items() if state != "up"]
+        if down:
+            raise ProblemError(503, f"not ready: {', '.join(e.field.removeprefix('parties.') for e in down)}",
+                               down, slug="not-ready", headers={"Retry-After": "5"})
+        return {"status": "ready", "parties": parties}
+
+    return router
+
+
 def create_gateway_app(settings: ApiSettings | None = None) -> FastAPI:
     """The gateway app; nothing is started until a run is requested."""
     gw = _gateway_settings(settings)
     app = create_base_app(gw, title="ccsim gateway")
-    manager = RunManager(gw.scenarios_dir, gw.runs_dir, max_running=gw.max_running_runs,
-                         max_kept=gw.max_kept_runs)
+    limits = RunLimits(duration_s_max=gw.max_run_duration_s, payments_max=gw.max_run_payments,
+                       cardholders_max=gw.max_run_cardholders, wall_s_max=gw.max_run_wall_s,
+                       kept_max=gw.max_kept_runs, disk_bytes_max=gw.max_runs_disk_mb * 1024 * 1024)
+    manager = RunManager(scenario_sources(gw.scenario_file, gw.scenarios_dir, gw.scenario_library), gw.runs_dir,
+                         max_running=gw.max_running_runs, limits=limits)
     app.state.runs = manager
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -339,5 +430,6 @@ def create_gateway_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app.include_router(_runs_router(manager))
     app.include_router(_integrity_router(gw))
+    app.include_router(_ready_router(gw))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -6,18 +6,28 @@ A thread, not a process, because the live KPIs and the tax statements are read f
 :class:`~sim.world.World` (``simulate(..., on_world=...)``), and a run is CPU work that releases
 the GIL often enough for the gateway to keep answering every second.
 
-A limit on everything: at most ``max_running`` runs at once (beyond that :class:`TooManyRunsError`,
-which the gateway answers with 429) and at most ``max_kept`` finished runs remembered (the oldest
-are forgotten, their directories stay on disk).
+A limit on everything (:mod:`sim.live.run_limits`): a run longer, larger or with more payments
+than :class:`~sim.live.run_limits.RunLimits` allow is refused before it starts; at most
+``max_running`` runs at once (beyond that :class:`TooManyRunsError`, which the gateway answers with
+429); a run is cancelled on request (:meth:`RunManager.cancel`) or when it has run ``wall_s_max``
+seconds, so no slot is held forever; and at most ``kept_max`` finished runs, holding at most
+``disk_bytes_max`` bytes, are kept: the oldest are forgotten and their directories removed.
+
+Scenarios come from several places (:func:`scenario_sources`): the file ``ccsim serve`` was started
+with, a directory of scenario files, and the library of scenarios that comes with ccsim; the first
+file of a name wins.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import shutil
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,12 +36,27 @@ from typing import Any, Final
 import numpy as np
 import yaml
 
+import sim
+from sim.live.run_limits import MARKER, RunLimitError, RunLimits, check_run, prune_runs
 from sim.report import ReportError, build_report
 from sim.runner import simulate
 from sim.scenario_load import ScenarioError, load_scenario
 from sim.world import World
 
-__all__ = ["KPI_INTERVAL_S", "RunManager", "RunState", "TooManyRunsError", "UnknownScenarioError", "override_args"]
+__all__ = [
+    "KPI_INTERVAL_S",
+    "RunCancelledError",
+    "RunLimitError",
+    "RunLimits",
+    "RunManager",
+    "RunState",
+    "ScenarioSource",
+    "TooManyRunsError",
+    "UnknownScenarioError",
+    "library_scenarios_dir",
+    "override_args",
+    "scenario_sources",
+]
 
 KPI_INTERVAL_S: Final = 0.25  # recompute the live KPIs at most this often (wall time)
 _HISTORY_MAX: Final = 400  # KPI points kept per run for the dashboard's chart
@@ -43,6 +68,44 @@ class TooManyRunsError(Exception):
 
 class UnknownScenarioError(Exception):
     """No scenario file of that name in the scenarios directory."""
+
+
+class RunCancelledError(Exception):
+    """Raised inside a run's progress hook to stop it (a cancel request, or its wall-time limit)."""
+
+
+@dataclass(frozen=True)
+class ScenarioSource:
+    """Where scenarios come from: one file (``ccsim serve --scenario``) or a directory of them."""
+
+    path: Path
+    kind: str  # "serve" (the --scenario file), "dir" (--scenarios-dir), "library" (ccsim's own)
+
+    def files(self) -> list[Path]:
+        if self.kind == "serve":
+            return [self.path] if self.path.is_file() else []
+        return sorted(self.path.glob("*.yaml")) if self.path.is_dir() else []
+
+
+def library_scenarios_dir() -> Path | None:
+    """The scenarios that come with ccsim (``scenarios/`` beside the ``sim`` package of a source
+    checkout or an editable install), or None when this installation has none."""
+    path = Path(sim.__file__).resolve().parent.parent / "scenarios"
+    return path if path.is_dir() else None
+
+
+def scenario_sources(scenario_file: Path | None, scenarios_dir: Path | None,
+                     library: bool = True) -> list[ScenarioSource]:
+    """The --scenario file first, then --scenarios-dir, then the library (when ``library``)."""
+    out: list[ScenarioSource] = []
+    if scenario_file is not None:
+        out.append(ScenarioSource(scenario_file.resolve(), "serve"))
+    if scenarios_dir is not None:
+        out.append(ScenarioSource(scenarios_dir.resolve(), "dir"))
+    lib = library_scenarios_dir() if library else None
+    if lib is not None and all(s.path != lib for s in out):
+        out.append(ScenarioSource(lib, "library"))
+    return out
 
 
 def override_args(overrides: dict[str, Any]) -> list[str]:
@@ -71,7 +134,7 @@ class RunState:
     duration_s: float
     warmup_s: float
     deadline_ms: float
-    status: str = "running"  # running | done | failed
+    status: str = "running"  # running | cancelling | done | failed | cancelled
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     wall_started: float = field(default_factory=time.perf_counter)
     wall_s: float = 0.0
@@ -87,6 +150,13 @@ class RunState:
     tax: Any = None  # the run's TaxBook (services.tax), kept for the tax statements
     tax_summary: Any = None  # its AuthoritySummary at the scenario's compliance rate
     tax_compliance: Any = None  # that compliance rate (a Decimal), for summaries of one year
+    cancel_reason: str = ""  # set to stop the run at its next progress step
+    finished: threading.Event = field(default_factory=threading.Event)  # set when its thread is done
+
+    @property
+    def active(self) -> bool:
+        """Holds a run slot: its thread is still working."""
+        return self.status in {"running", "cancelling"}
 
     def view(self) -> dict[str, Any]:
         """The JSON body of ``GET /v1/runs/{id}``."""
@@ -134,11 +204,14 @@ def live_kpis(world: World, virtual_s: float, wall_s: float) -> dict[str, Any]:
 class RunManager:
     """Starts runs in threads and keeps their state for the runs API."""
 
-    def __init__(self, scenarios_dir: Path, runs_dir: Path, *, max_running: int = 2, max_kept: int = 50) -> None:
-        self.scenarios_dir = scenarios_dir
+    def __init__(self, scenarios: Path | list[ScenarioSource], runs_dir: Path, *, max_running: int = 2,
+                 max_kept: int = 50, limits: RunLimits | None = None) -> None:
+        self.sources = (scenarios if isinstance(scenarios, list)
+                        else scenario_sources(None, scenarios, library=False))
         self.runs_dir = runs_dir
         self.max_running = max_running
-        self.max_kept = max_kept
+        self.limits = limits or RunLimits(kept_max=max_kept)
+        self.max_kept = self.limits.kept_max
         self._lock = threading.Lock()
         self._runs: OrderedDict[str, RunState] = OrderedDict()
         self._ids = itertools.count(1)
@@ -146,21 +219,37 @@ class RunManager:
 
     # -- scenarios --------------------------------------------------------------------------
     def scenario_files(self) -> dict[str, Path]:
-        return {p.stem: p for p in sorted(self.scenarios_dir.glob("*.yaml"))}
+        """Scenario name (the file's stem) → file; the first source that has a name wins."""
+        out: dict[str, Path] = {}
+        for source in self.sources:
+            for path in source.files():
+                out.setdefault(path.stem, path)
+        return out
+
+    def _source_kinds(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for source in self.sources:
+            for path in source.files():
+                out.setdefault(path.stem, source.kind)
+        return out
+
+    def describe_sources(self) -> str:
+        return ", ".join(f"{s.path} ({s.kind})" for s in self.sources) or "no scenario source"
 
     def scenarios(self) -> list[dict[str, Any]]:
         """Name, description and the knobs' defaults of every scenario file."""
         out = []
+        kinds = self._source_kinds()
         for name, path in self.scenario_files().items():
             try:
                 scenario, _ = load_scenario(path)
             except ScenarioError as exc:
-                out.append({"name": name, "valid": False, "error": str(exc)})
+                out.append({"name": name, "source": kinds[name], "valid": False, "error": str(exc)})
                 continue
             exchange = scenario.services.get("exchange")
             outage = exchange.outages[0] if exchange.outages else None
             out.append({
-                "name": name, "valid": True, "description": scenario.description,
+                "name": name, "source": kinds[name], "valid": True, "description": scenario.description,
                 "duration_s": scenario.duration_s, "warmup_s": scenario.warmup_s,
                 "rate_per_s": scenario.arrivals.rate_per_s, "rate_scale": scenario.arrivals.rate_scale,
                 "deadline_ms": scenario.network.deadline_ms,
@@ -171,25 +260,46 @@ class RunManager:
 
     # -- runs -------------------------------------------------------------------------------
     def start(self, scenario_name: str, overrides: dict[str, Any], seed: int) -> RunState:
-        """Validate and start a run. Raises UnknownScenarioError, ScenarioError or TooManyRunsError."""
+        """Validate and start a run. Raises UnknownScenarioError, ScenarioError, RunLimitError or
+        TooManyRunsError; nothing is started or written when it raises."""
         path = self.scenario_files().get(scenario_name)
         if path is None:
             raise UnknownScenarioError(scenario_name)
         scenario, text = load_scenario(path, override_args(overrides))
+        check_run(scenario, overrides, self.limits)
         with self._lock:
-            running = sum(1 for r in self._runs.values() if r.status == "running")
+            running = sum(1 for r in self._runs.values() if r.active)
             if running >= self.max_running:
-                raise TooManyRunsError(f"{running} runs are running (the limit is {self.max_running})")
+                raise TooManyRunsError(f"{running} runs are running (the limit is {self.max_running}); "
+                                       "cancel one with DELETE /v1/runs/{id} or wait for it to finish")
             run_id = f"{self._stamp}-{next(self._ids)}"
             state = RunState(run_id=run_id, scenario=scenario_name, overrides=dict(overrides), seed=seed,
                              run_dir=self.runs_dir / run_id, duration_s=scenario.duration_s,
                              warmup_s=scenario.warmup_s, deadline_ms=scenario.network.deadline_ms)
             self._runs[run_id] = state
-            self._forget_oldest()
+        state.run_dir.mkdir(parents=True, exist_ok=True)
+        (state.run_dir / MARKER).write_text(json.dumps(
+            {"id": run_id, "scenario": scenario_name, "overrides": overrides, "seed": seed,
+             "created_at": state.created_at}, sort_keys=True) + "\n", encoding="utf-8")
+        self._prune()
         thread = threading.Thread(target=self._execute, args=(state, scenario, text), name=f"run-{run_id}",
                                   daemon=True)
         thread.start()
         return state
+
+    def cancel(self, run_id: str) -> RunState | None:
+        """Stop a running run (its state becomes ``cancelling``, then ``cancelled`` when its thread
+        stops at its next progress step; returned), or remove a finished one with its directory
+        (None). Raises KeyError for an unknown run."""
+        with self._lock:
+            state = self._runs[run_id]
+            if state.active:
+                state.cancel_reason = state.cancel_reason or "cancelled on request"
+                state.status = "cancelling"
+                return state
+            self._runs.pop(run_id)
+        shutil.rmtree(state.run_dir, ignore_errors=True)
+        return None
 
     def get(self, run_id: str) -> RunState | None:
         with self._lock:
@@ -215,24 +325,34 @@ class RunManager:
 
     def running_count(self) -> int:
         with self._lock:
-            return sum(1 for r in self._runs.values() if r.status == "running")
+            return sum(1 for r in self._runs.values() if r.active)
 
-    def _forget_oldest(self) -> None:
-        finished = [rid for rid, r in self._runs.items() if r.status != "running"]
-        while len(self._runs) > self.max_kept and finished:
-            self._runs.pop(finished.pop(0))
+    def _prune(self) -> None:
+        """Keep at most ``kept_max`` finished runs in memory and on disk, and their bytes under
+        ``disk_bytes_max``: the oldest go first (directories of earlier gateways included)."""
+        with self._lock:
+            busy = {rid for rid, r in self._runs.items() if r.active}
+        removed = set(prune_runs(self.runs_dir, busy, self.limits))
+        with self._lock:
+            for rid in removed:
+                self._runs.pop(rid, None)
+            finished = [rid for rid, r in self._runs.items() if not r.active]
+            while len(finished) > self.limits.kept_max:
+                self._runs.pop(finished.pop(0))
 
     # -- the worker thread -------------------------------------------------------------------
-    def _execute(self, state: RunState, scenario: Any, text: str) -> None:
-        holder: dict[str, World] = {}
+    def _progress_hook(self, state: RunState, holder: dict[str, World]) -> Callable[[float, int], None]:
+        """The runner's progress hook: stops a cancelled or overlong run, records progress and KPIs."""
         last_kpi = [0.0]
-
-        def on_world(world: World) -> None:
-            holder["world"] = world
 
         def progress(t_s: float, payments: int) -> None:
             now = time.perf_counter()
             wall_s = now - state.wall_started
+            if state.cancel_reason:
+                raise RunCancelledError(state.cancel_reason)
+            if wall_s > self.limits.wall_s_max:
+                raise RunCancelledError(f"ran longer than {self.limits.wall_s_max:g} s of wall time "
+                                        "(the gateway's limit)")
             kpis = None
             if now - last_kpi[0] >= KPI_INTERVAL_S or t_s >= state.duration_s:
                 last_kpi[0] = now
@@ -246,6 +366,15 @@ class RunManager:
                                               "p99_latency_ms": kpis["p99_latency_ms"] or 0.0,
                                               "stand_in": float(kpis["stand_in"])})
 
+        return progress
+
+    def _execute(self, state: RunState, scenario: Any, text: str) -> None:
+        holder: dict[str, World] = {}
+        progress = self._progress_hook(state, holder)
+
+        def on_world(world: World) -> None:
+            holder["world"] = world
+
         try:
             result = simulate(scenario, text, state.seed, state.run_dir, progress, on_world=on_world)
             world = holder["world"]
@@ -255,11 +384,19 @@ class RunManager:
                 report_ok, report_error = True, ""
             except ReportError as exc:
                 report_ok, report_error = False, f"the report could not be built: {exc}"
+        except RunCancelledError as exc:
+            self._finish_cancelled(state, str(exc))
+            return
         except Exception as exc:  # a bug in a run must not take the gateway down: show it instead
             with self._lock:
                 state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
                 state.wall_s = time.perf_counter() - state.wall_started
+            self._prune()
+            state.finished.set()
             raise
+        if state.cancel_reason:  # asked to stop while its report was being built
+            self._finish_cancelled(state, state.cancel_reason)
+            return
         with self._lock:
             state.summary, state.exit_code, state.problems = result.summary, result.exit_code, result.problems
             state.kpis = final
@@ -268,3 +405,14 @@ class RunManager:
             state.report_ready, state.error = report_ok, report_error
             state.wall_s = time.perf_counter() - state.wall_started
             state.status = "done"
+        self._prune()
+        state.finished.set()
+
+    def _finish_cancelled(self, state: RunState, reason: str) -> None:
+        """A cancelled run keeps its state (for the runs API) but not its partial directory."""
+        shutil.rmtree(state.run_dir, ignore_errors=True)
+        with self._lock:
+            state.status, state.error = "cancelled", reason
+            state.wall_s = time.perf_counter() - state.wall_started
+        self._prune()
+        state.finished.set()

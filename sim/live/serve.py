@@ -5,10 +5,15 @@ to ``<data dir>/seed.json``; every party process reads it and books its own side
 state. Ports: the gateway on ``port``, network + acquirers ``port+1``, issuer ``port+2``, exchange
 ``port+3``, bank ``port+4``; they are written to ``<data dir>/ports.json`` and printed.
 
-The supervisor starts the children, waits for each ``/healthz``, then watches them. It restarts
-nothing: a child that dies at start makes ``serve`` stop the others and exit non-zero (its log's
-tail is printed), and so does a child that dies later. Ctrl-C or SIGTERM stops every child (SIGTERM,
-then SIGKILL after a grace period). Each child's output goes to ``<data dir>/logs/<name>.log``.
+The supervisor starts the children, waits for each ``/healthz`` (reporting each service as it
+comes up, and every few seconds the ones still seeding), then watches them. A child that dies at
+start makes ``serve`` stop the others and exit non-zero (its log's tail is printed). A child that
+dies later is restarted on its own books, as ``--resume`` starts it, while the others keep serving;
+the restarts are bounded by :class:`~sim.live.restarts.RestartPolicy`, and a child in a crash loop
+makes ``serve`` give up with its log's tail and stop every service. Ctrl-C or SIGTERM stops every
+child (SIGTERM, then SIGKILL after a grace period). Each child's output goes to
+``<data dir>/logs/<name>.log``. What happens is reported as :class:`SupervisorEvent` values to the
+``on_event`` callback (the CLI prints them; tests wait on them).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -33,6 +38,7 @@ from services.api.auth import AuthError, create_credentials
 from services.api.parties.seed import PartySeed, write_seed
 from sim.components.population import build_population
 from sim.domain import chain_config
+from sim.live.restarts import RestartPolicy
 from sim.rng import Streams
 from sim.scenario import Scenario
 from sim.scenario_load import load_scenario
@@ -43,6 +49,7 @@ __all__ = [
     "ServiceProcess",
     "Supervisor",
     "SupervisorError",
+    "SupervisorEvent",
     "scenario_seed",
     "seed_from_scenario",
 ]
@@ -58,6 +65,9 @@ GATEWAY_FACTORY: Final = "sim.live.gateway:create_gateway_app"
 _STOP_GRACE_S: Final = 10.0
 _POLL_S: Final = 0.1
 _LOG_TAIL_LINES: Final = 30
+_WAITING_EVERY_S: Final = 5.0  # while seeding, name the services not up yet this often
+_PROBE_TIMEOUT_S: Final = 1.0
+_PR_SET_PDEATHSIG: Final = 1  # linux/prctl.h
 
 
 class SupervisorError(RuntimeError):
@@ -76,6 +86,9 @@ class ServeConfig:
     gateway: bool = True  # start the gateway too, when sim.live.gateway is installed
     start_timeout_s: float = 600.0  # seeding a large population takes a while
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    restarts_max: int = 5  # restarts of one child within restart_window_s; one more death gives up
+    restart_window_s: float = 600.0
+    gateway_env: Mapping[str, str] = field(default_factory=dict)  # CCSIM_* settings for the gateway only
 
     def ports(self) -> dict[str, int]:
         out = {name: self.port + offset for name, (offset, _) in PARTY_FACTORIES.items()}
@@ -110,6 +123,40 @@ def seed_from_scenario(scenario: Scenario, seed: int = 1) -> PartySeed:
                      deadline_ms=round(scenario.network.deadline_ms))
 
 
+@dataclass(frozen=True)
+class SupervisorEvent:
+    """Something the supervisor saw or did.
+
+    ``kind``: ``up`` (a child answers ``/healthz`` at start), ``waiting`` (children not up yet,
+    ``name`` lists them), ``died``, ``restarting``, ``restarted`` (healthy again), ``gave_up``
+    (a crash loop, or a restart that never became healthy: every service is then stopped).
+    """
+
+    kind: str
+    name: str
+    detail: str = ""
+    elapsed_s: float = 0.0
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs uvicorn: ask Linux to SIGTERM it when the thread that started it
+    ends, so a ``serve`` that is itself killed (SIGKILL, the OOM killer) leaves no orphan services
+    holding the ports and the books. Elsewhere nothing is done: ``serve`` stops them itself."""
+    if sys.platform.startswith("linux"):
+        import ctypes  # noqa: PLC0415 — only in the forked child, on Linux
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def describe_exit(code: int) -> str:
+    """``-9`` → ``killed by SIGKILL``; ``1`` → ``exit code 1``."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
 @dataclass
 class ServiceProcess:
     name: str
@@ -124,10 +171,28 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("a", encoding="utf-8")
         self.process = subprocess.Popen(
-            self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent)  # noqa: PLW1509 — prctl only, no locks taken: safe after fork
 
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()
+
+    def restart_on_books(self, note: str) -> None:
+        """Start again on the books the last life left: resume, never reset (a reset would drop
+        the books the rest of the chain still relies on)."""
+        self.stop()
+        if "CCSIM_RESUME" in self.env:
+            self.env["CCSIM_RESUME"], self.env["CCSIM_RESET"] = "1", "0"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a", encoding="utf-8") as log:
+            log.write(f"--- ccsim serve: {note} ---\n")
+        self.start()
+
+    def healthy(self, client: httpx.Client, host: str) -> bool:
+        try:
+            return client.get(f"http://{host}:{self.port}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
 
     def stop(self, grace_s: float = _STOP_GRACE_S) -> None:
         proc = self.process
@@ -153,8 +218,11 @@ class ServiceProcess:
 class Supervisor:
     """Starts, watches and stops the service processes of one ``ccsim serve``."""
 
-    def __init__(self, config: ServeConfig, seed: PartySeed) -> None:
+    def __init__(self, config: ServeConfig, seed: PartySeed,
+                 on_event: Callable[[SupervisorEvent], None] | None = None) -> None:
         self.config = config
+        self.on_event = on_event
+        self.policy = RestartPolicy(config.restarts_max, config.restart_window_s)
         self.seed_path = config.data_dir / "seed.json"
         self.ports_path = config.data_dir / "ports.json"
         config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -183,6 +251,7 @@ class Supervisor:
                "CCSIM_RESET": "1" if cfg.reset else "0", "CCSIM_RESUME": "1" if cfg.resume else "0"}
         if name == "gateway":
             env["CCSIM_PORTS_FILE"] = str(self.ports_path.resolve())
+            env.update(cfg.gateway_env)
             for key in ("CCSIM_SEED_FILE", "CCSIM_RESET", "CCSIM_RESUME"):
                 env.pop(key)
         else:
@@ -210,26 +279,34 @@ class Supervisor:
             raise
         self._write_ports()
 
+    def _emit(self, kind: str, name: str, detail: str = "", elapsed_s: float = 0.0) -> None:
+        if self.on_event is not None:
+            self.on_event(SupervisorEvent(kind, name, detail, elapsed_s))
+
     def _wait_healthy(self, stop_requested: list[bool]) -> None:
         waiting = {c.name: c for c in self.children}
-        deadline = time.monotonic() + self.config.start_timeout_s
-        with httpx.Client(timeout=2.0) as client:
+        t0 = time.monotonic()
+        deadline = t0 + self.config.start_timeout_s
+        next_report = t0 + _WAITING_EVERY_S
+        with httpx.Client(timeout=_PROBE_TIMEOUT_S) as client:
             while waiting:
                 if stop_requested:
                     raise SupervisorError("stopped on request while starting")
                 for name, child in list(waiting.items()):
                     code = child.exit_code()
                     if code is not None:
-                        raise SupervisorError(f"{name} exited with code {code} while starting; "
+                        raise SupervisorError(f"{name} exited ({describe_exit(code)}) while starting; "
                                               f"its log ({child.log_path}):\n{child.log_tail()}")
-                    try:
-                        if client.get(f"http://{self.config.host}:{child.port}/healthz").status_code == 200:
-                            del waiting[name]
-                    except httpx.TransportError:
-                        pass
-                if time.monotonic() > deadline:
+                    if child.healthy(client, self.config.host):
+                        del waiting[name]
+                        self._emit("up", name, f"port {child.port}", time.monotonic() - t0)
+                now = time.monotonic()
+                if now > deadline:
                     raise SupervisorError(f"not healthy after {self.config.start_timeout_s:g} s: "
                                           f"{', '.join(sorted(waiting))}")
+                if waiting and now >= next_report:
+                    next_report = now + _WAITING_EVERY_S
+                    self._emit("waiting", ", ".join(sorted(waiting)), "starting", now - t0)
                 if waiting:
                     time.sleep(_POLL_S)
 
@@ -244,17 +321,48 @@ class Supervisor:
         return [(c.name, code) for c in self.children if (code := c.exit_code()) is not None]
 
     def watch(self, stop_requested: list[bool]) -> int:
-        """Block until a stop is requested (0) or a child dies (1)."""
-        while not stop_requested:
-            dead = self.dead()
-            if dead:
-                for name, code in dead:
-                    child = next(c for c in self.children if c.name == name)
-                    print(f"ccsim serve: {name} exited with code {code}; stopping the others. "
-                          f"Its log ({child.log_path}):\n{child.log_tail()}", file=sys.stderr)
-                return 1
-            time.sleep(_POLL_S * 5)
+        """Block until a stop is requested (0), restarting every child that dies on its books; a
+        child in a crash loop, or one that does not come back, stops every service (1)."""
+        due: dict[str, float] = {}  # a dead child's restart time
+        coming_back: dict[str, tuple[float, float]] = {}  # restarted child → (started at, deadline)
+        with httpx.Client(timeout=_PROBE_TIMEOUT_S) as client:
+            while not stop_requested:
+                now = time.monotonic()
+                for child in self.children:
+                    if child.name in due:
+                        if now >= due[child.name]:
+                            del due[child.name]
+                            child.restart_on_books("restarted on its books after it died")
+                            coming_back[child.name] = (now, now + self.config.start_timeout_s)
+                        continue
+                    code = child.exit_code()
+                    if code is not None:
+                        coming_back.pop(child.name, None)
+                        if not self._died(child, code, now, due):
+                            return 1
+                    elif child.name in coming_back:
+                        started, deadline = coming_back[child.name]
+                        if child.healthy(client, self.config.host):
+                            del coming_back[child.name]
+                            self._write_ports()
+                            self._emit("restarted", child.name, f"pid {child.process.pid if child.process else 0}",
+                                       now - started)
+                        elif now > deadline:
+                            child.stop()  # not healthy in time: a death like any other, next round
+                time.sleep(_POLL_S)
         return 0
+
+    def _died(self, child: ServiceProcess, code: int, now: float, due: dict[str, float]) -> bool:
+        """Schedule the restart of a dead child (True), or give up on a crash loop (False)."""
+        self._emit("died", child.name, describe_exit(code))
+        decision = self.policy.died(child.name, now)
+        if not decision.allowed:
+            self._emit("gave_up", child.name, f"{decision.reason}; stopping every service. "
+                                              f"Its log ({child.log_path}):\n{child.log_tail()}")
+            return False
+        self._emit("restarting", child.name, decision.reason)
+        due[child.name] = now + decision.delay_s
+        return True
 
     def stop(self) -> None:
         for child in reversed(self.children):

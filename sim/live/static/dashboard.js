@@ -6,6 +6,9 @@ const POLL_MS = 1000;
 const $ = (id) => document.getElementById(id);
 let scenarios = {};
 let pollTimer = null;
+let currentRun = null;
+const SOURCE_LABEL = { serve: " (ccsim serve --scenario)", dir: " (--scenarios-dir)", library: "" };
+const ACTIVE = new Set(["running", "cancelling"]);
 
 const fmtInt = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"));
 const fmtPct = (r) => (r === null || r === undefined ? "–" : (100 * r).toFixed(2) + " %");
@@ -42,7 +45,7 @@ async function loadScenarios() {
     scenarios[s.name] = s;
     const option = document.createElement("option");
     option.value = s.name;
-    option.textContent = s.name;
+    option.textContent = s.name + (SOURCE_LABEL[s.source] || "");
     select.appendChild(option);
   }
   fillKnobs(select.value);
@@ -129,15 +132,31 @@ async function poll(runId) {
   try {
     const run = await api(`/v1/runs/${runId}`);
     showRun(run);
-    if (run.status === "running") {
+    if (ACTIVE.has(run.status)) {
       pollTimer = setTimeout(() => poll(runId), POLL_MS);
     } else {
-      $("start").disabled = false;
+      runEnded();
       refreshRuns();
     }
   } catch (err) {
     $("form-error").textContent = String(err.message || err);
-    $("start").disabled = false;
+    runEnded();
+  }
+}
+
+function runEnded() {
+  currentRun = null;
+  $("start").disabled = false;
+  $("cancel").hidden = true;
+}
+
+async function cancelRun() {
+  if (!currentRun) return;
+  $("cancel").disabled = true;
+  try {
+    showRun(await api(`/v1/runs/${currentRun}`, { method: "DELETE" }));
+  } catch (err) {
+    $("form-error").textContent = String(err.message || err);
   }
 }
 
@@ -182,6 +201,9 @@ async function startRun(event) {
     const run = await api("/v1/runs", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request),
     });
+    currentRun = run.id;
+    $("cancel").hidden = false;
+    $("cancel").disabled = false;
     showRun(run);
     poll(run.id);
   } catch (err) {
@@ -193,6 +215,7 @@ async function startRun(event) {
 document.addEventListener("DOMContentLoaded", () => {
   $("scenario").addEventListener("change", (e) => fillKnobs(e.target.value));
   $("run-form").addEventListener("submit", startRun);
+  $("cancel").addEventListener("click", cancelRun);
   loadScenarios().catch((err) => { $("form-error").textContent = String(err.message || err); });
   refreshRuns().catch(() => {});
 });

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 from conftest import SQL_BACKENDS
+from faults.ports import free_port_block
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
-from test_live_concurrency import free_port_block
 from test_live_parties import FACTORIES, Live, assert_clean, make_seed, pay_body
 
 from services.api import close_app
@@ -438,29 +438,31 @@ def test_bank_killed_with_sigkill_restarts_on_its_books(tmp_path: Path) -> None:
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     payout = {"id": "w1:acq-1:m1", "purpose": "merchant_payout", "payer": "acq-1", "payee": "merchant:m1",
               "payer_bank": "bank-1", "payee_bank": "bank-1", "amount": "1234.56", "ref": "m1"}
+    http = httpx.Client(timeout=60.0)  # a busy machine answers late, not wrongly
     first = ServiceProcess("bank", port, argv, env, tmp_path / "bank-1.log")
     second = ServiceProcess("bank", port, argv, {**env, "CCSIM_RESUME": "1"}, tmp_path / "bank-2.log")
     try:
         first.start()
         _wait_healthy(url, first)
-        r = httpx.post(f"{url}/v1/inbox/bank-1", json=payout, headers={"Idempotency-Key": "pay-1"})
+        r = http.post(f"{url}/v1/inbox/bank-1", json=payout, headers={"Idempotency-Key": "pay-1"})
         assert r.status_code == 200, r.text
-        merchant = httpx.get(f"{url}/v1/banks/bank-1/customers/merchant:m1").json()
+        merchant = http.get(f"{url}/v1/banks/bank-1/customers/merchant:m1").json()
         assert merchant["balance"] == "1234.56"
         assert first.process is not None
         first.process.send_signal(signal.SIGKILL)  # no shutdown, no lifespan exit: a crash
         first.process.wait(30)
         second.start()
         _wait_healthy(url, second)
-        assert httpx.get(f"{url}/v1/banks/bank-1/customers/merchant:m1").json() == merchant
-        again = httpx.post(f"{url}/v1/inbox/bank-1", json=payout, headers={"Idempotency-Key": "pay-1"})
+        assert http.get(f"{url}/v1/banks/bank-1/customers/merchant:m1").json() == merchant
+        again = http.post(f"{url}/v1/inbox/bank-1", json=payout, headers={"Idempotency-Key": "pay-1"})
         assert again.status_code == 200 and again.headers.get("Idempotent-Replayed") == "true"
-        other_key = httpx.post(f"{url}/v1/inbox/bank-1", json=payout, headers={"Idempotency-Key": "pay-1b"})
+        other_key = http.post(f"{url}/v1/inbox/bank-1", json=payout, headers={"Idempotency-Key": "pay-1b"})
         assert other_key.status_code == 200  # the retry of a sender that lost the answer: books nothing
-        assert httpx.get(f"{url}/v1/banks/bank-1/customers/merchant:m1").json() == merchant
-        invariants = httpx.get(f"{url}/v1/ledger/invariants").json()
+        assert http.get(f"{url}/v1/banks/bank-1/customers/merchant:m1").json() == merchant
+        invariants = http.get(f"{url}/v1/ledger/invariants").json()
         assert invariants["ok"], invariants
-        assert httpx.get(f"{url}/v1/recovery").json()["notes"][0].startswith("started on")
+        assert http.get(f"{url}/v1/recovery").json()["notes"][0].startswith("started on")
     finally:
+        http.close()
         first.stop()
         second.stop()

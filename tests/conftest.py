@@ -2,7 +2,7 @@
 
 ``ledger_factory`` yields ``make(clock=None, assets=None) -> ledger``; every ledger it made must
 pass ``check_invariants()`` when the test ends, and its tables are dropped afterwards (PostgreSQL
-tests share one ``test`` database, so each ledger gets its own table prefix).
+tests share one database per pytest process, so each ledger gets its own table prefix).
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 import structlog
 from faults.bank_check import postgres_unreachable
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from services.clock import Clock, FixedClock
 from services.ledger import InMemoryLedger
@@ -25,6 +28,33 @@ from services.logging import configure_logging
 from services.money import AssetRegistry
 
 configure_logging(json=True)  # the suite's baseline: JSON lines on stderr at info, as a service logs
+
+
+_SHARED_SCOPES = ("class", "module", "package")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make pytest``: ``-n auto --dist loadgroup``), tests that share a set-up
+    wider than one test (a module- or class-scoped fixture: a world of services, a population, a
+    browser) go to one worker, one group per value of that set-up's parameters, so the set-up is
+    made once and what it writes (``tests/artifacts/<name>_<db>.json``) is written by one process.
+    Every other test is handed out on its own."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        shared = sorted(name for name, defs in info.name2fixturedefs.items()
+                        if defs and defs[-1].scope in _SHARED_SCOPES)
+        if not shared:
+            continue
+        callspec = getattr(item, "callspec", None)
+        params = [f"{name}={callspec.params[name]}" for name in shared
+                  if callspec is not None and name in callspec.params]
+        owner = item.cls.__qualname__ if item.cls is not None else ""
+        group = f"{item.module.__name__ if item.module else item.path.stem}:{owner}[{','.join(params)}]"
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +74,31 @@ Ledger = InMemoryLedger | SqlLedger
 
 
 def pg_url() -> str:
-    return os.environ.get("CCSIM_TEST_PG_URL", PG_URL_DEFAULT)
+    """The test database; under pytest-xdist each worker has a database of its own next to it
+    (``<name>_gw0``, made on first use and kept for the next run), so no worker reads the catalog
+    while another drops its tables."""
+    url = os.environ.get("CCSIM_TEST_PG_URL", PG_URL_DEFAULT)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return _worker_database(url, worker) if worker else url
+
+
+@functools.cache
+def _worker_database(url: str, worker: str) -> str:
+    """``url`` with the database ``<name>_<worker>``, created if missing. When the server cannot be
+    reached, ``url`` itself: the tests that need it skip with the reason."""
+    base = make_url(url)
+    name = f"{base.database or 'test'}_{worker}"
+    if _pg_unreachable(url) is not None:
+        return url
+    engine = create_engine(base.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT",
+                           poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
 
 
 # Why PostgreSQL cannot be used (None when it can), asked once per session; the probe is the fault

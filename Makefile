@@ -33,11 +33,11 @@ typecheck: install
 importlint: install
 	$(BIN)/lint-imports
 
-# Every test, on every core (pytest-xdist; tests sharing a module-scoped set-up stay on one worker,
-# see tests/conftest.py). PYTEST_WORKERS=0 runs them in one process.
+# Every test, on every core (pytest-xdist; a module's tests stay on one worker, so its module-scoped
+# set-ups are made once). PYTEST_WORKERS=0 runs them in one process.
 PYTEST_WORKERS ?= auto
 pytest: install browser
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadscope
 
 # The timing-sensitive tests three times in a row while two busy loops keep both cores busy
 # (docs/contributing.md, "Tests in parallel, and on a busy machine"); stops at the first failure.

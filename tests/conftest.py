@@ -30,33 +30,6 @@ from services.money import AssetRegistry
 configure_logging(json=True)  # the suite's baseline: JSON lines on stderr at info, as a service logs
 
 
-_SHARED_SCOPES = ("class", "module", "package")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make pytest``: ``-n auto --dist loadgroup``), tests that share a set-up
-    wider than one test (a module- or class-scoped fixture: a world of services, a population, a
-    browser) go to one worker, one group per value of that set-up's parameters, so the set-up is
-    made once and what it writes (``tests/artifacts/<name>_<db>.json``) is written by one process.
-    Every other test is handed out on its own."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
-        shared = sorted(name for name, defs in info.name2fixturedefs.items()
-                        if defs and defs[-1].scope in _SHARED_SCOPES)
-        if not shared:
-            continue
-        callspec = getattr(item, "callspec", None)
-        params = [f"{name}={callspec.params[name]}" for name in shared
-                  if callspec is not None and name in callspec.params]
-        owner = item.cls.__qualname__ if item.cls is not None else ""
-        group = f"{item.module.__name__ if item.module else item.path.stem}:{owner}[{','.join(params)}]"
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(autouse=True)
 def _logging_restored() -> Iterator[None]:
     """Each test starts from the baseline logging configuration, whatever the test before it did.

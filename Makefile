@@ -33,8 +33,22 @@ typecheck: install
 importlint: install
 	$(BIN)/lint-imports
 
+# Every test, on every core (pytest-xdist; a module's tests stay on one worker, so its module-scoped
+# set-ups are made once). PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= auto
 pytest: install browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadscope
+
+# The timing-sensitive tests three times in a row while two busy loops keep both cores busy
+# (docs/contributing.md, "Tests in parallel, and on a busy machine"); stops at the first failure.
+TIMING_TESTS ?= tests/test_live_load.py tests/faults tests/test_live_concurrency.py tests/test_live_recovery.py \
+  tests/test_ledger_crash.py
+.PHONY: test-busy
+test-busy: install
+	@timeout 3600 $(PY) -c 'while True: pass' & b1=$$!; timeout 3600 $(PY) -c 'while True: pass' & b2=$$!; \
+	trap 'kill $$b1 $$b2 2>/dev/null' EXIT; \
+	for run in 1 2 3; do echo "== run $$run of 3, both cores kept busy"; \
+	  $(BIN)/pytest -q -p no:cacheprovider $(TIMING_TESTS) || exit 1; done
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site

@@ -2,7 +2,7 @@
 
 ``ledger_factory`` yields ``make(clock=None, assets=None) -> ledger``; every ledger it made must
 pass ``check_invariants()`` when the test ends, and its tables are dropped afterwards (PostgreSQL
-tests share one ``test`` database, so each ledger gets its own table prefix).
+tests share one database per pytest process, so each ledger gets its own table prefix).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import pytest
 import structlog
 from faults.bank_check import postgres_unreachable
 from signing import CREDENTIALS_ENV, write_session_credentials
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from services.clock import Clock, FixedClock
 from services.ledger import InMemoryLedger
@@ -58,7 +61,31 @@ Ledger = InMemoryLedger | SqlLedger
 
 
 def pg_url() -> str:
-    return os.environ.get("CCSIM_TEST_PG_URL", PG_URL_DEFAULT)
+    """The test database; under pytest-xdist each worker has a database of its own next to it
+    (``<name>_gw0``, made on first use and kept for the next run), so no worker reads the catalog
+    while another drops its tables."""
+    url = os.environ.get("CCSIM_TEST_PG_URL", PG_URL_DEFAULT)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return _worker_database(url, worker) if worker else url
+
+
+@functools.cache
+def _worker_database(url: str, worker: str) -> str:
+    """``url`` with the database ``<name>_<worker>``, created if missing. When the server cannot be
+    reached, ``url`` itself: the tests that need it skip with the reason."""
+    base = make_url(url)
+    name = f"{base.database or 'test'}_{worker}"
+    if _pg_unreachable(url) is not None:
+        return url
+    engine = create_engine(base.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT",
+                           poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
 
 
 # Why PostgreSQL cannot be used (None when it can), asked once per session; the probe is the fault

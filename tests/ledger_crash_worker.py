@@ -1,7 +1,8 @@
 """Crash-test worker: posts transfers to a SQLite ledger in an endless loop until it is killed.
 
 Run as ``python tests/ledger_crash_worker.py PATH.db``. It prints ``ready`` once the accounts exist,
-then keeps committing a mix of what the ledger does (posted transfers, holds, partial posts, voids,
+and ``committed N`` after each batch it committed (so the test kills it after events, not after a
+wall-clock wait), then keeps committing a mix of what the ledger does (posted transfers, holds, partial posts, voids,
 linked chains, batches) so that a SIGKILL lands inside every kind of transaction sooner or later.
 Ids carry the process id, so a restarted worker never reuses one.
 """
@@ -60,6 +61,7 @@ def main(path: str) -> None:
     run = str(os.getpid())
     for n in itertools.count():
         ledger.create_transfers(batch_for(n, run))
+        print(f"committed {n + 1}", flush=True)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,15 @@ def start_worker(db: Path) -> subprocess.Popen[str]:
     return proc
 
 
+def wait_for_commits(proc: subprocess.Popen[str], count: int) -> None:
+    """Read the worker's ``committed N`` lines until it has committed ``count`` batches."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.strip() == f"committed {count}":
+            return
+    raise AssertionError(f"the worker stopped before committing {count} batches (exit code {proc.poll()})")
+
+
 def stored_vs_replayed(ledger: SqlLedger) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
     stored = {a.id: [a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted]
               for a in ledger.accounts()}
@@ -50,7 +59,10 @@ def test_sigkilled_writer_leaves_a_consistent_ledger(tmp_path: Path) -> None:
     counts: list[int] = []
     for _ in range(KILLS):
         proc = start_worker(db)
-        time.sleep(rng.uniform(0.02, 0.6))
+        # The kill comes after a random number of committed batches (events, whatever the
+        # machine's speed), then a random moment into the next one.
+        wait_for_commits(proc, rng.randint(1, 40))
+        time.sleep(rng.uniform(0.0, 0.01))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL  # it was still writing when killed

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import random
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import SQL_BACKENDS, require_postgres
+from faults.ports import free_port_block
 from faults.service import drop_prefix
 from signing import RoleAuth
 
@@ -38,26 +37,6 @@ AMOUNT_TIYN = 1_000_00  # 1,000 KZT
 HOLD_TIYN = AMOUNT_TIYN + AMOUNT_TIYN * 200 // 10_000  # the issuer holds amount + 2 % padding
 
 
-def free_port_block(size: int = 5) -> int:
-    """A base port with ``size`` consecutive free ports on 127.0.0.1."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 60_000 - size)
-        sockets: list[socket.socket] = []
-        try:
-            for port in range(base, base + size):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no block of free ports found")
-
-
 def exact_seed() -> PartySeed:
     config = ChainConfig(
         aml_velocity_max_payments=100_000,  # the AML velocity rule would stop the card at 20
@@ -73,7 +52,7 @@ def exact_seed() -> PartySeed:
 def services(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     database_url = require_postgres() if request.param == "postgres" else ""
     prefix = f"t_{uuid.uuid4().hex[:10]}_" if database_url else ""
-    config = ServeConfig(data_dir=tmp_path / "live", port=free_port_block(), database_url=database_url,
+    config = ServeConfig(data_dir=tmp_path / "live", port=free_port_block(5), database_url=database_url,
                          table_prefix=prefix, gateway=False, start_timeout_s=120.0,
                          extra_env={"CCSIM_OUTBOUND_TIMEOUT_S": "120", "CCSIM_IDEMPOTENCY_LEASE_S": "600"})
     supervisor = Supervisor(config, exact_seed())

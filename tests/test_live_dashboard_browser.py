@@ -9,7 +9,6 @@ in progress and of the finished run are kept under tests/artifacts/.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from faults.ports import free_port
 from playwright.sync_api import Route, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,18 +41,12 @@ uvicorn.run(create_gateway_app(settings), host="127.0.0.1", port=int(sys.argv[4]
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if _SKIP:
         pytest.skip(_SKIP)
     tmp = tmp_path_factory.mktemp("gateway")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, str(ROOT / "scenarios"), str(tmp / "runs"),
                              str(tmp / "data"), str(port)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)

@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import pytest
 from conftest import SQL_BACKENDS
+from faults.ports import free_port_block
 from signing import RoleAuth
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
-from test_live_concurrency import free_port_block
 from test_live_parties import FACTORIES, Live, assert_clean, make_seed, pay_body
 
 from services.api import close_app
@@ -439,7 +439,7 @@ def test_bank_killed_with_sigkill_restarts_on_its_books(tmp_path: Path) -> None:
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     payout = {"id": "w1:acq-1:m1", "purpose": "merchant_payout", "payer": "acq-1", "payee": "merchant:m1",
               "payer_bank": "bank-1", "payee_bank": "bank-1", "amount": "1234.56", "ref": "m1"}
-    signed = httpx.Client(auth=RoleAuth())
+    signed = httpx.Client(auth=RoleAuth(), timeout=60.0)  # a busy machine answers late, not wrongly
     first = ServiceProcess("bank", port, argv, env, tmp_path / "bank-1.log")
     second = ServiceProcess("bank", port, argv, {**env, "CCSIM_RESUME": "1"}, tmp_path / "bank-2.log")
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -51,8 +52,16 @@ HOUSE = "house"
 
 @dataclass(frozen=True)
 class BankCheckConfig:
-    duration_s: float = 15.0
+    """The kills are spread over ``duration_s`` of load, and each waits for events too: before a
+    kill, and before the run ends after the last restart, the service must have acknowledged
+    ``acks_per_phase`` transfers since it (re)started. On a slow machine the run lasts longer; it
+    never makes fewer kills. A phase that gets no such acknowledgements within ``phase_timeout_s``
+    is a failure of the service, reported in ``problems``."""
+
+    duration_s: float = 15.0  # of load, at least
     kills: int = 3
+    acks_per_phase: int = 20
+    phase_timeout_s: float = 120.0
     workers: int = 8
     accounts: int = 10
     funding_minor: int = 1_000_000  # 10,000.00 KZT per wallet
@@ -115,8 +124,24 @@ class _Run:
         self.wallets = _wallets(cfg)
         self.history = History()
         self.t0 = time.monotonic()
-        self.stop_at = self.t0 + cfg.duration_s
-        self.give_up_at = self.stop_at + cfg.grace_s
+        self.stop_at = self.t0 + cfg.duration_s  # at the earliest
+        self.stopping = threading.Event()
+        self.give_up_at = math.inf  # set when the run stops: unanswered transfers are retried until then
+        self.problems: list[str] = []
+
+    def stop(self) -> None:
+        self.give_up_at = time.monotonic() + self.cfg.grace_s
+        self.stopping.set()
+
+    def wait_phase(self, acked_at_start: int, what: str) -> bool:
+        """Wait until the service has acknowledged ``acks_per_phase`` transfers more than
+        ``acked_at_start``; False (and a problem) if it did not within ``phase_timeout_s``."""
+        want = acked_at_start + self.cfg.acks_per_phase
+        if self.history.wait_acknowledged(want, self.cfg.phase_timeout_s):
+            return True
+        self.problems.append(f"{what}: the service acknowledged {self.history.acknowledged - acked_at_start} "
+                             f"of {self.cfg.acks_per_phase} transfers within {self.cfg.phase_timeout_s:g} s")
+        return False
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -126,7 +151,7 @@ class _Run:
         timeout = httpx.Timeout(self.cfg.request_timeout_s, connect=1.0)
         with httpx.Client(base_url=self.base_url, timeout=timeout) as client:
             n = 0
-            while time.monotonic() < self.stop_at:
+            while not self.stopping.is_set():
                 if rng.random() < self.cfg.read_share:
                     self.history.add(self._read(client, w))
                 else:
@@ -195,18 +220,26 @@ def run_bank_check(db: Database, cfg: BankCheckConfig, work_dir: Path, *, drop_t
                    for w in range(cfg.workers)]
         for t in threads:
             t.start()
-        last_ready = time.monotonic()
-        for i in range(cfg.kills):
-            target = run.t0 + (i + kill_rng.uniform(0.3, 0.7)) * cfg.duration_s / cfg.kills
-            at = max(target, last_ready + cfg.min_up_s)
-            if at >= run.stop_at:
-                break
-            time.sleep(max(0.0, at - time.monotonic()))
-            killed_at = run.now()
-            service.kill()
-            service.start()
-            last_ready = time.monotonic()
-            recoveries.append((killed_at, run.now() - killed_at))
+        try:
+            last_ready, acked_at_ready = time.monotonic(), 0
+            for i in range(cfg.kills):
+                # The schedule spreads the kills over the run; a kill never comes before the
+                # service has served since its last start (events, so a slow machine gets a
+                # longer run, not fewer kills).
+                target = run.t0 + (i + kill_rng.uniform(0.3, 0.7)) * cfg.duration_s / cfg.kills
+                time.sleep(max(0.0, max(target, last_ready + cfg.min_up_s) - time.monotonic()))
+                if not run.wait_phase(acked_at_ready, f"before kill {i + 1}"):
+                    break
+                killed_at = run.now()
+                service.kill()
+                service.start()
+                last_ready, acked_at_ready = time.monotonic(), run.history.acknowledged
+                recoveries.append((killed_at, run.now() - killed_at))
+            else:
+                time.sleep(max(0.0, run.stop_at - time.monotonic()))
+                run.wait_phase(acked_at_ready, f"after restart {cfg.kills}")
+        finally:
+            run.stop()
         for t in threads:
             t.join()
         with httpx.Client(base_url=service.base_url, timeout=30.0) as c:
@@ -214,7 +247,7 @@ def run_bank_check(db: Database, cfg: BankCheckConfig, work_dir: Path, *, drop_t
     finally:
         service.stop()
     summary = _judge(db, cfg, run.history.ops, recoveries=recoveries, invariants_http=invariants_http,
-                     drop_tables=drop_tables)
+                     drop_tables=drop_tables, harness_problems=run.problems)
     summary["first_start_s"] = round(first_start_s, 3)
     summary["service_log"] = str(service.log_path)
     if artifact is not None:
@@ -224,7 +257,7 @@ def run_bank_check(db: Database, cfg: BankCheckConfig, work_dir: Path, *, drop_t
 
 
 def _judge(db: Database, cfg: BankCheckConfig, ops: list[Op], *, recoveries: list[tuple[float, float]],
-           invariants_http: dict[str, Any], drop_tables: bool) -> dict[str, Any]:
+           invariants_http: dict[str, Any], drop_tables: bool, harness_problems: list[str]) -> dict[str, Any]:
     """Read the database directly (the service is stopped) and check the history against it."""
     ledger = SqlLedger(db.url, table_prefix=db.table_prefix)
     try:
@@ -241,6 +274,8 @@ def _judge(db: Database, cfg: BankCheckConfig, ops: list[Op], *, recoveries: lis
             keys.drop_table()
             keys.close()
         ledger.close()
+    for problem in harness_problems:
+        report.fail(problem)
     if violations:
         report.fail(f"check_invariants: {violations[:5]}")
     if not invariants_http.get("ok"):

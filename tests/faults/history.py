@@ -44,15 +44,26 @@ class Op:
 
 
 class History:
-    """Operations appended by several worker threads."""
+    """Operations appended by several worker threads. ``acknowledged`` counts the transfers the
+    service acknowledged; :meth:`wait_acknowledged` lets a fault schedule wait for them (events,
+    not wall time)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self.ops: list[Op] = []
+        self.acknowledged = 0
 
     def add(self, op: Op) -> None:
-        with self._lock:
+        with self._changed:
             self.ops.append(op)
+            if op.kind == "transfer" and op.outcome == "ok":
+                self.acknowledged += 1
+            self._changed.notify_all()
+
+    def wait_acknowledged(self, count: int, timeout_s: float) -> bool:
+        """Block until ``count`` transfers in all have been acknowledged; False after ``timeout_s``."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.acknowledged >= count, timeout=timeout_s)
 
 
 @dataclass(frozen=True, slots=True)

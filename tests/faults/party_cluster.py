@@ -19,7 +19,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,27 +35,14 @@ from services.money import D
 from sim.live.serve import PARTY_FACTORIES
 
 from .clock_shift import CLOCK_FILE_ENV, ack_path
-from .service import LOOPBACK, kill_process, log_tail, stop_process, wait_healthy
+from .ports import LOOPBACK, free_ports
+from .service import kill_process, log_tail, stop_process, wait_healthy
 
 __all__ = ["LOOPBACK", "PARTIES", "Parties", "PartyProcess", "PgServer", "fault_seed", "free_ports"]
 
 PARTIES: Final = ("exchange", "issuer", "network", "bank")  # the kill order, round robin
 _REPO: Final = Path(__file__).resolve().parents[2]
 _SAT_PER_BTC: Final = 100_000_000
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` TCP ports that were free on the loopback interface a moment ago."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((LOOPBACK, 0))
-            sockets.append(s)
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def fault_seed(cards: int, merchants: int, deadline_ms: int) -> PartySeed:

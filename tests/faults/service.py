@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,12 @@ from types import TracebackType
 import httpx
 from sqlalchemy import create_engine, inspect, text
 
+from .ports import LOOPBACK, free_port
+
 __all__ = ["LEDGER_FACTORY", "LOOPBACK", "ServiceProcess", "free_port"]
 
-LOOPBACK = "127.0.0.1"
 LEDGER_FACTORY = "services.api.ledger_service:create_ledger_app_from_env"
 _REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    """A TCP port that was free on the loopback interface a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 class ServiceProcess:

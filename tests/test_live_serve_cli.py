@@ -27,9 +27,11 @@ import httpx
 import pytest
 from conftest import require_postgres
 from faults.service import drop_prefix
+from signing import RoleAuth
 from test_live_concurrency import free_port_block
 from test_live_parties import make_seed
 
+from services.api.auth import load_credentials
 from services.api.parties import write_seed
 from services.ledger import Account, Transfer
 from services.ledger.sql import SqlLedger
@@ -169,7 +171,8 @@ def test_serve_comes_up_ready_restarts_a_killed_party_and_stops_on_sigterm(tmp_p
         lines.until("exchange is up again")
         assert json.loads((data_dir / "ports.json").read_text())["pids"]["exchange"] != pids["exchange"]
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10.0).status_code == 200
-        recovery = httpx.get(f"http://127.0.0.1:{port + 3}/v1/recovery", timeout=10.0).json()
+        signed = RoleAuth(load_credentials(data_dir / "credentials.json"))  # the keys serve wrote
+        recovery = httpx.get(f"http://127.0.0.1:{port + 3}/v1/recovery", timeout=10.0, auth=signed).json()
         assert recovery["state"]["started"] == "replayed"
 
         proc.send_signal(signal.SIGTERM)

@@ -23,9 +23,11 @@ import httpx
 import pytest
 from conftest import SQL_BACKENDS, require_postgres
 from faults.service import drop_prefix
+from signing import RoleAuth
 from test_live_concurrency import free_port_block
 from test_live_parties import make_seed, pay_body
 
+from services.api.auth import SigningAuth, load_credentials
 from services.api.parties import collect_invariants, collect_reconciliation
 from sim.live.restarts import RestartPolicy
 from sim.live.serve import ServeConfig, Supervisor, SupervisorEvent, describe_exit
@@ -100,7 +102,8 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Watched]:
 
 def test_a_killed_issuer_is_restarted_on_its_books_and_the_chain_serves_again(served: Watched) -> None:
     urls = served.urls()
-    with httpx.Client(timeout=60.0) as client:
+    credentials = load_credentials(served.supervisor.config.data_dir / "credentials.json")  # the keys serve wrote
+    with httpx.Client(timeout=60.0, auth=RoleAuth(credentials)) as client:
         first = client.post(f"{urls['network']}/v1/payments", json=pay_body("p1"), headers={"Idempotency-Key": "k1"})
         assert first.status_code == 200 and first.json()["approved"], first.text
         old_pid = served.pid("issuer")
@@ -127,9 +130,10 @@ def test_a_killed_issuer_is_restarted_on_its_books_and_the_chain_serves_again(se
         ports = (served.supervisor.ports_path).read_text()
         assert str(served.pid("issuer")) in ports  # the ports file names the new process
 
-    invariants = collect_invariants(urls)
+    gateway = SigningAuth(credentials.principal("gateway"))
+    invariants = collect_invariants(urls, auth=gateway)
     assert invariants["ok"] is True, invariants
-    assert collect_reconciliation(urls) == []
+    assert collect_reconciliation(urls, auth=gateway) == []
     assert served.exit_code == []  # still watching
 
 

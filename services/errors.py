@@ -7,15 +7,25 @@ faults — bad configuration, a broken promise of the books, a service that cann
     CcsimError
     ├── ConfigError            a configuration the chain refuses (also a ValueError)
     ├── OpeningError           a party could not book its opening state
-    ├── MoneyError             an amount or price that is not one (services.money; also a ValueError)
     ├── FlowError              a flow step broke a promise (a port answered what it must not)
-    ├── DurabilityError        a party's command log does not rebuild its books (services.api.parties.durable)
-    ├── StartupError           a party service cannot start (services.api.parties.base)
+    ├── MoneyError             an amount or price that is not one (services.money; a ValueError)
     ├── SchemaError            a database schema this build cannot use (services.migrations)
-    └── IntegrityUnavailableError  a party's integrity read could not be taken (services.api.parties.integrity)
+    ├── live services (services.api)
+    │   ├── AuthError                  a credentials file or signature that cannot be used (auth)
+    │   ├── JsonRejectedError          a request body that is not strict JSON (strict_json)
+    │   ├── StartupError               a party service cannot start (parties.base)
+    │   ├── DurabilityError            a command log that does not rebuild the books (parties.durable)
+    │   └── IntegrityUnavailableError  a party's integrity read could not be taken (parties.integrity)
+    │       └── IntegritySlowError     … because the party answered late
+    └── the simulation and its tools (sim)
+        ├── ScenarioError, ReportError, RunDirError, BundleError, SweepError, CalibrationError
+        └── SupervisorError, DataDirInUseError, RunLimitError, TooManyRunsError,
+            UnknownScenarioError, RunCancelledError (sim.live)
 
-The simulation's own errors (scenario, report, sweep, calibration, supervisor) derive from
-:class:`CcsimError` too, in their modules. HTTP problems (``services.api.problems``) are the live
+Each also derives from the built-in it always was (``ValueError``, ``RuntimeError``), so callers that
+catch those still do.
+
+HTTP problems (``services.api.problems``) are the live
 adapters' answers and are never raised inside a domain command or a flow.
 """
 

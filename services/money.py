@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from decimal import Context, Decimal, DecimalException
 from typing import Final
 
+from services.errors import CcsimError
+
 __all__ = [
     "AMOUNT_MAX",
     "DEFAULT_ASSETS",
@@ -42,7 +44,7 @@ _AMOUNT_RE: Final = re.compile(r"^(?P<sign>-)?(?P<int>[0-9]+)(?:\.(?P<frac>[0-9]
 _CODE_RE: Final = re.compile(r"^[A-Z][A-Z0-9]{1,11}$")
 
 
-class MoneyError(ValueError):
+class MoneyError(CcsimError, ValueError):
     """Raised at the edges when text or a value cannot be a valid amount or price."""
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
+from services.errors import CcsimError
 from sim.report import build_report
 from sim.run_dir import RunDirError, check_run_dir
 from sim.verify import verify_run
@@ -41,7 +42,7 @@ _MEMBERS: Final = ("summary.json", "results.db", "report.html", "scenario.yaml",
 _MAX_MEMBER_BYTES: Final = 64 * 2**30  # a bundle is a run's files; refuse anything larger on extraction
 
 
-class BundleError(Exception):
+class BundleError(CcsimError):
     """A bundle that cannot be made or read; the message names the file and the reason."""
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
+from services.errors import CcsimError
+
 __all__ = ["RUN_FILES", "RunDirError", "check_run_dir", "publish", "staging_dir"]
 
 SUMMARY: Final = "summary.json"
@@ -37,7 +39,7 @@ RUN_FILES: Final = frozenset({SUMMARY, RESULTS, "results.db-wal", "results.db-sh
 _KEPT_ON_REPLACE: Final = ("gateway-run.json",)  # the gateway's marker (sim/live/run_limits.py)
 
 
-class RunDirError(Exception):
+class RunDirError(CcsimError):
     """A run directory that is missing, incomplete, or mixes files of two runs."""
 
 

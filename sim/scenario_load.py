@@ -16,13 +16,14 @@ from typing import Any, Final, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from services.errors import CcsimError
 from sim.scenario import Scenario
 
 __all__ = ["ScenarioError", "apply_overrides", "load_scenario", "parse_scenario", "read_raw", "scenario_sha256",
            "scenario_warnings"]
 
 
-class ScenarioError(Exception):
+class ScenarioError(CcsimError):
     """A scenario that cannot be used; ``str()`` is the message for the user, file and field named."""
 
 

@@ -40,6 +40,8 @@ from typing import Final
 
 import httpx
 
+from services.errors import CcsimError
+
 __all__ = [
     "AUTH_SCHEME",
     "CALLER_ROLES",
@@ -72,7 +74,7 @@ _AUTH_RE: Final = re.compile(
 _EMPTY_DIGEST: Final = hashlib.sha256(b"").hexdigest()
 
 
-class AuthError(ValueError):
+class AuthError(CcsimError, ValueError):
     """Credentials that cannot be used (a file missing, unreadable, too open or malformed)."""
 
 

@@ -13,6 +13,8 @@ import math
 import re
 from typing import Any, Final
 
+from services.errors import CcsimError
+
 __all__ = ["JSON_DEPTH_MAX_DEFAULT", "JsonRejectedError", "json_depth", "parse_json_strict"]
 
 JSON_DEPTH_MAX_DEFAULT: Final = 32
@@ -23,7 +25,7 @@ _OPEN: Final = frozenset(b"[{")
 _CLOSE: Final = frozenset(b"]}")
 
 
-class JsonRejectedError(ValueError):
+class JsonRejectedError(CcsimError, ValueError):
     """The body is not strict JSON; ``reason`` says why in words a client can act on."""
 
     def __init__(self, reason: str) -> None:

@@ -60,6 +60,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from services.database import sqlite_engine
+from services.errors import CcsimError
 from services.logging import get_logger
 
 __all__ = [
@@ -88,7 +89,7 @@ _log = get_logger(__name__)
 State = Literal["current", "behind", "legacy", "unknown", "absent"]
 
 
-class SchemaError(RuntimeError):
+class SchemaError(CcsimError, RuntimeError):
     """The tables of a prefix are not in a state a migration can start from (nothing was changed)."""
 
 

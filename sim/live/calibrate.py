@@ -44,6 +44,7 @@ from typing import Any, Final
 import numpy as np
 import yaml
 
+from services.errors import CcsimError
 from sim.scenario import SERVICE_NAMES
 
 __all__ = ["MIN_SAMPLES", "CalibrationError", "Fit", "calibrate_run", "fit_lognormal", "fit_per_call",
@@ -56,7 +57,7 @@ ROUND_TRIP_LEGS: Final = ("acquirer", "network")  # measured there and back in o
 UNANSWERED: Final = ("timeout", "connect_error", "http_error")
 
 
-class CalibrationError(Exception):
+class CalibrationError(CcsimError):
     """The run directory cannot be calibrated from (missing, not a live run, too few samples)."""
 
 

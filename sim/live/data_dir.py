@@ -22,12 +22,14 @@ from typing import IO, Final
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from services.errors import CcsimError
+
 __all__ = ["DataDirInUseError", "DataDirLock", "earlier_books", "lock_data_dir"]
 
 LOCK_NAME: Final = "serve.lock"
 
 
-class DataDirInUseError(RuntimeError):
+class DataDirInUseError(CcsimError, RuntimeError):
     """Another ``ccsim serve`` holds the data directory's lock."""
 
 

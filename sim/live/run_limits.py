@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from services.errors import CcsimError
 from sim.scenario import ArrivalsSpec, Scenario
 
 __all__ = ["MARKER", "RunLimitError", "RunLimits", "check_run", "dir_bytes", "expected_payments", "prune_runs"]
@@ -27,7 +28,7 @@ MARKER: Final = "gateway-run.json"  # written into every run directory the gatew
 _HOUR_S: Final = 3_600.0
 
 
-class RunLimitError(ValueError):
+class RunLimitError(CcsimError, ValueError):
     """A run beyond the gateway's limits; ``field`` is the scenario field at fault."""
 
     def __init__(self, field: str, reason: str) -> None:

@@ -37,6 +37,7 @@ import numpy as np
 import yaml
 
 import sim
+from services.errors import CcsimError
 from sim.live.run_limits import MARKER, RunLimitError, RunLimits, check_run, prune_runs
 from sim.report import ReportError, build_report
 from sim.runner import simulate
@@ -62,15 +63,15 @@ KPI_INTERVAL_S: Final = 0.25  # recompute the live KPIs at most this often (wall
 _HISTORY_MAX: Final = 400  # KPI points kept per run for the dashboard's chart
 
 
-class TooManyRunsError(Exception):
+class TooManyRunsError(CcsimError):
     """``max_running`` runs are already running; try again when one finishes."""
 
 
-class UnknownScenarioError(Exception):
+class UnknownScenarioError(CcsimError):
     """No scenario file of that name in the scenarios directory."""
 
 
-class RunCancelledError(Exception):
+class RunCancelledError(CcsimError):
     """Raised inside a run's progress hook to stop it (a cancel request, or its wall-time limit)."""
 
 

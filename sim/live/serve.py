@@ -36,6 +36,7 @@ import httpx
 
 from services.api.auth import AuthError, create_credentials
 from services.api.parties.seed import PartySeed, write_seed
+from services.errors import CcsimError
 from sim.components.population import build_population
 from sim.domain import chain_config
 from sim.live.restarts import RestartPolicy
@@ -70,7 +71,7 @@ _PROBE_TIMEOUT_S: Final = 1.0
 _PR_SET_PDEATHSIG: Final = 1  # linux/prctl.h
 
 
-class SupervisorError(RuntimeError):
+class SupervisorError(CcsimError, RuntimeError):
     """A child did not start or died; ``str()`` says which and shows its log's tail."""
 
 

@@ -7,8 +7,10 @@ wrong, the CLI exits non-zero, and no partial output is left behind.
 
 from __future__ import annotations
 
+from services.errors import CcsimError
+
 __all__ = ["ReportError"]
 
 
-class ReportError(Exception):
+class ReportError(CcsimError):
     """A run directory, its results database or a request cannot produce a report."""

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from services.errors import CcsimError
 from sim.runner import ccsim_version, simulate_summary
 from sim.sweep.aggregate import aggregate, point_columns
 from sim.sweep.execute import Executor, RunFn
@@ -28,7 +29,7 @@ __all__ = ["MANIFEST", "SweepError", "SweepOutcome", "run_sweep"]
 MANIFEST: Final = "sweep.json"
 
 
-class SweepError(Exception):
+class SweepError(CcsimError):
     """A sweep that cannot start (bad output directory); ``str()`` is the message for the user."""
 
 

@@ -67,6 +67,7 @@ from services.api.problems import FieldError, ProblemError, problem_response, pr
 from services.api.routing import StrictJsonRoute
 from services.api.transport_http import HttpTransport
 from services.clock import Clock, SystemClock
+from services.errors import CcsimError
 from services.flows import Topology
 from services.ledger import Violation
 from services.ledger.engine import Staging
@@ -104,7 +105,7 @@ U = TypeVar("U")
 _log = get_logger(__name__)
 
 
-class StartupError(RuntimeError):
+class StartupError(CcsimError, RuntimeError):
     """The service cannot start as configured; the message says what to change."""
 
 

@@ -49,6 +49,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.api.problems import ProblemError
 from services.clock import Clock
+from services.errors import CcsimError
 from services.ledger import (
     Account,
     AccountResult,
@@ -73,7 +74,7 @@ _log = get_logger(__name__)
 _SEED = "__seed__"
 
 
-class DurabilityError(RuntimeError):
+class DurabilityError(CcsimError, RuntimeError):
     """The state cannot be rebuilt or kept in step with the books; the message says why."""
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from services.contracts import ReconciliationBreak
+from services.errors import CcsimError
 from services.money import AssetRegistry
 from services.reconciliation import Half, reconcile
 
@@ -35,7 +36,7 @@ __all__ = ["IntegritySlowError", "IntegrityUnavailableError", "collect_halves", 
 _TIMEOUT_S = 30.0  # a journal read on a large run takes a while; this is an operator's call
 
 
-class IntegrityUnavailableError(RuntimeError):
+class IntegrityUnavailableError(CcsimError, RuntimeError):
     """A party service did not answer, so the system cannot be checked as a whole."""
 
 

@@ -285,6 +285,21 @@ async def test_malformed_requests(live: Live) -> None:
     assert live.journal_sizes() == sizes
 
 
+async def test_the_same_capture_again_is_its_first_answer_and_books_nothing(live: Live) -> None:
+    """A presenter whose answer was lost after the capture committed (the idempotency record not
+    yet written) retries: the same capture is its first answer again, and the acquirer's
+    presentment (keyed by the authorization) books nothing new."""
+    await live.post("http://network/v1/payments", pay_body("p1", card="c2"), "k1")
+    capture = {"kind": "capture", "auth_id": "p1", "amount": "5000.00"}
+    first = await live.post("http://network/v1/presentments", capture, "k2")
+    assert first.status_code == 201, first.text
+    sizes = live.journal_sizes()
+    again = await live.post("http://network/v1/presentments", capture, "k2-lost")  # as after a lost record
+    assert again.status_code == 201 and again.json() == first.json()
+    assert live.journal_sizes() == sizes
+    await assert_clean(live)
+
+
 async def test_second_capture_and_refund_above_capture_are_refused(live: Live) -> None:
     await live.post("http://network/v1/payments", pay_body("p1", card="c2"), "k1")
     r = await live.post("http://network/v1/presentments", {"kind": "capture", "auth_id": "p1", "amount": "5200.00"},

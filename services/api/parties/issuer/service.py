@@ -324,9 +324,23 @@ class IssuerService(StatefulService):
         amount = kzt_in(body.amount, self.ctx.assets)
 
         code, released = self.ctx.command(self._capture, auth_id, amount, refused=_not_ok)
+        if code is ClearingCode.ALREADY_RESOLVED:
+            replay = self.ctx.locked(self._captured_before, auth_id, amount)
+            if replay is not None:  # the same capture again: its first answer, nothing booked
+                code, released = ClearingCode.OK, replay
         if code is not ClearingCode.OK:
             raise _clearing_problem(auth_id, code)
         return self.ctx.locked(self._clearing, auth_id, "capture", auth_id, amount, released)
+
+    def _captured_before(self, auth_id: str, amount_kzt: int) -> int | None:
+        """A capture is identified by its authorization: one already captured for exactly this
+        amount is this capture, repeated — the retry of a presenter whose first answer was lost
+        after the capture committed (say, a database crash before its idempotency record was
+        written). Its first answer's release; ``None`` when it is another capture (409)."""
+        auth = self.issuer.auths.get(auth_id)
+        if auth is None or auth.state is not AuthState.CAPTURED or auth.captured_kzt != amount_kzt:
+            return None
+        return auth.held_kzt - amount_kzt
 
     def reverse(self, auth_id: str) -> ClearingOut:
         code, released = self.ctx.command(self._reverse, auth_id, refused=_not_ok)

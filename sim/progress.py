@@ -71,7 +71,9 @@ def print_headline(result: RunResult, report_path: Path | None) -> None:
     table.add_row("declined by reason", declined)
     table.add_row("auth latency p50 / p99 / max", f"{lat['p50']:.0f} / {lat['p99']:.0f} / {lat['max']:.0f} ms")
     table.add_row("deadline misses", f"{s['deadline_miss_rate']:.3%} of {s['deadline_ms']:.0f} ms")
-    table.add_row("stand-in / orphaned sales", f"{p['stand_in']:,} / {p['orphaned_sales']:,}")
+    table.add_row("stand-in approvals", f"{p['stand_in']:,}")
+    table.add_row("orphaned sales", f"{p['orphaned_sales']:,} (stand-in {p['orphaned_sales_funding_stand_in']:,}, "
+                                    f"unbacked {p['orphaned_sales_unbacked']:,})")
     table.add_row("approved per s (mean / peak)",
                   f"{s['throughput']['approved_per_s_mean']:.2f} / {s['throughput']['approved_per_s_peak']:.2f}")
     table.add_row("settlement latency p50", f"{s['settlement_latency_s']['p50'] / 3600:.2f} h")

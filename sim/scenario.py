@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, Field, PlainValidator, field_validator, model_validator
 
-from services.contracts import FundingMode, OrphanPolicy, TaxPolicy
+from services.contracts import FundingMode, OrphanPolicy, ReasonCode, TaxPolicy
 from services.flows.config import fee_rule, tier_rule, top_up_rule
 from services.money import DEFAULT_ASSETS, Asset, AssetRegistry, MoneyError
 from sim.scenario_types import (
@@ -502,18 +502,29 @@ _SLO_RE: Final = re.compile(r"^\s*([a-z0-9_]+(?:\.[a-z0-9_]+)*)\s*(<=|>=|<|>)\s*
 
 
 def slo_metric_paths() -> frozenset[str]:
-    """The numeric paths of ``summary.json`` an SLO may name."""
+    """The numeric paths of ``summary.json`` an SLO may name: every figure of the run's outcome
+    (tests/test_slo_paths.py fails when the summary gains one that is neither here nor declared a
+    description of the run's set-up)."""
     paths = {f"auth_latency_ms.{p}" for p in ("mean", "p50", "p90", "p99", "p999", "max")}
-    paths |= {"deadline_miss_rate", "payments.approval_rate", "payments.stand_in",
-              "payments.orphaned_sales", "payments.attempted", "payments.approved"}
+    paths |= {"deadline_miss_rate", "payments.approval_rate", "payments.stand_in", "payments.advices_applied",
+              "payments.orphaned_sales", "payments.orphaned_sales_funding_stand_in",
+              "payments.orphaned_sales_unbacked", "payments.stand_in_approved_kzt",
+              "payments.attempted", "payments.measured", "payments.approved"}
+    paths |= {f"payments.declined.{code.value}" for code in ReasonCode if code is not ReasonCode.APPROVED}
     for svc in SERVICE_NAMES:
-        for m in ("mean_wait_ms", "p99_wait_ms", "mean_service_ms", "utilization", "mean_queue_len"):
+        for m in ("mean_wait_ms", "p99_wait_ms", "mean_service_ms", "utilization", "mean_queue_len",
+                  "served", "timeouts", "failed_calls"):
             paths.add(f"legs.{svc}.{m}")
     paths |= {"throughput.approved_per_s_mean", "throughput.approved_per_s_peak"}
     paths |= {f"settlement_latency_s.{p}" for p in ("p50", "p99", "max")}
-    paths |= {"market.slippage_bps_mean", "market.fees_kzt"}
-    paths |= {"liquidity.exchange_peak_prefund_kzt", "liquidity.issuer_peak_prefund_kzt"}
-    paths |= {f"tax.{k}" for k in ("realized_gain_kzt", "pit_due_kzt", "pit_withheld_kzt", "tax_gap_kzt")}
+    paths |= {f"clearing.{k}" for k in ("captured", "capture_failed", "reversals", "refunds", "refund_failed",
+                                        "chargebacks", "settlement_windows")}
+    paths |= {"market.slippage_bps_mean", "market.fees_kzt", "market.payment_sale_fees_kzt"}
+    paths |= {"liquidity.exchange_peak_prefund_kzt", "liquidity.issuer_peak_prefund_kzt",
+              "liquidity.stand_in_exposure_peak_kzt"}
+    paths |= {f"tax.{k}" for k in ("sales", "proceeds_kzt", "realized_gain_kzt", "realized_loss_kzt", "net_gain_kzt",
+                                   "pit_due_kzt", "pit_withheld_kzt", "pit_declared_kzt", "tax_gap_kzt")}
+    paths |= {f"tax.pit_due_by_residency_kzt.{r}" for r in ("resident", "non_resident")}
     return frozenset(paths)
 
 

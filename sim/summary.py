@@ -108,9 +108,12 @@ def build_summary(scenario: Scenario, metrics: Metrics, stations: dict[str, Any]
 
 
 def lookup(summary: dict[str, Any], path: str) -> float:
-    """The number at a dotted path of the summary (KZT strings are read as numbers)."""
+    """The number at a dotted path of the summary (KZT strings are read as numbers). A decline
+    reason the run never gave is absent from ``payments.declined`` and reads as 0."""
     node: Any = summary
     for part in path.split("."):
+        if part not in node and path.startswith("payments.declined."):
+            return 0.0
         node = node[part]
     if node is None:
         return 0.0

@@ -77,18 +77,24 @@ scenario-reference: install
 # Fault injection (docs/reliability.md): the tests/faults suite (short bank check, proxy, short
 # party faults), then the long Jepsen-style bank check on SQLite and PostgreSQL with SIGKILLs of the
 # ledger service, then the party faults on both databases (>= 30 kills each, a PostgreSQL crash, a
-# partition, proxy chaos, clock jumps). Reports: tests/artifacts/bank_check_<db>.json,
-# proxy_duplicates_<db>.json, party_faults_<db>.json and .html.
+# partition, proxy chaos, clock jumps), then the supervised kills on both databases (a real ccsim serve
+# whose children are SIGKILLed and restarted by its supervisor, >= 30 each, with the hostile probes of
+# issue 15, F1-F6). Reports: tests/artifacts/bank_check_<db>.json, proxy_duplicates_<db>.json,
+# party_faults_<db>.json and .html, supervised_faults_<db>.json.
 FAULTS_DURATION_S ?= 120
 FAULTS_KILLS ?= 30
 PARTY_FAULTS_DURATION_S ?= 180
 PARTY_FAULTS_KILLS ?= 32
+SUPERVISED_DURATION_S ?= 240
+SUPERVISED_KILLS ?= 32
 .PHONY: faults
 faults: install
 	$(BIN)/pytest -q tests/faults
 	$(BIN)/python -m tests.faults.bank_check --duration-s $(FAULTS_DURATION_S) --kills $(FAULTS_KILLS)
 	$(BIN)/python -m tests.faults.party_faults --db both --duration-s $(PARTY_FAULTS_DURATION_S) \
 	  --kills $(PARTY_FAULTS_KILLS)
+	$(BIN)/python -m tests.faults.supervised --db both --duration-s $(SUPERVISED_DURATION_S) \
+	  --kills $(SUPERVISED_KILLS)
 
 # Regenerate docs/api-reference.md from the live services' OpenAPI documents.
 .PHONY: api-reference

@@ -85,6 +85,40 @@ async def test_a_sale_made_during_the_exchanges_check_is_no_false_violation(live
     await assert_clean(live)
 
 
+async def test_the_banks_check_does_not_wait_for_a_delivery_in_flight(live: Live) -> None:
+    """F3 at the bank: a settlement's payout is booked at both banks and held on its way to the
+    merchant (the last hop); the bank's check answers clean meanwhile, from its snapshot, instead
+    of waiting for the delivery to end (the old gate paused the inbox for a check and a check for
+    every delivery in flight)."""
+    await live.post("http://network/v1/payments", pay_body("p-bank", card="c2"), "k-bank-1")
+    r = await live.post("http://network/v1/presentments", {"kind": "capture", "auth_id": "p-bank",
+                                                            "amount": "5000.00"}, "k-bank-2")
+    assert r.status_code == 201, r.text
+    local = live.apps["bank"].state.bank_service.ctx.transport.local
+    original = local["merchant:"]
+    delivering, release = threading.Event(), threading.Event()
+
+    def held(msg: Any) -> bool:
+        delivering.set()
+        if not release.wait(timeout=120):  # a limit, not a pace: the test releases it
+            raise AssertionError("never released")
+        return original(msg)
+
+    local["merchant:"] = held
+    settle = asyncio.create_task(live.post("http://network/v1/settlements", {"window_id": "w-bank"}, "k-bank-3"))
+    try:
+        assert await asyncio.to_thread(delivering.wait, 120)
+        check = await asyncio.wait_for(live.client.get("http://bank/v1/ledger/invariants"), timeout=120)
+        assert not settle.done()  # the delivery is still held: the check did not wait for it
+        assert check.status_code == 200 and check.json()["ok"], check.text
+    finally:
+        release.set()
+    settled = await settle
+    local["merchant:"] = original
+    assert settled.status_code == 201, settled.text
+    await assert_clean(live)
+
+
 async def test_halves_and_in_transit_are_read_at_one_instant(live: Live) -> None:
     """A captured payment is in transit (open batch) until settled; the halves read on the snapshot
     and the batch read at the pin agree, so the reconciliation shows no break either side of it."""

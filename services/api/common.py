@@ -36,6 +36,7 @@ from services.api.problems import (
     problem_responses,
     validation_exception_handler,
 )
+from services.api.rate_limit import RateLimitMiddleware, limit_of
 from services.api.routing import StrictJsonRoute
 from services.api.settings import ApiSettings
 
@@ -83,6 +84,9 @@ def create_base_app(settings: ApiSettings, *, title: str = "", version: str = "1
     app.state.metrics = metrics
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(RequestValidationError, validation_exception_handler)
+    # Inside the guard (a signed caller is known by its verified principal) and inside RequestMiddleware
+    # (a 429 is logged and counted like any answer): services.api.rate_limit.
+    app.add_middleware(RateLimitMiddleware, limits=settings.rate_limits, callers_max=settings.rate_callers_max)
     if guard is not None:  # inside RequestMiddleware: its refusals are logged, timed and counted like any answer
         app.add_middleware(guard.cls, *guard.args, **guard.kwargs)
     app.add_middleware(RequestMiddleware, metrics=metrics, body_limit_bytes=settings.body_limit_bytes,
@@ -119,7 +123,7 @@ def _with_problems(schema: dict[str, Any], *, guarded: bool = False) -> dict[str
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     for path, path_item in schema.get("paths", {}).items():
-        for operation in path_item.values():
+        for method, operation in path_item.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             statuses = [400, 422, 500]
@@ -127,6 +131,8 @@ def _with_problems(schema: dict[str, Any], *, guarded: bool = False) -> dict[str
                 statuses += [408, 413, 415]
             if guarded and path != "/healthz":
                 statuses += [401, 403, 429]
+            elif limit_of(method.upper(), path) is not None:
+                statuses.append(429)
             responses = operation["responses"]
             for status, entry in problem_responses(*statuses).items():
                 key = str(status)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.api.rate_limit import CALLERS_MAX_DEFAULT, DEFAULT_RATE_LIMITS, RateLimit
 from services.api.strict_json import JSON_DEPTH_MAX_DEFAULT
 
 __all__ = ["ApiSettings"]
@@ -44,6 +45,23 @@ class ApiSettings(BaseSettings):
     outbound_timeout_s: float = Field(5.0, gt=0, le=120, description="calls to other parties: total")
     outbound_connect_timeout_s: float = Field(1.0, gt=0, le=60)
     outbound_retries_max: int = Field(3, ge=0, le=10)
+
+    rate_limits: dict[str, RateLimit] = Field(
+        default_factory=dict,
+        description="per-caller limits on the routes anyone could spam (services.api.rate_limit), by name: "
+                    f"{', '.join(DEFAULT_RATE_LIMITS)}; each {{per_s, burst}} replaces the default, per_s 0 is "
+                    "no limit")
+    rate_callers_max: int = Field(CALLERS_MAX_DEFAULT, ge=1, le=1_000_000,
+                                  description="callers each limit keeps a bucket for (least recent go first)")
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_limits(cls, value: dict[str, RateLimit]) -> dict[str, RateLimit]:
+        unknown = sorted(set(value) - set(DEFAULT_RATE_LIMITS))
+        if unknown:
+            raise ValueError(f"unknown rate limit {', '.join(unknown)}; the limits are "
+                             f"{', '.join(DEFAULT_RATE_LIMITS)}")
+        return value
 
     @model_validator(mode="after")
     def _default_database(self) -> Self:

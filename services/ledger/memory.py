@@ -50,6 +50,22 @@ class InMemoryLedger:
         self._stream: JournalStream | None = None  # set by stream_journal(): a bounded journal
         self._heap_compact_at = _HEAP_SLACK
 
+    @classmethod
+    def restored(cls, accounts: Iterable[Account], journal: Iterable[Transfer], pending: dict[str, PendingState],
+                 *, assets: AssetRegistry | None = None, clock: Clock | None = None, name: str = "") -> InMemoryLedger:
+        """Books as another ledger holds them (its accounts, its journal in commit order, the state
+        of every pending transfer): what a snapshot of a party's state restores. The holds still
+        pending expire as they would have in the ledger they were read from."""
+        ledger = cls(assets, clock, name)
+        ledger._accounts = {a.id: a for a in accounts}
+        ledger._transfers = {t.id: t for t in journal}
+        ledger._pending = dict(pending)
+        heap = [(t.timestamp + t.timeout_s, pid) for pid, state in ledger._pending.items()
+                if state is PendingState.PENDING and (t := ledger._transfers[pid]).timeout_s]
+        heapq.heapify(heap)
+        ledger._expiry_heap = heap
+        return ledger
+
     # -- LedgerView --------------------------------------------------------------------------
     def account(self, account_id: str) -> Account | None:
         return self._accounts.get(account_id)

@@ -416,6 +416,11 @@ class SqlLedger:
                 .order_by(self._t.c.seq))
         return iter(self._read(lambda conn: [_transfer_from_row(r) for r in conn.execute(stmt)]))
 
+    def pending_states(self) -> dict[str, PendingState]:
+        """The state of every pending transfer (pending, posted, voided, expired), by id."""
+        stmt = select(self._t.c.id, self._t.c.pending_state).where(self._t.c.pending_state.is_not(None))
+        return self._read(lambda conn: {r.id: PendingState(r.pending_state) for r in conn.execute(stmt)})
+
     def check_invariants(self) -> list[Violation]:
         """Every ledger invariant over one consistent snapshot of the database."""
 

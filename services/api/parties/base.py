@@ -219,6 +219,8 @@ def create_party_base(
     durable = Durable(unit, party_clock, settings.table_prefix, threading.RLock())
     if settings.reset:
         durable.reset()
+    durable.snapshot_every_commands = settings.snapshot_every_commands
+    on_shutdown(app, durable.close)
     snapshots = SnapshotReads(unit)
     on_shutdown(app, snapshots.close)
 

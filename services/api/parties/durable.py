@@ -33,33 +33,37 @@ staged in the booking's transaction (:mod:`services.api.outbox`); replay never s
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import pickle
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, create_engine, insert, select
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from services.api.parties.snapshot_reads import SnapshotReads, snapshot_copy
+from services.api.parties.snapshots import (
+    LedgerImage,
+    Snapshot,
+    SnapshotRefusedError,
+    SnapshotStore,
+    StateOwner,
+    dump_state,
+    load_state,
+    snapshot_table,
+)
+from services.api.parties.switch_ledger import SwitchLedger
 from services.api.problems import ProblemError
 from services.clock import Clock
 from services.errors import CcsimError
 from services.ledger import (
-    Account,
-    AccountResult,
     InMemoryLedger,
-    PendingState,
-    Transfer,
-    TransferResult,
-    Violation,
 )
-from services.ledger.sql import SqlLedger, TransactionHook, UnitOfWork, sqlite_engine
+from services.ledger.sql import SqlLedger, UnitOfWork
 from services.logging import get_logger
 from services.migrations import drop as drop_schema
 from services.migrations import upgrade as upgrade_schema
@@ -109,118 +113,6 @@ class CommandClock:
         self._replay_at = at
 
 
-class SwitchLedger:
-    """A ledger that forwards to another: an in-memory ledger while the state is replayed, the
-    party's database ledger once it runs. Domain objects hold the switch, never the target."""
-
-    def __init__(self, target: InMemoryLedger | SqlLedger) -> None:
-        self.target: InMemoryLedger | SqlLedger = target
-
-    @property
-    def name(self) -> str:
-        return self.target.name
-
-    def create_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
-        return self.target.create_accounts(accounts)
-
-    def create_transfers(self, transfers: Sequence[Transfer]) -> list[TransferResult]:
-        return self.target.create_transfers(transfers)
-
-    def account(self, account_id: str) -> Account | None:
-        return self.target.account(account_id)
-
-    def transfer(self, transfer_id: str) -> Transfer | None:
-        return self.target.transfer(transfer_id)
-
-    def pending_state(self, transfer_id: str) -> PendingState | None:
-        return self.target.pending_state(transfer_id)
-
-    def expire_pending(self) -> list[Transfer]:
-        return self.target.expire_pending()
-
-    def accounts(self) -> Iterator[Account]:
-        return self.target.accounts()
-
-    def journal(self) -> Iterator[Transfer]:
-        return self.target.journal()
-
-    def pending_transfers(self) -> Iterator[Transfer]:
-        return self.target.pending_transfers()
-
-    def check_invariants(self) -> list[Violation]:
-        return self.target.check_invariants()
-
-    def __len__(self) -> int:
-        return len(self.target)
-
-    def also_in_transaction(self, hook: TransactionHook) -> AbstractContextManager[None]:
-        """The database ledger's hook (an outbox row in the booking's transaction); nothing during
-        a replay, whose bookings are already in the database with their rows."""
-        if isinstance(self.target, SqlLedger):
-            return self.target.also_in_transaction(hook)
-        return nullcontext()
-
-
-class SnapshotReads:
-    """Reads of a party's books on one consistent snapshot, begun in an instant and read at leisure.
-
-    :meth:`reading` pins a read transaction (SQLite WAL: a deferred ``BEGIN`` and a first read;
-    PostgreSQL: ``REPEATABLE READ`` and a first statement) on a connection of its own, so it never
-    waits for the unit of work's pool, then routes every read of the party's ledgers on this
-    thread to it (:meth:`UnitOfWork.reading`). The caller pins while holding the domain lock
-    (nothing is half-booked then) and reads after releasing it: payments go on meanwhile, and the
-    reads still see the books as they were at the pin.
-    """
-
-    def __init__(self, unit: UnitOfWork) -> None:
-        self.unit = unit
-        url = make_url(unit.url)
-        self._sqlite = url.get_backend_name() == "sqlite"
-        if self._sqlite:
-            self.engine = sqlite_engine(url, begin="BEGIN", pool_size=2, max_overflow=0, pool_timeout=120)
-        else:
-            self.engine = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=0, pool_timeout=120)
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def pin(self) -> Connection:
-        """A connection whose transaction has fixed its snapshot (close it to let go)."""
-        conn = self.engine.connect()
-        if not self._sqlite:
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        conn.begin()
-        conn.exec_driver_sql("SELECT count(*) FROM sqlite_master" if self._sqlite else "SELECT 1").all()
-        return conn
-
-    @contextmanager
-    def reading(self, conn: Connection) -> Iterator[None]:
-        """The party's ledger reads on this thread go to the pinned ``conn``; closed at the end."""
-        try:
-            with self.unit.reading(conn):
-                yield
-        finally:
-            conn.close()  # rolls the read transaction back: nothing was written
-
-
-def snapshot_copy(obj: T) -> T:
-    """A copy of ``obj`` whose containers (and the containers in them) are its own: what a check
-    reads of the party's memory, as it was when the copy was made (under the domain lock). The
-    objects inside are shared; the ledger, in particular, stays the party's (its reads go to the
-    pinned snapshot)."""
-    frozen = copy.copy(obj)
-    for name, value in vars(obj).items():
-        if isinstance(value, dict):
-            setattr(frozen, name, {k: _copied(v) for k, v in value.items()})
-        elif isinstance(value, list | set):
-            setattr(frozen, name, _copied(value))
-    return frozen
-
-
-def _copied(value: Any) -> Any:
-    return copy.copy(value) if isinstance(value, dict | list | set) else value
-
-
 class StatefulService(ABC):
     """A party service whose domain objects are rebuilt from its command log (exchange, issuer,
     network). Subclasses build the objects on their switch ledgers (:meth:`_build`), seed them
@@ -229,6 +121,10 @@ class StatefulService(ABC):
     durable: Durable
     seed_digest: str
     assets: Any
+    # Attributes a command changes that _build/_seed may set to an equal value (a float): they are
+    # part of the snapshot even when :meth:`_create` cannot tell they were set.
+    snapshot_state_extra: tuple[str, ...] = ()
+    _state_names: frozenset[str] = frozenset()
 
     @abstractmethod
     def _build(self) -> None:
@@ -243,13 +139,28 @@ class StatefulService(ABC):
         """Each switch the domain objects hold, with the database ledger it stands for."""
 
     def _create(self) -> None:
-        """Build the domain objects and seed them: the first command of the log."""
+        """Build the domain objects and seed them: the first command of the log. What they set
+        (new or rebound attributes) is the domain state a snapshot holds."""
+        before = dict(vars(self))
         self._build()
         self._seed()
+        changed = {k for k, v in vars(self).items() if k not in before or before[k] is not v}
+        self._state_names = frozenset((changed | set(self.snapshot_state_extra)) - {"_state_names"})
+
+    def capture_state(self) -> dict[str, object]:
+        """The domain state (under the domain lock): what a snapshot pickles."""
+        return {name: getattr(self, name) for name in sorted(self._state_names)}
+
+    def restore_state(self, state: dict[str, object]) -> None:
+        """The domain state from a snapshot."""
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._state_names = frozenset(state)
 
     def _start(self) -> None:
-        """Seed new books, or rebuild the state from the command log and check it against them."""
-        self.durable.recover(self._create, self.seed_digest, self._ledger_pairs(), assets=self.assets)
+        """Seed new books, or rebuild the state from the newest snapshot and the command log after
+        it (or the whole log), and check it against them."""
+        self.durable.recover(self._create, self.seed_digest, self._ledger_pairs(), assets=self.assets, state=self)
 
 
 @dataclass
@@ -262,11 +173,14 @@ class ReplayReport:
     replay_s: float = 0.0
     rebuilds: int = 0
     started: str = "fresh"  # fresh | replayed
+    snapshot_log_seq: int | None = None  # the snapshot the replay started from; None: the whole log
+    snapshot_refused: str = ""  # why a snapshot was not used (the whole log was replayed)
 
     def as_dict(self) -> dict[str, Any]:
         return {"started": self.started, "commands_replayed": self.commands_replayed,
                 "transfers_verified": self.transfers_verified, "accounts_verified": self.accounts_verified,
-                "replay_s": round(self.replay_s, 3), "rebuilds_after_database_failure": self.rebuilds}
+                "replay_s": round(self.replay_s, 3), "rebuilds_after_database_failure": self.rebuilds,
+                "snapshot_log_seq": self.snapshot_log_seq, "snapshot_refused": self.snapshot_refused}
 
 
 def _command_table(metadata: MetaData, prefix: str) -> Table:
@@ -305,7 +219,18 @@ class Durable:
         self._metadata = MetaData()
         self._prefix = table_prefix
         self._table = _command_table(self._metadata, table_prefix)
+        self.snapshots = SnapshotStore(unit.engine, snapshot_table(self._metadata, table_prefix))
         upgrade_schema(unit.engine, "commands", table_prefix)  # Alembic revisions (services/migrations)
+        # A snapshot every this many logged commands (0: never); set from the party's settings.
+        self.snapshot_every_commands = 0
+        self._since_snapshot = 0
+        self._snapshotting = threading.Lock()
+        self._snapshot_thread: threading.Thread | None = None
+        self._reads: SnapshotReads | None = None
+        self._owner: StateOwner | None = None
+        self._pairs: list[tuple[SwitchLedger, SqlLedger]] = []
+        self._assets: Any = None
+        self._digest = ""
         self._targets: dict[str, object] = {}
         self._names: dict[int, str] = {}
         self._running = threading.local()
@@ -327,7 +252,8 @@ class Durable:
         self._rebuild = rebuild
 
     def drop_table(self) -> None:
-        """Drop the command log and its version row (throwaway databases: tests)."""
+        """Drop the command log, its snapshots and its version row (throwaway databases: tests)."""
+        self._wait_for_snapshot()
         drop_schema(self.unit.engine, "commands", self._prefix, self._metadata)
 
     def reset(self) -> None:
@@ -338,6 +264,17 @@ class Durable:
     def __len__(self) -> int:
         with self.unit.engine.connect() as conn:
             return len(conn.execute(select(self._table.c.seq)).all())
+
+    def close(self) -> None:
+        """Wait for a snapshot being written, and let go of its connections."""
+        self._wait_for_snapshot()
+        if self._reads is not None:
+            self._reads.close()
+
+    def _wait_for_snapshot(self) -> None:
+        thread = self._snapshot_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     # -- commands ----------------------------------------------------------------------------
     def command(self, fn: Callable[..., T], *args: Any, refused: Callable[[T], bool] | None = None) -> T:
@@ -393,6 +330,9 @@ class Durable:
             raise
         finally:
             self._running.depth = 0
+        self._since_snapshot += 1
+        if self.snapshot_every_commands and self._since_snapshot >= self.snapshot_every_commands:
+            self._snapshot_soon()
         if failure is not None:
             raise failure
         return cast(T, result)
@@ -414,26 +354,35 @@ class Durable:
         _log.warning("state_rebuilt_after_database_failure", commands=self.report.commands_replayed)
 
     # -- start-up ----------------------------------------------------------------------------
-    def rows(self) -> list[_Row]:
+    def rows(self, after_seq: int = 0) -> list[_Row]:
+        """The log after position ``after_seq`` (0: all of it), in order."""
         with self.unit.engine.connect() as conn:
             t = self._table
             return [_Row(r.seq, r.at_s, r.target, r.method, r.args, r.outcome)
-                    for r in conn.execute(select(t).order_by(t.c.seq))]
+                    for r in conn.execute(select(t).where(t.c.seq > after_seq).order_by(t.c.seq))]
+
+    def _logged(self) -> bool:
+        with self.unit.engine.connect() as conn:
+            return conn.execute(select(self._table.c.seq).limit(1)).first() is not None
 
     def recover(self, seed: Callable[[], None], digest: str, ledgers: Sequence[tuple[SwitchLedger, SqlLedger]],
-                *, assets: Any) -> ReplayReport:
-        """Start on the books: seed them if new, else replay the log and check it against them.
+                *, assets: Any, state: StateOwner | None = None) -> ReplayReport:
+        """Start on the books: seed them if new, else rebuild the state and check it against them.
 
         ``seed`` builds the domain objects on the switches of ``ledgers`` (each paired with the
         party's database ledger), registers them, and seeds them; it is the log's first command.
+        With ``state`` (the service holding the domain objects) the rebuild starts from the newest
+        snapshot (:mod:`.snapshots`) and replays only the log after it; a snapshot that cannot be
+        used, or whose replay does not match the books, is refused with a log line and the whole
+        log is replayed instead.
         """
         import time  # noqa: PLC0415 — wall time of the replay, for the report only
 
         started = time.perf_counter()
-        rows = self.rows()
+        self._owner, self._pairs, self._assets, self._digest = state, list(ledgers), assets, digest
         report = ReplayReport(rebuilds=self.report.rebuilds)
         with self.lock:
-            if not rows:
+            if not self._logged():
                 for switch, sql in ledgers:
                     if len(sql) > 0:
                         raise DurabilityError(
@@ -443,27 +392,129 @@ class Durable:
                 self.seed(seed, digest)
                 self.report = report
                 return report
-            memory = [InMemoryLedger(assets, clock=self.clock, name=sql.name) for _, sql in ledgers]
-            for (switch, _), mem in zip(ledgers, memory, strict=True):
-                switch.target = mem
-            try:
-                for row in rows:
-                    self.clock.replay_at(row.at_s)
-                    self._replay(row, seed, digest)
-            finally:
-                self.clock.replay_at(None)
-            for (switch, sql), mem in zip(ledgers, memory, strict=True):
-                transfers, accounts = _compare(mem, sql)
-                report.transfers_verified += transfers
-                report.accounts_verified += accounts
+            replayed = None
+            if state is not None:
+                try:
+                    replayed = self._replay_from_snapshot(seed, digest, ledgers, report)
+                except (SnapshotRefusedError, DurabilityError) as exc:
+                    report.snapshot_refused = str(exc)
+                    report.snapshot_log_seq = None
+                    _log.warning("snapshot_refused", reason=str(exc), then="replaying the whole command log")
+            if replayed is None:
+                replayed = self._replay_all(seed, digest, ledgers, report)
+            for switch, sql in ledgers:
                 switch.target = sql
-        report.commands_replayed = len(rows)
+        report.commands_replayed = replayed
         report.started = "replayed"
         report.replay_s = time.perf_counter() - started
         self.report = report
-        _log.info("state_replayed", commands=len(rows), transfers=report.transfers_verified,
-                  seconds=round(report.replay_s, 3))
+        self._since_snapshot = replayed
+        _log.info("state_replayed", commands=replayed, transfers=report.transfers_verified,
+                  snapshot_log_seq=report.snapshot_log_seq, seconds=round(report.replay_s, 3))
+        if state is not None and self.snapshot_every_commands and replayed >= self.snapshot_every_commands:
+            self._snapshot_soon()  # the next restart starts from here
         return report
+
+    def _replay_from_snapshot(self, seed: Callable[[], None], digest: str,
+                              ledgers: Sequence[tuple[SwitchLedger, SqlLedger]], report: ReplayReport) -> int | None:
+        """The newest snapshot, then the log after it, checked against the books; ``None`` when
+        there is no snapshot. Raises :class:`SnapshotRefusedError` (or :class:`DurabilityError`
+        for a replay that does not match the books) when it cannot be used."""
+        snapshot = self.snapshots.newest(digest)
+        if snapshot is None:
+            return None
+        if [image.name for image in snapshot.ledgers] != [sql.name for _, sql in ledgers]:
+            raise SnapshotRefusedError("the snapshot's ledgers are not this service's")
+        for (switch, _), image in zip(ledgers, snapshot.ledgers, strict=True):
+            switch.target = image.restore(self._assets, self.clock)
+        targets, domain = load_state(snapshot.state, self._externals())
+        assert self._owner is not None  # set by recover before this is called
+        self._owner.restore_state(domain)
+        self._targets.clear()
+        self._names.clear()
+        for name, obj in targets.items():
+            self.register(name, obj)
+        report.snapshot_log_seq = snapshot.log_seq
+        rows = self.rows(after_seq=snapshot.log_seq)
+        self._replay_rows(rows, seed, digest, ledgers, report)
+        return len(rows)
+
+    def _replay_all(self, seed: Callable[[], None], digest: str, ledgers: Sequence[tuple[SwitchLedger, SqlLedger]],
+                    report: ReplayReport) -> int:
+        report.transfers_verified = report.accounts_verified = 0
+        for switch, sql in ledgers:
+            switch.target = InMemoryLedger(self._assets, clock=self.clock, name=sql.name)
+        rows = self.rows()
+        self._replay_rows(rows, seed, digest, ledgers, report)
+        return len(rows)
+
+    def _replay_rows(self, rows: Sequence[_Row], seed: Callable[[], None], digest: str,
+                     ledgers: Sequence[tuple[SwitchLedger, SqlLedger]], report: ReplayReport) -> None:
+        """Replay ``rows`` on the in-memory ledgers the switches hold, then compare with the books."""
+        try:
+            for row in rows:
+                self.clock.replay_at(row.at_s)
+                self._replay(row, seed, digest)
+        finally:
+            self.clock.replay_at(None)
+        for switch, sql in ledgers:
+            mem = switch.target
+            assert isinstance(mem, InMemoryLedger)  # the replay's books
+            transfers, accounts = _compare(mem, sql)
+            report.transfers_verified += transfers
+            report.accounts_verified += accounts
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def _externals(self) -> dict[str, object]:
+        """What a snapshot names instead of pickling: this process's service, clock and switches."""
+        found: dict[str, object] = {"service": self._owner, "clock": self.clock, "assets": self._assets}
+        found.update({f"switch:{i}": switch for i, (switch, _) in enumerate(self._pairs)})
+        return found
+
+    def _snapshot_soon(self) -> None:
+        """Take a snapshot on a thread of its own (it waits for the lock its caller may hold)."""
+        if self._snapshotting.locked() or (self._snapshot_thread is not None and self._snapshot_thread.is_alive()):
+            return
+        self._since_snapshot = 0
+        self._snapshot_thread = threading.Thread(target=self._snapshot_logged, name="snapshot", daemon=True)
+        self._snapshot_thread.start()
+
+    def _snapshot_logged(self) -> None:
+        try:
+            self.take_snapshot()
+        except Exception as exc:  # a snapshot is an optimisation: never let it stop the service
+            _log.error("snapshot_failed", error=repr(exc)[:300])
+
+    def take_snapshot(self) -> int | None:
+        """Write a snapshot of the state now (see :mod:`.snapshots`); returns the log position it
+        stands for, or ``None`` when there is nothing to snapshot (no state, or a state being
+        rebuilt after a database failure)."""
+        if self._owner is None:
+            return None
+        import time  # noqa: PLC0415 — wall time, for the log line only
+
+        with self._snapshotting:
+            started = time.perf_counter()
+            reads = self._reads = self._reads or SnapshotReads(self.unit)
+            with self.lock:
+                if self.broken:
+                    return None
+                conn = reads.pin()
+                try:
+                    state = dump_state((self._targets, self._owner.capture_state()), self._externals())
+                except BaseException:
+                    conn.close()
+                    raise
+                self._since_snapshot = 0
+            held_s = time.perf_counter() - started
+            t = self._table
+            with reads.reading(conn):
+                log_seq = int(conn.execute(select(func.coalesce(func.max(t.c.seq), 0))).scalar_one())
+                images = [LedgerImage.of(sql) for _, sql in self._pairs]
+            size = self.snapshots.write(Snapshot(log_seq, state, images), self._digest, self.clock.base.now())
+        _log.info("snapshot_written", log_seq=log_seq, bytes=size, lock_held_s=round(held_s, 3),
+                  seconds=round(time.perf_counter() - started, 3))
+        return log_seq
 
     def _replay(self, row: _Row, seed: Callable[[], None], digest: str) -> None:
         args = pickle.loads(row.args)  # this party's own log, written by this code

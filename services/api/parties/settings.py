@@ -37,6 +37,10 @@ class PartySettings(ApiSettings):
                                                                 "open the circuit breaker")
     breaker_cooldown_s: float = Field(5.0, gt=0, le=600, description="how long an open breaker refuses calls "
                                                                      "before one probe is let through")
+    snapshot_every_commands: int = Field(
+        5_000, ge=0, le=10_000_000,
+        description="write a snapshot of the replayed state every this many logged commands, so a restart "
+                    "replays at most about this many (services.api.parties.snapshots); 0: never")
     credentials_file: Path | None = Field(
         None, description="the principals' keys (services.api.auth; ccsim serve writes it, mode 0600); "
                           "none: <data_dir>/credentials.json. The service does not start without it")

@@ -57,6 +57,8 @@ class ExchangeService(StatefulService):
         self.sales_total = ctx.metrics.counter("exchange_sales", "Sell orders, by outcome", ("outcome",))
 
     # -- state -------------------------------------------------------------------------------
+    snapshot_state_extra = ("_replenished_at_s",)  # _seed may set it to the value it had
+
     def _build(self) -> None:
         """Fresh domain objects on the switch ledger; this service is the command target."""
         cfg = self.ctx.seed.config

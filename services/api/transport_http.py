@@ -11,9 +11,8 @@ Every call goes through :meth:`HttpTransport.apost`, which puts a limit on every
   ``aiohttp.ClientSession`` (chosen on measurement, docs/adr/0007-service-to-service-http.md: an
   httpx call cost 1.1–2.3 ms of CPU against aiohttp's 0.14–0.32 ms), or the ``httpx.AsyncClient``
   a caller passes (the tests' in-process ASGI router);
-- a timeout per attempt (connect — which includes the wait for a free pooled connection — and
-  total), and optionally a deadline for the whole call; a request that meets a full pool waits at
-  most the connect timeout and counts as a failed attempt, never a stall;
+- a timeout per attempt (connect, and total — which includes the wait for a free pooled
+  connection), and optionally a deadline for the whole call;
 - bounded retries with exponential backoff and jitter, on connection errors, timeouts, 5xx and 409
   (the receiver is still running the same key) — never on another 4xx, which will not change;
 - the SAME ``Idempotency-Key`` on every attempt, so a retry of a request whose answer was lost
@@ -232,7 +231,7 @@ class HttpTransport:
             headers["Content-Type"] = "application/json"
         if self._client is not None:  # the caller's httpx client (in-process tests)
             r = await self._client.request(method, base_url + path, content=content, headers=headers,
-                                           timeout=httpx.Timeout(total_s, connect=connect_s, pool=connect_s),
+                                           timeout=httpx.Timeout(total_s, connect=connect_s),
                                            auth=self._auth())
             record_response(r.headers.get_list(SERVER_TIMING))
             return Answer(r.status_code, r.content, r.headers)
@@ -241,7 +240,9 @@ class HttpTransport:
         if isinstance(self.auth, SigningAuth):
             headers.update(sign_headers(self.auth.principal, method, host, path, content or b"",
                                         idempotency_key=key or ""))
-        timeout = aiohttp.ClientTimeout(total=total_s, connect=connect_s, sock_connect=connect_s)
+        # The wait for a pooled connection counts in the attempt's total (as httpx's pool timeout
+        # did), the TCP connect in its connect timeout: a full pool queues, it does not fail fast.
+        timeout = aiohttp.ClientTimeout(total=total_s, sock_connect=connect_s)
         async with self._aiohttp().request(method, base_url + path, data=content, headers=headers,
                                            timeout=timeout, allow_redirects=False) as response:
             body = await response.read()

@@ -1,5 +1,6 @@
 """The database layer every party store shares: the SQLite engine recipe (WAL, a busy timeout,
-``BEGIN IMMEDIATE``) and the unit of work that lets several stores of one party commit together.
+``BEGIN IMMEDIATE``, one writer per file in a process) and the unit of work that lets several
+stores of one party commit together.
 
 The ledger (:mod:`services.ledger.sql`), the migrations (:mod:`services.migrations`), the
 idempotency store and the outbox all build on it; it imports none of them.
@@ -7,6 +8,7 @@ idempotency store and the outbox all build on it; it imports none of them.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -16,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "UnitOfWork", "sqlite_engine"]
@@ -39,21 +42,90 @@ def _enter_wal(cur: Any) -> None:
         pause = min(pause * 2, 0.2)
 
 
+_file_locks: dict[str, threading.Lock] = {}
+_file_locks_guard = threading.Lock()
+
+
+def _writer_lock(database: str | None) -> threading.Lock | None:
+    """The one write lock of a SQLite file in this process (``None`` for a memory database).
+
+    Why: a party opens several connections to its file (unit of work, idempotency keys, outbox,
+    ledger writer). When two of them race for SQLite's write lock, the loser does not queue: its
+    busy handler sleeps 1, 2, 5, 10 … ms and tries again, so a busy service spends tens of
+    milliseconds per payment asleep while it holds its domain lock. Taking this lock before
+    ``BEGIN IMMEDIATE`` makes the writers of one process queue on it instead, and wake the moment
+    the writer before them commits. Other processes on the same file still meet the busy handler.
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = os.path.realpath(database)
+    with _file_locks_guard:
+        return _file_locks.setdefault(path, threading.Lock())
+
+
+class _WriterConnection(sqlite3.Connection):
+    """A pysqlite connection that gives its file's writer lock back when its transaction ends."""
+
+    writer_lock: threading.Lock | None = None
+    holds_writer_lock = False
+
+    def take_writer_lock(self, statement: str) -> None:
+        lock = self.writer_lock
+        if lock is None or self.holds_writer_lock:
+            return
+        if not lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise OperationalError(statement, None, sqlite3.OperationalError(
+                "database is locked (this process's writer held it longer than the busy timeout)"))
+        self.holds_writer_lock = True
+
+    def give_writer_lock(self) -> None:
+        if self.holds_writer_lock:
+            self.holds_writer_lock = False
+            assert self.writer_lock is not None
+            self.writer_lock.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.give_writer_lock()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.give_writer_lock()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.give_writer_lock()
+
+
 def sqlite_engine(
     url: Any, *, begin: str = "BEGIN IMMEDIATE", pool_size: int = 5, max_overflow: int = 10,
     pool_timeout: float = 30.0,
 ) -> Engine:
     """A SQLite engine in WAL mode whose transactions start with ``begin`` (pysqlite's BEGIN is
     disabled). ``BEGIN IMMEDIATE`` takes the write lock before the first read, so a read-then-update
-    never fails on a lock upgrade. The ledger, the idempotency store and the outbox all use it."""
+    never fails on a lock upgrade. The ledger, the idempotency store and the outbox all use it.
+
+    Write transactions (``BEGIN IMMEDIATE``) of every engine on one file in this process queue on
+    one in-process lock (:func:`_writer_lock`) until they commit or roll back."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    writes = begin.upper().startswith("BEGIN IMMEDIATE") or begin.upper().startswith("BEGIN EXCLUSIVE")
+    lock = _writer_lock(parsed.database) if writes else None
     engine = create_engine(
         url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout,
-        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                      "factory": _WriterConnection},
     )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy's pysqlite recipe)
+        dbapi_conn.writer_lock = lock
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         _enter_wal(cur)
@@ -62,7 +134,15 @@ def sqlite_engine(
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin)
+        dbapi_conn = conn.connection.dbapi_connection
+        if isinstance(dbapi_conn, _WriterConnection):
+            dbapi_conn.take_writer_lock(begin)
+        try:
+            conn.exec_driver_sql(begin)
+        except BaseException:
+            if isinstance(dbapi_conn, _WriterConnection):
+                dbapi_conn.give_writer_lock()
+            raise
 
     return engine
 

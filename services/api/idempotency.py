@@ -14,6 +14,13 @@ A client that did not hear the answer sends the same request again with the same
   because the database failed (the key stays ``in_flight`` although nothing runs under it) is
   remembered in memory, and the first retry once the database answers takes it over at once.
 
+A party service runs as one process (its start-up releases every claim left ``in_flight``), so
+it keeps its claims in memory (``local_claims=True``): a claim is a read of the table (on a
+read connection, no write lock) plus an entry in this process's map of running keys, a release
+forgets the entry, and only a success writes — one row, ``done``, in one transaction. The
+durable claim (the default) costs two write transactions more per request and is what stores
+shared by several processes need.
+
 The key store and the ledger commit separately. If a process dies between the two commits, the
 retry runs again, and the ledger's own idempotency by transfer id makes that run write nothing
 (it answers ``exists``): the effect is once, only the status of the replay may differ (200, not 201).
@@ -102,9 +109,12 @@ class IdempotencyStore:
     """The table of keys in one party's database (SQLite file or PostgreSQL)."""
 
     def __init__(self, url: str, *, table_prefix: str = "", clock: Clock | None = None,
-                 lease_s: float = 60.0) -> None:
+                 lease_s: float = 60.0, local_claims: bool = False) -> None:
         self.clock: Clock = clock or SystemClock()
         self.lease_s = lease_s
+        self.local_claims = local_claims
+        self._running: dict[str, str] = {}  # local claims: key → request hash, while its request runs
+        self._running_lock = threading.Lock()
         # Keys this process claimed and then could not release or finish (the database failed):
         # their rows say in_flight, but nothing runs under them any more.
         self._abandoned: set[str] = set()
@@ -126,11 +136,13 @@ class IdempotencyStore:
         )
         self._metadata = metadata
         self._engine = _engine(parsed)
+        self._reader = _reader(parsed, self._engine)
         self._table_prefix = table_prefix
         upgrade_schema(self._engine, "idempotency", table_prefix)  # Alembic revisions (services/migrations)
 
     def close(self) -> None:
         self._engine.dispose()
+        self._reader.dispose()
 
     def drop_table(self) -> None:
         """Drop the table and its version row (throwaway databases: tests, ``--reset``)."""
@@ -143,6 +155,8 @@ class IdempotencyStore:
     def claim(self, key: str, request_hash: str) -> Claim:
         """Claim ``key`` for this request, or say why not (replay, in flight, mismatch)."""
         now = self.clock.now()
+        if self.local_claims:
+            return self._claim_local(key, request_hash, now)
         try:
             with self._engine.begin() as conn:
                 conn.execute(insert(self.table).values(
@@ -154,6 +168,39 @@ class IdempotencyStore:
             pass  # the key exists: decide below, in a transaction of its own
         with self._engine.begin() as conn:
             return self._existing(conn, key, request_hash, now)
+
+    def _claim_local(self, key: str, request_hash: str, now: float) -> Claim:
+        with self._running_lock:
+            running = self._running.get(key)
+            if running is not None:
+                return Claim(ClaimState.IN_FLIGHT if running == request_hash else ClaimState.MISMATCH)
+            self._running[key] = request_hash  # reserved while we read: a twin waits as in flight
+        try:
+            t = self.table
+            with self._reader.connect() as conn:
+                row = conn.execute(select(t).where(t.c.key == key)).first()
+        except BaseException:
+            self._forget(key)
+            raise
+        if row is None:
+            return Claim(ClaimState.STARTED)
+        self._forget(key)
+        if row.request_hash != request_hash:
+            return Claim(ClaimState.MISMATCH)
+        if row.state == "done":
+            return Claim(ClaimState.REPLAY, int(row.status), str(row.body).encode("utf-8"), str(row.media_type))
+        # A durable claim (another process, or this table before local claims): honour its lease.
+        if now - row.claimed_at <= self.lease_s and not self._take_abandoned(key):
+            return Claim(ClaimState.IN_FLIGHT)
+        with self._running_lock:
+            if key in self._running:
+                return Claim(ClaimState.IN_FLIGHT)
+            self._running[key] = request_hash
+        return Claim(ClaimState.STARTED)
+
+    def _forget(self, key: str) -> None:
+        with self._running_lock:
+            self._running.pop(key, None)
 
     def _existing(self, conn: Connection, key: str, request_hash: str, now: float) -> Claim:
         t = self.table
@@ -193,6 +240,9 @@ class IdempotencyStore:
 
     def finish(self, key: str, status: int, body: bytes, media_type: str) -> None:
         """Remember a success. If the database fails, the key is abandoned (see :meth:`release`)."""
+        if self.local_claims:
+            self._finish_local(key, status, body, media_type)
+            return
         try:
             with self._engine.begin() as conn:
                 conn.execute(update(self.table).where(self.table.c.key == key).values(
@@ -200,6 +250,21 @@ class IdempotencyStore:
         except SQLAlchemyError:
             self._abandon(key)
             raise
+
+    def _finish_local(self, key: str, status: int, body: bytes, media_type: str) -> None:
+        """One write: the ``done`` row (replacing a durable claim taken over, if any); then the
+        key stops running here. If the database fails, the key is simply free again."""
+        t = self.table
+        now = self.clock.now()
+        try:
+            with self._engine.begin() as conn:
+                done = {"state": "done", "status": status, "body": body.decode("utf-8"), "media_type": media_type}
+                changed = conn.execute(update(t).where(t.c.key == key).values(**done)).rowcount
+                if not changed:
+                    conn.execute(insert(t).values(key=key, request_hash=self._running.get(key, ""),
+                                                  created_at=now, claimed_at=now, **done))
+        finally:
+            self._forget(key)
 
     def release_in_flight(self) -> int:
         """Release every key still claimed (``in_flight``); how many. For a service's start-up: it
@@ -212,6 +277,9 @@ class IdempotencyStore:
         """Forget a claim whose request failed with a fault, so that a retry runs again. If the
         database fails too, the row stays ``in_flight``: the key is remembered as abandoned, and
         the next claim of it takes it over without waiting out the lease."""
+        if self.local_claims:
+            self._forget(key)
+            return
         try:
             with self._engine.begin() as conn:
                 conn.execute(delete(self.table).where(
@@ -230,6 +298,13 @@ def _engine(url: Any) -> Engine:
     if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=15, pool_timeout=60)
     return sqlite_engine(url)  # WAL, busy timeout, BEGIN IMMEDIATE: as the party's ledger
+
+
+def _reader(url: Any, engine: Engine) -> Engine:
+    """Reads that need no write lock: SQLite's deferred BEGIN (a WAL snapshot); PostgreSQL's pool."""
+    if url.get_backend_name() != "sqlite":
+        return engine
+    return sqlite_engine(url, begin="BEGIN", pool_size=2, max_overflow=8)
 
 
 def _idempotency_key(

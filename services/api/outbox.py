@@ -109,11 +109,15 @@ class Outbox:
             Column("delivered_at", Float, nullable=True),
         )
         self._engine = _engine(parsed)
+        # Reads (the relay's pending rows, a sender's "still owed?") take no write lock.
+        self._reader = self._engine if parsed.get_backend_name() != "sqlite" else sqlite_engine(
+            parsed, begin="BEGIN", pool_size=2, max_overflow=8)
         self._table_prefix = table_prefix
         upgrade_schema(self._engine, "outbox", table_prefix)  # Alembic revisions (services/migrations)
 
     def close(self) -> None:
         self._engine.dispose()
+        self._reader.dispose()
 
     def drop_table(self) -> None:
         """Drop the table and its version row (throwaway databases: tests, ``--reset``)."""
@@ -148,12 +152,12 @@ class Outbox:
     def pending(self, limit: int = 500) -> list[OutboxEntry]:
         t = self.table
         stmt = select(t).where(t.c.state == PENDING).order_by(t.c.created_at, t.c.id).limit(limit)
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             return [OutboxEntry(r.id, r.kind, r.target, r.path, r.key, json.loads(r.body), r.attempts)
                     for r in conn.execute(stmt)]
 
     def state(self, row_id: str) -> str | None:
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             value = conn.execute(select(self.table.c.state).where(self.table.c.id == row_id)).scalar()
         return None if value is None else str(value)
 
@@ -162,7 +166,7 @@ class Outbox:
 
     def counts(self) -> dict[str, int]:
         t = self.table
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(select(t.c.state, func.count()).group_by(t.c.state)).all()
         out = {PENDING: 0, DELIVERED: 0}
         out.update({str(state): int(n) for state, n in rows})

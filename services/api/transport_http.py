@@ -7,8 +7,12 @@ bank service, merchants and cardholders, who keep no books) are called in-proces
 
 Every call goes through :meth:`HttpTransport.apost`, which puts a limit on everything:
 
-- one pooled ``httpx.AsyncClient`` per service (keep-alive connections, a bounded pool);
-- a timeout per attempt (connect and total), and optionally a deadline for the whole call;
+- one pooled client per service with keep-alive connections and a bounded pool: an
+  ``aiohttp.ClientSession`` (chosen on measurement, docs/adr/0007-service-to-service-http.md: an
+  httpx call cost 1.1–2.3 ms of CPU against aiohttp's 0.14–0.32 ms), or the ``httpx.AsyncClient``
+  a caller passes (the tests' in-process ASGI router);
+- a timeout per attempt (connect, and total — which includes the wait for a free pooled
+  connection), and optionally a deadline for the whole call;
 - bounded retries with exponential backoff and jitter, on connection errors, timeouts, 5xx and 409
   (the receiver is still running the same key) — never on another 4xx, which will not change;
 - the SAME ``Idempotency-Key`` on every attempt, so a retry of a request whose answer was lost
@@ -28,27 +32,48 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
+import aiohttp
 import anyio
 import anyio.from_thread
 import httpx
 from httpx._client import UseClientDefault
 
+from services.api.auth import SigningAuth, sign_headers
 from services.api.timing import SERVER_TIMING, record_response
 from services.logging import get_logger
 from services.messaging import Handler, PaymentMessage, Purpose
 from services.money import AssetRegistry
 
-__all__ = ["HttpTransport", "idempotency_key", "message_from_json", "message_to_json"]
+__all__ = ["Answer", "HttpTransport", "idempotency_key", "message_from_json", "message_to_json"]
 
 _log = get_logger(__name__)
 _KEY_LENGTH_MAX: Final = 128
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 _IN_FLIGHT_TYPE: Final = "urn:ccsim:problem:idempotency-key-in-flight"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A peer's answer, whichever client carried it: its status, body and headers."""
+
+    status_code: int
+    content: bytes
+    headers: Mapping[str, str]
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
 
 
 def idempotency_key(*parts: str) -> str:
@@ -106,22 +131,26 @@ class HttpTransport:
         self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self._limits = httpx.Limits(max_connections=pool_connections_max,
                                     max_keepalive_connections=pool_connections_max)
+        self.pool_connections_max = pool_connections_max
         self._client = client
-        self._owns_client = client is None
+        self._session: aiohttp.ClientSession | None = None
         self._sync_client: httpx.Client | None = None
         self._rng = random.Random()  # backoff jitter only
 
     # -- lifecycle ---------------------------------------------------------------------------
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout, limits=self._limits)
-        return self._client
+    def _aiohttp(self) -> aiohttp.ClientSession:
+        """The pooled session, made on first use on the service's loop."""
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.pool_connections_max, limit_per_host=0,
+                                             keepalive_timeout=30.0, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                                  skip_auto_headers=("User-Agent",))
+        return self._session
 
     async def aclose(self) -> None:
-        if self._client is not None and self._owns_client:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         self.close_sync()
 
     def close_sync(self) -> None:
@@ -166,28 +195,25 @@ class HttpTransport:
     # -- requests ----------------------------------------------------------------------------
     async def apost(
         self, base_url: str, path: str, body: Any, *, key: str | None = None, deadline_s: float | None = None,
-    ) -> httpx.Response | None:
+    ) -> Answer | None:
         """POST with retries; the last response (success, or a 4xx that will not change), or
         ``None`` when every attempt failed or the deadline passed."""
-        headers = {"Idempotency-Key": key} if key else {}
+        content = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
         started = time.monotonic()
-        last: httpx.Response | None = None
+        last: Answer | None = None
         for attempt in range(self.retries_max + 1):
-            timeout = self._timeout
+            total_s, connect_s = self.timeout_s, float(self._timeout.connect or self.timeout_s)
             if deadline_s is not None:
                 left_s = deadline_s - (time.monotonic() - started)
                 if left_s <= 0:
                     return None
-                timeout = httpx.Timeout(min(self.timeout_s, left_s), connect=min(self._timeout.connect or left_s,
-                                                                                left_s))
+                total_s, connect_s = min(total_s, left_s), min(connect_s, left_s)
             try:
-                last = await self.client.post(base_url + path, json=body, headers=headers, timeout=timeout,
-                                              auth=self._auth())
-            except httpx.TransportError as exc:
+                last = await self._request("POST", base_url, path, content, key, total_s, connect_s)
+            except _TRANSPORT_ERRORS as exc:
                 _log.warning("outbound_failed", url=base_url + path, attempt=attempt, error=type(exc).__name__)
                 last = None
             else:
-                record_response(last.headers.get_list(SERVER_TIMING))
                 if not _retryable(last):
                     return last
             if attempt < self.retries_max:
@@ -197,7 +223,33 @@ class HttpTransport:
                 await asyncio.sleep(pause_s)
         return last if last is not None and not _retryable(last) else None
 
-    def post(self, base_url: str, path: str, body: Any, *, key: str | None = None) -> httpx.Response | None:
+    async def _request(self, method: str, base_url: str, path: str, content: bytes | None,  # noqa: PLR0917
+                       key: str | None, total_s: float, connect_s: float) -> Answer:
+        """One attempt, signed as this service, its ``Server-Timing`` recorded."""
+        headers = {"Idempotency-Key": key} if key else {}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        if self._client is not None:  # the caller's httpx client (in-process tests)
+            r = await self._client.request(method, base_url + path, content=content, headers=headers,
+                                           timeout=httpx.Timeout(total_s, connect=connect_s),
+                                           auth=self._auth())
+            record_response(r.headers.get_list(SERVER_TIMING))
+            return Answer(r.status_code, r.content, r.headers)
+        host = urlsplit(base_url).netloc
+        headers["Host"] = host
+        if isinstance(self.auth, SigningAuth):
+            headers.update(sign_headers(self.auth.principal, method, host, path, content or b"",
+                                        idempotency_key=key or ""))
+        # The wait for a pooled connection counts in the attempt's total (as httpx's pool timeout
+        # did), the TCP connect in its connect timeout: a full pool queues, it does not fail fast.
+        timeout = aiohttp.ClientTimeout(total=total_s, sock_connect=connect_s)
+        async with self._aiohttp().request(method, base_url + path, data=content, headers=headers,
+                                           timeout=timeout, allow_redirects=False) as response:
+            body = await response.read()
+            record_response(response.headers.getall(SERVER_TIMING, []))
+            return Answer(response.status, body, response.headers)
+
+    def post(self, base_url: str, path: str, body: Any, *, key: str | None = None) -> Answer | None:
         """The synchronous twin of :meth:`apost`: on the service's loop from a worker thread, else
         with a synchronous client."""
         if _in_worker_thread():
@@ -205,30 +257,31 @@ class HttpTransport:
         if self._sync_client is None:
             self._sync_client = httpx.Client(timeout=self._timeout, limits=self._limits)
         headers = {"Idempotency-Key": key} if key else {}
-        last: httpx.Response | None = None
+        last: Answer | None = None
         for attempt in range(self.retries_max + 1):
             try:
-                last = self._sync_client.post(base_url + path, json=body, headers=headers, auth=self._auth())
+                r = self._sync_client.post(base_url + path, json=body, headers=headers, auth=self._auth())
             except httpx.TransportError:
                 last = None
             else:
-                record_response(last.headers.get_list(SERVER_TIMING))
+                record_response(r.headers.get_list(SERVER_TIMING))
+                last = Answer(r.status_code, r.content, r.headers)
                 if not _retryable(last):
                     return last
             if attempt < self.retries_max:
                 time.sleep(self._pause_s(attempt))
         return last if last is not None and not _retryable(last) else None
 
-    async def aget(self, base_url: str, path: str) -> httpx.Response | None:
+    async def aget(self, base_url: str, path: str) -> Answer | None:
+        connect_s = float(self._timeout.connect or self.timeout_s)
         for attempt in range(self.retries_max + 1):
+            response: Answer | None
             try:
-                response = await self.client.get(base_url + path, auth=self._auth())
-            except httpx.TransportError:
+                response = await self._request("GET", base_url, path, None, None, self.timeout_s, connect_s)
+            except _TRANSPORT_ERRORS:
                 response = None
-            if response is not None:
-                record_response(response.headers.get_list(SERVER_TIMING))
-                if response.status_code < 500:
-                    return response
+            if response is not None and response.status_code < 500:
+                return response
             if attempt < self.retries_max:
                 await asyncio.sleep(self._pause_s(attempt))
         return None
@@ -241,7 +294,10 @@ class HttpTransport:
         return float(self.backoff_s * (2 ** min(attempt, 6)) * (0.5 + self._rng.random()))
 
 
-def _retryable(response: httpx.Response) -> bool:
+_TRANSPORT_ERRORS: Final = (httpx.TransportError, aiohttp.ClientError, asyncio.TimeoutError)
+
+
+def _retryable(response: Answer) -> bool:
     """A 5xx or 429 may pass; so may a 409 that says the same key is still running. Any other 4xx
     (including a business conflict such as a second capture) will not change on a retry."""
     if response.status_code in _RETRY_STATUSES:
@@ -256,13 +312,10 @@ def _retryable(response: httpx.Response) -> bool:
 
 
 def _in_worker_thread() -> bool:
-    """True in a thread started by anyio (FastAPI's sync endpoints): the loop can run our call."""
+    """True in a thread started by anyio (FastAPI's sync endpoints): the loop can run our call.
+    (``check_cancelled`` answers from the thread's own state, without a round trip to the loop.)"""
     try:
-        anyio.from_thread.run_sync(_noop)
-    except RuntimeError:
+        anyio.from_thread.check_cancelled()
+    except anyio.NoEventLoopError:
         return False
     return True
-
-
-def _noop() -> None:
-    return None

@@ -207,12 +207,12 @@ def create_party_base(
     app = create_base_app(settings, title=title, guard=guard)
     party_clock = CommandClock(clock or SystemClock())
     keys = IdempotencyStore(settings.database_url, table_prefix=settings.table_prefix, clock=party_clock,
-                            lease_s=settings.idempotency_lease_s)
+                            lease_s=settings.idempotency_lease_s, local_claims=True)
     if settings.reset:
         keys.drop_table()
         keys.close()
         keys = IdempotencyStore(settings.database_url, table_prefix=settings.table_prefix, clock=party_clock,
-                                lease_s=settings.idempotency_lease_s)
+                                lease_s=settings.idempotency_lease_s, local_claims=True)
     on_shutdown(app, keys.close)
     unit = UnitOfWork(settings.database_url)
     on_shutdown(app, unit.close)

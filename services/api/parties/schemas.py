@@ -10,11 +10,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-import httpx
 from pydantic import BaseModel, Field, StringConstraints
 
 from services.api.fields import API_MODEL_CONFIG, AmountText, AssetCode, Identifier, Text, amount_in
 from services.api.problems import FieldError, ProblemError
+from services.api.transport_http import Answer
 from services.contracts import (
     AuthorizationRequest,
     AuthorizationResponse,
@@ -199,7 +199,7 @@ class PricesOut(BaseModel):
     halted: list[str] = Field(default=[], description="assets whose trading is halted (no sale, no re-buy)")
 
 
-def clearing_or_problem(answer: httpx.Response | None) -> ClearingOut:
+def clearing_or_problem(answer: Answer | None) -> ClearingOut:
     """The issuer's clearing answer, or its refusal (or silence) as this service's problem."""
     if answer is None:
         raise ProblemError(503, "the issuer did not answer; retry with the same Idempotency-Key",

@@ -27,13 +27,14 @@ from services.contracts import (
     MerchantSpec,
     ReasonCode,
     ReconciliationBreak,
+    SaleReason,
     SaleResult,
     Screening,
     SellOrder,
     SettlementReport,
 )
 from services.errors import FlowError, OpeningError
-from services.exchange import Exchange, ExchangeConfig
+from services.exchange import Exchange, ExchangeConfig, SaleQuote
 from services.flows import (
     DEFAULT_TIER_LIMITS_KZT,
     ChainConfig,
@@ -108,6 +109,7 @@ class InProcessChain:
         self.merchants: dict[str, MerchantSpec] = {}
         self._undelivered: dict[str, PaymentMessage] = {}
         self._rebuy_sales: dict[str, SaleResult] = {}
+        self._quotes: dict[str, SaleQuote | SaleReason] = {}  # order id -> the exchange's quote
         self._orphans: set[str] = set()
         self._settled: dict[str, SettlementReport] = {}
         self._deposits_kzt = 0  # tenge that entered the modelled system from outside
@@ -208,8 +210,24 @@ class InProcessChain:
             bounded.ordered(req.auth_id, screening.sell.id)
         return screening
 
+    def quote(self, order: SellOrder) -> None:
+        """The exchange prices a JIT card's order now (:meth:`Exchange.quote`); the :meth:`sell` that
+        follows executes at that price while the books have not moved, and is refused
+        (``quote_expired``, declined 05) once the quote's time-to-live has run out. A stablecoin
+        redemption is 1:1 and needs no quote."""
+        card = self.issuer.card_of_sale(order.id)
+        if card is None or card.funding_mode is FundingMode.STABLECOIN:
+            return
+        if self._bounded is not None:
+            self._bounded.ordered(order.auth_id, order.id)  # forgotten with the payment
+        self._quotes[order.id] = self.exchange.quote(order)
+
+    def drop_quote(self, order_id: str) -> None:
+        self._quotes.pop(order_id, None)
+
     def sell(self, order: SellOrder) -> SaleResult:
-        """The exchange sells (or, for a stablecoin card, redeems) for the issuer's order."""
+        """The exchange sells (or, for a stablecoin card, redeems) for the issuer's order, at its
+        quote when :meth:`quote` priced it."""
         return run_now(sell(order, self._ports))
 
     def pay_proceeds(self, sale: SaleResult) -> bool:
@@ -531,6 +549,7 @@ class InProcessChain:
         self.issuer.forget_sale(sale_id)
         self._orphans.discard(sale_id)
         self._rebuy_sales.pop(ids.rebuy_id(sale_id), None)
+        self._quotes.pop(sale_id, None)
 
     def _journals(self) -> Iterator[tuple[str, object, Callable[[str, Iterable[Transfer]], Iterator[Half]]]]:
         """(party, ledger, halves of a journal) for every party's books, in the journals' order."""

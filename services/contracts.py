@@ -257,7 +257,11 @@ class PaymentChain(Protocol):
     # -- authorization legs, in order --------------------------------------------------------
     def screen(self, req: AuthorizationRequest) -> Screening: ...
 
-    def sell(self, order: SellOrder) -> SaleResult: ...  # exchange + custody
+    def quote(self, order: SellOrder) -> None: ...  # the exchange prices the order now (a TTL runs)
+
+    def drop_quote(self, order_id: str) -> None: ...  # the order never reached execution
+
+    def sell(self, order: SellOrder) -> SaleResult: ...  # exchange + custody, at the quote while firm
 
     def pay_proceeds(self, sale: SaleResult) -> bool: ...  # bank: exchange → issuer, by sale id
 

@@ -16,6 +16,7 @@ from services import ids
 from services.acquirer import Acquirer, merchant_party
 from services.bank import Bank
 from services.bounded_books import FLUSH_EVERY, BoundedBooks, JournalExport
+from services.chain_direct import DirectRail
 from services.chain_ports import LocalOrphanPorts, LocalPorts
 from services.clock import Clock
 from services.contracts import (
@@ -56,7 +57,7 @@ from services.ledger import InMemoryLedger, Transfer, Violation
 from services.messaging import InProcessTransport, PaymentMessage, Purpose
 from services.money import AssetRegistry
 from services.network import Network, PresentmentKind, WindowSummary
-from services.reconciliation import Half, bank_halves, exchange_halves, party_halves, reconcile
+from services.reconciliation import Half, bank_halves, exchange_halves, merchant_halves, party_halves, reconcile
 from services.tax import AuthoritySummary, TaxBook
 
 __all__ = ["CLEAR_SLICE", "DEFAULT_TIER_LIMITS_KZT", "ChainConfig", "InProcessChain"]
@@ -116,6 +117,7 @@ class InProcessChain:
         self.orphan_outcomes: Counter[OrphanOutcome] = Counter()
         self._top_ups: list[str] = []  # auto top-up orders of the command being run
         self._ports = LocalPorts(self)
+        self.direct = DirectRail(self)  # CryptoCity's direct rail (services.chain_direct)
         self.settlement_failures: list[str] = []
         self._bounded: BoundedBooks | None = None  # stream_journals(): bounded books
         self._open_parties(exchange_config)
@@ -161,6 +163,7 @@ class InProcessChain:
         if result is not CardResult.OK:
             raise ValueError(f"card {spec.card_id}: {result.value}")
         self.exchange.open_wallet(spec.holder_id, spec.residency, spec.holdings, spec.stablecoin_minor)
+        self.direct.open_holder(spec)
         holder = f"holder:{spec.holder_id}"
         if holder not in self.bank_of:
             self.banks[self.bank_of[self.topology.add_holder(spec.holder_id)]].open_account(holder)
@@ -182,7 +185,9 @@ class InProcessChain:
         self.topology.add_merchant(spec.merchant_id)
         party = merchant_party(spec.merchant_id)
         self.banks[self.bank_of[party]].open_account(party)
-        self.transport.register(party, _no_books)
+        if spec.cryptocity:  # a zone merchant: wallets at the exchange and books of its own
+            self.direct.open_merchant(spec)
+        self.transport.register(party, self.direct.books.handle if spec.cryptocity else _no_books)
         self.merchants[spec.merchant_id] = spec
 
     def set_card_status(self, card_id: str, status: CardStatus) -> CardResult:
@@ -459,6 +464,7 @@ class InProcessChain:
             out[acquirer.id] = acquirer.ledger.check_invariants()
         for bank in self.banks.values():
             out[bank.id] = bank.ledger.check_invariants()
+        out[self.direct.books.name] = self.direct.check_invariants()
         system: list[Violation] = []
         if not self._undelivered:
             system = tenge_conserved(sum(bank.reserve_kzt() for bank in self.banks.values()), self._deposits_kzt)
@@ -474,6 +480,7 @@ class InProcessChain:
             yield from party_halves(acquirer.id, "acquirer", acquirer.ledger.journal())
         for bank in self.banks.values():
             yield from bank_halves(bank.id, bank.ledger.journal())
+        yield from self.direct.halves()
 
     def reconcile(self) -> list[ReconciliationBreak]:
         in_transit = set(
@@ -560,6 +567,7 @@ class InProcessChain:
             yield acquirer.id, acquirer.ledger, _role_halves("acquirer")
         for bank in self.banks.values():
             yield bank.id, bank.ledger, bank_halves
+        yield self.direct.books.name, self.direct.books.ledger, merchant_halves
 
 
 def _role_halves(role: str) -> Callable[[str, Iterable[Transfer]], Iterator[Half]]:

@@ -82,6 +82,10 @@ class SaleReason(StrEnum):
     EXCHANGE_SHORT_OF_KZT = "exchange_short_of_kzt"  # the exchange's bank account cannot pay out
     UNKNOWN_SALE = "unknown_sale"  # a re-buy of a sale this exchange never made
     ALREADY_REBOUGHT = "already_rebought"  # the sale was re-bought under another id
+    # The direct rail (services.exchange.direct):
+    UNKNOWN_QUOTE = "unknown_quote"  # no open quote for this invoice (never made, or executed)
+    UNKNOWN_MERCHANT = "unknown_merchant"  # the merchant has no wallets at the exchange
+    REFUND_EXCEEDS_PAYMENT = "refund_exceeds_payment"  # refunds would pass the payment's amount
     # The sale did not reach the exchange, or its answer or proceeds did not come back:
     EXCHANGE_UNAVAILABLE = "exchange_unavailable"  # the exchange did not answer (or its breaker is open)
     CUSTODY_UNAVAILABLE = "custody_unavailable"  # custody did not release the crypto (simulated leg)

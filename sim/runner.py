@@ -118,6 +118,7 @@ def _party_ledgers(world: World) -> Iterator[tuple[str, LedgerRepository]]:
         yield acquirer.id, acquirer.ledger
     for bank in chain.banks.values():
         yield bank.id, bank.ledger
+    yield chain.direct.books.name, chain.direct.books.ledger
 
 
 def _write_transfers(world: World, writer: ResultsWriter) -> None:

@@ -17,8 +17,6 @@ from services.contracts import (
     AuthorizationResponse,
     CardholderSpec,
     MerchantSpec,
-    ReasonCode,
-    SaleReason,
     SaleResult,
 )
 from services.exchange import DirectDesk, DirectPayment, Invoice, PaymentQuote
@@ -34,6 +32,7 @@ from services.flows.direct import (
     refund_direct,
     screen_and_quote,
 )
+from services.flows.direct_local import LocalDirectPorts, merchant_wallets_match
 from services.issuer import SpendTracker
 from services.ledger import Violation
 from services.merchant import MerchantBooks
@@ -91,56 +90,34 @@ class DirectRail:
         return run_now(refund_direct(refund_id, invoice_id, amount_kzt, self._ports))
 
     def convert(self, merchant_id: str, asset: str, quantity_minor: int) -> SaleResult:
-        """Sell ``quantity_minor`` of a merchant's ``asset`` now; the tenge goes to its bank account."""
+        """Sell ``quantity_minor`` of a merchant's ``asset`` now; the tenge goes to its bank account.
+        Conversions are numbered per merchant; a refused one takes no number (as live, where a
+        refusal changes nothing, its number included)."""
         seq = self._conversions.get(merchant_id, 0) + 1
-        self._conversions[merchant_id] = seq
-        return run_now(convert(ids.conversion_id(merchant_id, seq), merchant_id, asset, quantity_minor, self._ports))
+        sale = run_now(convert(ids.conversion_id(merchant_id, seq), merchant_id, asset, quantity_minor, self._ports))
+        if sale.ok:
+            self._conversions[merchant_id] = seq
+        return sale
 
     # -- integrity ------------------------------------------------------------------------------
     def check_invariants(self) -> list[Violation]:
         """The merchants' ledger, and each merchant's wallet in its books equal to its wallet at
         the exchange (the two halves of every on-exchange transfer)."""
-        violations = list(self.books.ledger.check_invariants())
-        for merchant_id, asset, booked in self.books.wallets():
-            held = self.desk.wallet_minor(merchant_id, asset)
-            if held != booked:
-                violations.append(Violation("merchant_wallet_matches_exchange", f"{merchant_id}:{asset}",
-                                            f"merchant's books {booked} != exchange's wallet {held}"))
-        return violations
+        return merchant_wallets_match(self.desk, self.books)
 
     def halves(self) -> Iterator[Half]:
         yield from merchant_halves(self.books.name, self.books.ledger.journal())
 
 
-class _Ports:
-    """The direct rail's ports over the party objects of one process."""
+class _Ports(LocalDirectPorts):
+    """The direct rail's ports over the party objects of one process; the card and the banks are
+    the chain's."""
 
     __slots__ = ("rail",)
 
     def __init__(self, rail: DirectRail) -> None:
+        super().__init__(rail.desk, rail.books, rail.limits, rail._holders, rail.chain.clock)
         self.rail = rail
-
-    async def screen(self, invoice: Invoice) -> ReasonCode | None:
-        holder = self.rail._holders.get(invoice.holder_id)
-        if holder is None:
-            return ReasonCode.NO_SUCH_CARD
-        if isinstance(invoice.amount_kzt, bool) or invoice.amount_kzt <= 0:
-            return ReasonCode.INVALID_AMOUNT
-        return self.rail.limits.check(invoice.holder_id, holder[1], invoice.amount_kzt, self.rail.chain.clock.now())
-
-    async def quote(self, invoice: Invoice) -> PaymentQuote | SaleReason:
-        return self.rail.desk.quote(invoice)
-
-    async def accept(self, invoice_id: str) -> DirectPayment:
-        return self.rail.desk.accept(invoice_id)
-
-    async def book_receipt(self, payment: DirectPayment) -> bool:
-        return self.rail.books.book_receipt(payment.invoice_id, payment.merchant_id, payment.asset,
-                                            payment.quantity_minor, payment.fee_minor)
-
-    async def record(self, invoice: Invoice) -> None:
-        _, tier = self.rail._holders[invoice.holder_id]
-        self.rail.limits.record(invoice.holder_id, tier, invoice.amount_kzt, self.rail.chain.clock.now())
 
     async def pay_by_card(self, invoice: Invoice) -> AuthorizationResponse:
         chain = self.rail.chain
@@ -148,19 +125,6 @@ class _Ports:
         merchant = chain.merchants[invoice.merchant_id]
         return chain.authorize(AuthorizationRequest(f"{invoice.invoice_id}:card", card_id, merchant.merchant_id,
                                                     merchant.acquirer_id, invoice.amount_kzt, merchant.category))
-
-    async def refund(self, refund_id: str, invoice_id: str, amount_kzt: int) -> DirectPayment:
-        return self.rail.desk.refund(refund_id, invoice_id, amount_kzt)
-
-    async def book_refund(self, refund: DirectPayment) -> bool:
-        return self.rail.books.book_refund(refund.id, refund.merchant_id, refund.asset, refund.quantity_minor)
-
-    async def convert(self, order_id: str, merchant_id: str, asset: str, quantity_minor: int) -> SaleResult:
-        return self.rail.desk.convert(order_id, merchant_id, asset, quantity_minor)
-
-    async def book_sold(self, sale: SaleResult, merchant_id: str) -> bool:
-        leg = sale.legs[0]
-        return self.rail.books.book_sold(sale.id, merchant_id, leg.asset, leg.quantity_minor)
 
     async def pay_conversion(self, sale: SaleResult, merchant_id: str) -> bool:
         chain = self.rail.chain

@@ -28,11 +28,14 @@ from services.contracts import AuthorizationResponse, ReasonCode, SaleReason, Sa
 from services.exchange.direct import DirectPayment, Invoice, PaymentQuote
 
 __all__ = [
+    "AcceptPorts",
+    "CardPorts",
     "ConversionPorts",
     "DirectDecline",
     "DirectOutcome",
     "DirectPorts",
     "FallbackPolicy",
+    "QuotePorts",
     "RefundPorts",
     "accept",
     "convert",
@@ -116,8 +119,8 @@ class DirectOutcome:
         return self.card is not None
 
 
-class DirectPorts(Protocol):
-    """The holder's limits, the exchange's desk and the merchant's books, for one payment."""
+class QuotePorts(Protocol):
+    """Step 1: the holder's limits and the exchange's quote."""
 
     async def screen(self, invoice: Invoice) -> ReasonCode | None:
         """The card's KYC-tier and AML rules for this holder on this rail; ``None``: within them."""
@@ -126,6 +129,10 @@ class DirectPorts(Protocol):
     async def quote(self, invoice: Invoice) -> PaymentQuote | SaleReason:
         """The exchange prices the invoice (a refusal is its reason)."""
         ...
+
+
+class AcceptPorts(Protocol):
+    """Step 2: the exchange executes, the merchant books its half, the limits count it."""
 
     async def accept(self, invoice_id: str) -> DirectPayment:
         """The exchange executes the open quote: both wallets booked, or a refusal."""
@@ -139,9 +146,18 @@ class DirectPorts(Protocol):
         """The paid amount counts toward the holder's limits."""
         ...
 
+
+class CardPorts(Protocol):
+    """Step 3, on a decline that falls back: the card rail (the POS's, not the exchange's)."""
+
     async def pay_by_card(self, invoice: Invoice) -> AuthorizationResponse:
         """The holder's Crypto Card pays the invoice instead (the card rail)."""
         ...
+
+
+class DirectPorts(QuotePorts, AcceptPorts, CardPorts, Protocol):
+    """The holder's limits, the exchange's desk and the merchant's books, for one payment (a driver
+    that runs every step in one place; the live exchange runs steps 1 and 2, the POS step 3)."""
 
 
 class RefundPorts(Protocol):
@@ -168,7 +184,7 @@ class ConversionPorts(Protocol):
         ...
 
 
-async def screen_and_quote(invoice: Invoice, ports: DirectPorts) -> PaymentQuote | DirectDecline:
+async def screen_and_quote(invoice: Invoice, ports: QuotePorts) -> PaymentQuote | DirectDecline:
     """Limits first (nothing is quoted for a payment the rules refuse), then the quote."""
     code = await ports.screen(invoice)
     if code is not None:
@@ -179,7 +195,7 @@ async def screen_and_quote(invoice: Invoice, ports: DirectPorts) -> PaymentQuote
     return quote
 
 
-async def accept(invoice: Invoice, ports: DirectPorts) -> DirectOutcome:
+async def accept(invoice: Invoice, ports: AcceptPorts) -> DirectOutcome:
     """The holder accepts the open quote: the exchange executes, the merchant books, limits count."""
     payment = await ports.accept(invoice.invoice_id)
     if not payment.ok:
@@ -190,7 +206,7 @@ async def accept(invoice: Invoice, ports: DirectPorts) -> DirectOutcome:
 
 
 async def fall_back(outcome: DirectOutcome, invoice: Invoice, policy: FallbackPolicy,
-                    ports: DirectPorts) -> DirectOutcome:
+                    ports: CardPorts) -> DirectOutcome:
     """A declined payment goes to the card when :func:`falls_back` says so."""
     if outcome.paid_direct or not falls_back(outcome.decline, policy):
         return outcome

@@ -19,7 +19,15 @@ from __future__ import annotations
 
 from services.clock import Clock
 from services.ids import Step, transfer_id
-from services.ledger import Account, AccountFlags, InMemoryLedger, Transfer, TransferFlags, TransferResult
+from services.ledger import (
+    Account,
+    AccountFlags,
+    InMemoryLedger,
+    LedgerRepository,
+    Transfer,
+    TransferFlags,
+    TransferResult,
+)
 from services.messaging import PaymentMessage, Purpose
 from services.money import AssetRegistry
 
@@ -40,8 +48,10 @@ def _acct(merchant_id: str, kind: str, asset: str) -> str:
 class MerchantBooks:
     """The zone merchants' ledger (see the module docstring)."""
 
-    def __init__(self, assets: AssetRegistry, clock: Clock, name: str = "merchants") -> None:
-        self.ledger = InMemoryLedger(assets, clock, name=name)
+    def __init__(self, assets: AssetRegistry, clock: Clock, name: str = "merchants",
+                 ledger: LedgerRepository | None = None) -> None:
+        # ``ledger``: the live exchange service's database ledger (services.api.parties.exchange)
+        self.ledger: LedgerRepository = ledger if ledger is not None else InMemoryLedger(assets, clock, name=name)
         self.name = name
         self._open: set[tuple[str, str]] = set()  # (merchant, asset) with accounts
         self.merchants: set[str] = set()

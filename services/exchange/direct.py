@@ -99,7 +99,9 @@ class DirectPayment:
     fee_kzt: int = 0  # the fee's value at the quote's price
     pit_kzt: int = 0  # PIT withheld
     gain_kzt: int = 0  # the holder's realized gain (a refund: the merchant's)
+    pit_due_kzt: int = 0  # the holder's PIT on the disposal, withheld or to declare
     price_kzt: Decimal = _ZERO
+    proceeds_kzt: int = 0  # the disposal's value for the tax book: the invoice plus the PIT's crypto
 
 
 class DirectDesk:
@@ -248,18 +250,20 @@ class DirectDesk:
         if refusal is not None:
             return self._refused(q, refusal)
         del self._quotes[invoice_id]
-        gain = 0
+        gain = pit_due = 0
         fee_kzt = self._value_kzt(q.fee_minor, q.asset, q.price_kzt)
         if q.asset != ex._stable.code:
             realized = ex.tax.realize(q.holder_id, q.asset, q.quantity_minor + q.pit_minor,
                                       q.amount_kzt + q.pit_kzt, now, invoice_id, withheld=bool(q.pit_minor))
-            gain = realized.gain_kzt
+            gain, pit_due = realized.gain_kzt, realized.pit_kzt
             received = q.quantity_minor - q.fee_minor
             ex.corporate_tax.add_purchase(owner, q.asset, received, q.amount_kzt - fee_kzt)
-        self.pit_withheld_kzt += q.pit_kzt
+        # The crypto withheld covers the PIT (rounded up); the tax book records the PIT itself.
+        pit_withheld = pit_due if q.pit_minor else 0
+        self.pit_withheld_kzt += pit_withheld
         result = DirectPayment(invoice_id, invoice_id, q.holder_id, q.merchant_id, True, SaleReason.NONE, q.asset,
-                               q.quantity_minor, q.fee_minor, q.pit_minor, q.amount_kzt, fee_kzt, q.pit_kzt, gain,
-                               q.price_kzt)
+                               q.quantity_minor, q.fee_minor, q.pit_minor, q.amount_kzt, fee_kzt, pit_withheld, gain,
+                               pit_due, q.price_kzt, q.amount_kzt + q.pit_kzt if q.asset != ex._stable.code else 0)
         self._payments[invoice_id] = result
         return result
 

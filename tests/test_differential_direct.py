@@ -19,6 +19,9 @@ import httpx
 import pytest
 from conftest import SQL_BACKENDS
 from test_differential import START_S, InProcess, LiveDriver, TransferRow, _kzt, _row
+from test_differential import InProcessDirect as FlowsInProcessDirect
+from test_differential import make_direct_seed
+from test_differential import run_direct_sequence as run_flows_direct_sequence
 
 from services.api.parties import PartySeed
 from services.contracts import (
@@ -271,3 +274,50 @@ async def test_both_drivers_leave_the_same_journals_on_the_direct_rail(live_dire
     assert journals_local["merchants"], "the zone merchants booked nothing"
     assert await local.clean() == ({}, [])
     assert await live_direct.clean() == ({}, [])
+
+
+class LiveFlowsDirect(LiveDirect):
+    """The live half of ``tests/test_differential.py``'s direct sequence (its ``DirectDriver``)."""
+
+    async def pay_direct(self, invoice_id: str, holder: str, merchant: str, amount: str,
+                         priority: tuple[str, ...] = ("BTC",)) -> str:
+        answer = await self.direct(invoice_id, holder, merchant, amount, priority)
+        return "paid" if answer.startswith("paid ") else answer.removeprefix("declined ")
+
+    async def refund_direct(self, refund_id: str, invoice_id: str, amount: str) -> str:
+        answer = await self.refund(refund_id, invoice_id, amount)
+        return "refunded" if answer.startswith("refunded ") else answer.removeprefix("refused ")
+
+    async def convert_all(self, merchant: str, asset: str) -> str:
+        answer = await LiveDirect.convert(self, merchant, asset, await self.wallet(merchant, asset))
+        if not answer.startswith("converted "):
+            return answer.removeprefix("refused ")
+        return f"{D(int(answer.rpartition(' ')[2])) / 100:.2f}"
+
+
+class _FlowsLive:
+    """``test_differential.DirectDriver`` over :class:`LiveFlowsDirect` (its ``convert`` sells all)."""
+
+    def __init__(self, driver: LiveFlowsDirect) -> None:
+        self.d = driver
+        self.pay_direct, self.refund_direct = driver.pay_direct, driver.refund_direct
+        self.journals, self.clean = driver.journals, driver.clean
+
+    async def convert(self, merchant: str, asset: str) -> str:
+        return await self.d.convert_all(merchant, asset)
+
+
+@pytest.mark.parametrize("backend", SQL_BACKENDS)
+async def test_the_flows_direct_sequence_leaves_the_same_journals_live(backend: str, tmp_path: Path) -> None:
+    """tests/test_differential.py's direct sequence (written with the in-process driver) through the
+    live exchange too."""
+    local = FlowsInProcessDirect(make_direct_seed())
+    live = LiveFlowsDirect(backend, tmp_path, make_direct_seed())
+    try:
+        answers_local = await run_flows_direct_sequence(local)
+        assert await run_flows_direct_sequence(_FlowsLive(live)) == answers_local
+        journals_local, journals_live = await local.journals(), await live.journals()
+        assert journals_live == journals_local
+        assert await live.clean() == ({}, [])
+    finally:
+        await live.live.close()

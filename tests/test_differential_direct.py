@@ -18,9 +18,8 @@ from typing import Any, ClassVar, Protocol
 import httpx
 import pytest
 from conftest import SQL_BACKENDS
-from test_differential import START_S, InProcess, LiveDriver, TransferRow, _kzt, _row
+from test_differential import START_S, InProcess, LiveDriver, TransferRow, _kzt, _row, make_direct_seed
 from test_differential import InProcessDirect as FlowsInProcessDirect
-from test_differential import make_direct_seed
 from test_differential import run_direct_sequence as run_flows_direct_sequence
 
 from services.api.parties import PartySeed

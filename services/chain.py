@@ -16,6 +16,7 @@ from services import ids
 from services.acquirer import Acquirer, merchant_party
 from services.bank import Bank
 from services.bounded_books import FLUSH_EVERY, BoundedBooks, JournalExport
+from services.chain_direct import DirectRail
 from services.chain_ports import LocalOrphanPorts, LocalPorts
 from services.clock import Clock
 from services.contracts import (
@@ -27,13 +28,14 @@ from services.contracts import (
     MerchantSpec,
     ReasonCode,
     ReconciliationBreak,
+    SaleReason,
     SaleResult,
     Screening,
     SellOrder,
     SettlementReport,
 )
 from services.errors import FlowError, OpeningError
-from services.exchange import Exchange, ExchangeConfig
+from services.exchange import Exchange, ExchangeConfig, SaleQuote
 from services.flows import (
     DEFAULT_TIER_LIMITS_KZT,
     ChainConfig,
@@ -55,7 +57,7 @@ from services.ledger import InMemoryLedger, Transfer, Violation
 from services.messaging import InProcessTransport, PaymentMessage, Purpose
 from services.money import AssetRegistry
 from services.network import Network, PresentmentKind, WindowSummary
-from services.reconciliation import Half, bank_halves, exchange_halves, party_halves, reconcile
+from services.reconciliation import Half, bank_halves, exchange_halves, merchant_halves, party_halves, reconcile
 from services.tax import AuthoritySummary, TaxBook
 
 __all__ = ["CLEAR_SLICE", "DEFAULT_TIER_LIMITS_KZT", "ChainConfig", "InProcessChain"]
@@ -108,12 +110,14 @@ class InProcessChain:
         self.merchants: dict[str, MerchantSpec] = {}
         self._undelivered: dict[str, PaymentMessage] = {}
         self._rebuy_sales: dict[str, SaleResult] = {}
+        self._quotes: dict[str, SaleQuote | SaleReason] = {}  # order id -> the exchange's quote
         self._orphans: set[str] = set()
         self._settled: dict[str, SettlementReport] = {}
         self._deposits_kzt = 0  # tenge that entered the modelled system from outside
         self.orphan_outcomes: Counter[OrphanOutcome] = Counter()
         self._top_ups: list[str] = []  # auto top-up orders of the command being run
         self._ports = LocalPorts(self)
+        self.direct = DirectRail(self)  # CryptoCity's direct rail (services.chain_direct)
         self.settlement_failures: list[str] = []
         self._bounded: BoundedBooks | None = None  # stream_journals(): bounded books
         self._open_parties(exchange_config)
@@ -159,6 +163,7 @@ class InProcessChain:
         if result is not CardResult.OK:
             raise ValueError(f"card {spec.card_id}: {result.value}")
         self.exchange.open_wallet(spec.holder_id, spec.residency, spec.holdings, spec.stablecoin_minor)
+        self.direct.open_holder(spec)
         holder = f"holder:{spec.holder_id}"
         if holder not in self.bank_of:
             self.banks[self.bank_of[self.topology.add_holder(spec.holder_id)]].open_account(holder)
@@ -180,7 +185,9 @@ class InProcessChain:
         self.topology.add_merchant(spec.merchant_id)
         party = merchant_party(spec.merchant_id)
         self.banks[self.bank_of[party]].open_account(party)
-        self.transport.register(party, _no_books)
+        if spec.cryptocity:  # a zone merchant: wallets at the exchange and books of its own
+            self.direct.open_merchant(spec)
+        self.transport.register(party, self.direct.books.handle if spec.cryptocity else _no_books)
         self.merchants[spec.merchant_id] = spec
 
     def set_card_status(self, card_id: str, status: CardStatus) -> CardResult:
@@ -208,8 +215,24 @@ class InProcessChain:
             bounded.ordered(req.auth_id, screening.sell.id)
         return screening
 
+    def quote(self, order: SellOrder) -> None:
+        """The exchange prices a JIT card's order now (:meth:`Exchange.quote`); the :meth:`sell` that
+        follows executes at that price while the books have not moved, and is refused
+        (``quote_expired``, declined 05) once the quote's time-to-live has run out. A stablecoin
+        redemption is 1:1 and needs no quote."""
+        card = self.issuer.card_of_sale(order.id)
+        if card is None or card.funding_mode is FundingMode.STABLECOIN:
+            return
+        if self._bounded is not None:
+            self._bounded.ordered(order.auth_id, order.id)  # forgotten with the payment
+        self._quotes[order.id] = self.exchange.quote(order)
+
+    def drop_quote(self, order_id: str) -> None:
+        self._quotes.pop(order_id, None)
+
     def sell(self, order: SellOrder) -> SaleResult:
-        """The exchange sells (or, for a stablecoin card, redeems) for the issuer's order."""
+        """The exchange sells (or, for a stablecoin card, redeems) for the issuer's order, at its
+        quote when :meth:`quote` priced it."""
         return run_now(sell(order, self._ports))
 
     def pay_proceeds(self, sale: SaleResult) -> bool:
@@ -441,6 +464,7 @@ class InProcessChain:
             out[acquirer.id] = acquirer.ledger.check_invariants()
         for bank in self.banks.values():
             out[bank.id] = bank.ledger.check_invariants()
+        out[self.direct.books.name] = self.direct.check_invariants()
         system: list[Violation] = []
         if not self._undelivered:
             system = tenge_conserved(sum(bank.reserve_kzt() for bank in self.banks.values()), self._deposits_kzt)
@@ -456,6 +480,7 @@ class InProcessChain:
             yield from party_halves(acquirer.id, "acquirer", acquirer.ledger.journal())
         for bank in self.banks.values():
             yield from bank_halves(bank.id, bank.ledger.journal())
+        yield from self.direct.halves()
 
     def reconcile(self) -> list[ReconciliationBreak]:
         in_transit = set(
@@ -531,6 +556,7 @@ class InProcessChain:
         self.issuer.forget_sale(sale_id)
         self._orphans.discard(sale_id)
         self._rebuy_sales.pop(ids.rebuy_id(sale_id), None)
+        self._quotes.pop(sale_id, None)
 
     def _journals(self) -> Iterator[tuple[str, object, Callable[[str, Iterable[Transfer]], Iterator[Half]]]]:
         """(party, ledger, halves of a journal) for every party's books, in the journals' order."""
@@ -541,6 +567,7 @@ class InProcessChain:
             yield acquirer.id, acquirer.ledger, _role_halves("acquirer")
         for bank in self.banks.values():
             yield bank.id, bank.ledger, bank_halves
+        yield self.direct.books.name, self.direct.books.ledger, merchant_halves
 
 
 def _role_halves(role: str) -> Callable[[str, Iterable[Transfer]], Iterator[Half]]:

@@ -14,6 +14,7 @@ from services.contracts import (
     Screening,
     SellOrder,
 )
+from services.exchange import SaleQuote
 from services.flows import OrphanOutcome
 from services.flows.clearing import Resolution
 from services.issuer import AuthState, ClearingCode
@@ -48,7 +49,9 @@ class LocalPorts:
         card = chain.issuer.card_of_sale(order.id)
         if card is not None and card.funding_mode is FundingMode.STABLECOIN:
             return chain.exchange.redeem_stablecoin(order)
-        return chain.exchange.sell(order)
+        quote = chain._quotes.pop(order.id, None)
+        # A quote the exchange could not make (a refusal) leaves the sale priced at execution.
+        return chain.exchange.sell(order, quote=quote if isinstance(quote, SaleQuote) else None)
 
     async def pay_proceeds(self, sale: SaleResult) -> bool:
         return self.chain.pay_proceeds(sale)

@@ -82,6 +82,10 @@ class SaleReason(StrEnum):
     EXCHANGE_SHORT_OF_KZT = "exchange_short_of_kzt"  # the exchange's bank account cannot pay out
     UNKNOWN_SALE = "unknown_sale"  # a re-buy of a sale this exchange never made
     ALREADY_REBOUGHT = "already_rebought"  # the sale was re-bought under another id
+    # The direct rail (services.exchange.direct):
+    UNKNOWN_QUOTE = "unknown_quote"  # no open quote for this invoice (never made, or executed)
+    UNKNOWN_MERCHANT = "unknown_merchant"  # the merchant has no wallets at the exchange
+    REFUND_EXCEEDS_PAYMENT = "refund_exceeds_payment"  # refunds would pass the payment's amount
     # The sale did not reach the exchange, or its answer or proceeds did not come back:
     EXCHANGE_UNAVAILABLE = "exchange_unavailable"  # the exchange did not answer (or its breaker is open)
     CUSTODY_UNAVAILABLE = "custody_unavailable"  # custody did not release the crypto (simulated leg)
@@ -257,7 +261,11 @@ class PaymentChain(Protocol):
     # -- authorization legs, in order --------------------------------------------------------
     def screen(self, req: AuthorizationRequest) -> Screening: ...
 
-    def sell(self, order: SellOrder) -> SaleResult: ...  # exchange + custody
+    def quote(self, order: SellOrder) -> None: ...  # the exchange prices the order now (a TTL runs)
+
+    def drop_quote(self, order_id: str) -> None: ...  # the order never reached execution
+
+    def sell(self, order: SellOrder) -> SaleResult: ...  # exchange + custody, at the quote while firm
 
     def pay_proceeds(self, sale: SaleResult) -> bool: ...  # bank: exchange → issuer, by sale id
 

@@ -14,8 +14,11 @@ from enum import StrEnum
 __all__ = [
     "Step",
     "advice_sale_id",
+    "conversion_id",
+    "direct_refund_id",
     "hold_id",
     "increment_sale_id",
+    "is_conversion",
     "message_of",
     "rebuy_id",
     "sale_id",
@@ -37,6 +40,7 @@ class Step(StrEnum):
     PRESENT = "present"  # a presentment booked by the network or an acquirer (or a refund at the issuer)
     POST = "post"  # the issuer posts (captures) a hold
     VOID = "void"  # the issuer releases a hold
+    DIRECT = "direct"  # the exchange moves a direct payment (or its refund) between two wallets
 
 
 def transfer_id(message_id: str, step: Step) -> str:
@@ -77,3 +81,19 @@ def rebuy_id(sale: str) -> str:
 def hold_id(auth_id: str) -> str:
     """The card's pending hold for an approval."""
     return f"{auth_id}:hold"
+
+
+def conversion_id(merchant_id: str, seq: int) -> str:
+    """A merchant's ``seq``-th conversion of received crypto into tenge (a sale at the exchange whose
+    proceeds message to the merchant's bank account has the same id)."""
+    return f"conv:{merchant_id}:{seq}"
+
+
+def is_conversion(message_id: str) -> bool:
+    """Whether a sale's proceeds go to a merchant (a conversion) rather than to a card."""
+    return message_id.startswith("conv:")
+
+
+def direct_refund_id(invoice_id: str, seq: int) -> str:
+    """The ``seq``-th refund of a direct payment."""
+    return f"{invoice_id}:refund{seq}"

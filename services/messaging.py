@@ -39,6 +39,9 @@ class Purpose(StrEnum):
     SETTLEMENT_IN = "settlement_in"  # a participant with a negative net position → network
     SETTLEMENT_OUT = "settlement_out"  # network → a participant with a positive net position
     MERCHANT_PAYOUT = "merchant_payout"  # acquirer → merchant's bank account
+    CONVERSION = "conversion"  # exchange → merchant's bank account: a direct merchant's crypto sold
+    DIRECT_PAYMENT = "direct_payment"  # holder's wallet → merchant's wallet, on the exchange's books
+    DIRECT_REFUND = "direct_refund"  # merchant's wallet → holder's wallet: a direct payment refunded
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,10 @@ side list of what was meant to happen — groups them by message id, and reports
 * ``amount_differs`` — the sides booked different amounts.
 
 Expected sides by purpose: a payment is booked by the payer, the payer's bank, the payee's bank and
-the payee (merchants and cardholders keep no books, so their side is not expected); a presentment
-(capture, refund, chargeback) by the issuer, the network and the acquirer.
+the payee (cardholders keep no books, nor do merchants on the card rail, so their side is not
+expected); a presentment (capture, refund, chargeback) by the issuer, the network and the acquirer.
+On the direct rail a zone merchant keeps books: a conversion's tenge is a payment booked by all four
+sides, and an on-exchange transfer (a direct payment or its refund) by the exchange and the merchant.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 from services.contracts import ReconciliationBreak
-from services.ids import Step, message_of, step_of
+from services.ids import Step, is_conversion, message_of, step_of
 from services.ledger import Transfer
 from services.messaging import Purpose
 from services.network.presentment import PresentmentKind
@@ -32,6 +34,7 @@ __all__ = [
     "Half",
     "bank_halves",
     "exchange_halves",
+    "merchant_halves",
     "party_halves",
     "reconcile",
 ]
@@ -45,7 +48,13 @@ EXPECTED_SIDES: Mapping[str, frozenset[str]] = {
     Purpose.SETTLEMENT_IN.value: _PAYMENT,
     Purpose.SETTLEMENT_OUT.value: _PAYMENT,
     Purpose.CARD_LOAD.value: _PAYMENT - {"payer"},  # the cardholder keeps no books
-    Purpose.MERCHANT_PAYOUT.value: _PAYMENT - {"payee"},  # nor does the merchant
+    Purpose.MERCHANT_PAYOUT.value: _PAYMENT - {"payee"},  # nor does the merchant (on the card rail)
+    # The direct rail: a zone merchant keeps books of its wallets and conversions (services.merchant).
+    Purpose.CONVERSION.value: _PAYMENT,
+    # On-exchange transfers: the exchange books both wallets (the holder keeps no books), the
+    # merchant its half.
+    Purpose.DIRECT_PAYMENT.value: frozenset({"exchange", "merchant"}),
+    Purpose.DIRECT_REFUND.value: frozenset({"exchange", "merchant"}),
     **{kind.value: _PRESENTMENT for kind in PresentmentKind},
 }
 
@@ -95,9 +104,25 @@ def exchange_halves(party: str, journal: Iterable[Transfer]) -> Iterator[Half]:
     for t in journal:
         step = step_of(t.id)
         if t.code == "payout" and step == Step.PAYOUT:
-            yield Half(message_of(t.id, Step.PAYOUT), Purpose.PROCEEDS.value, "payer", party, t.amount)
+            message = message_of(t.id, Step.PAYOUT)
+            purpose = Purpose.CONVERSION if is_conversion(message) else Purpose.PROCEEDS
+            yield Half(message, purpose.value, "payer", party, t.amount)
         elif t.code == "rebuy" and step == Step.RETURN:
             yield Half(message_of(t.id, Step.RETURN), Purpose.REBUY.value, "payee", party, t.amount)
+        elif step == Step.DIRECT and t.code in _DIRECT_CODES:
+            yield Half(message_of(t.id, Step.DIRECT), t.code, "exchange", party, t.amount)
+
+
+def merchant_halves(party: str, journal: Iterable[Transfer]) -> Iterator[Half]:
+    """The zone merchants' books: ``{id}:recv`` for a direct payment or a conversion's tenge,
+    ``{id}:pay`` for a refund paid back (services.merchant)."""
+    for t in journal:
+        if t.code not in _MERCHANT_CODES:
+            continue
+        step = step_of(t.id)
+        if step == Step.RECV or (step == Step.PAY and t.code == Purpose.DIRECT_REFUND.value):
+            side = "payee" if t.code == Purpose.CONVERSION.value else "merchant"
+            yield Half(t.user_data, t.code, side, party, t.amount)
 
 
 def reconcile(halves: Iterable[Half], in_transit: Collection[str] = ()) -> list[ReconciliationBreak]:
@@ -142,6 +167,8 @@ def reconcile(halves: Iterable[Half], in_transit: Collection[str] = ()) -> list[
 
 
 _PAYMENT_CODES = frozenset(p.value for p in Purpose)
+_DIRECT_CODES = frozenset({Purpose.DIRECT_PAYMENT.value, Purpose.DIRECT_REFUND.value})
+_MERCHANT_CODES = frozenset({Purpose.CONVERSION.value, *_DIRECT_CODES})
 _EXPECTED_CODES = frozenset(EXPECTED_SIDES)
 _BANK_ROLES: dict[str, tuple[str, ...]] = {
     Step.OUT: ("payer_bank",), Step.IN: ("payee_bank",), Step.INTERNAL: ("payer_bank", "payee_bank")}

@@ -55,4 +55,5 @@ def chain_config(scenario: Scenario) -> ChainConfig:
         network_float_kzt=kzt_minor(net.network_float_kzt),
         acquirer_float_kzt=kzt_minor(net.acquirer_float_kzt),
         top_up_below_kzt=kzt_minor(issuer.top_up_below_kzt), top_up_to_kzt=kzt_minor(issuer.top_up_to_kzt),
+        direct_fee_bps=scenario.direct.fee_bps, direct_quote_ttl_s=scenario.direct.quote_ttl_s,
     )

@@ -18,13 +18,17 @@ from typing import Any
 import numpy as np
 import simpy
 
+from services.contracts import FundingMode
 from sim.components.authorization import Payment
 from sim.components.population import Population
 from sim.components.station import Station
 from sim.results import ResultsWriter, legs, payment_events, payments, settlements, timeseries
 from sim.scenario import Scenario
 
-__all__ = ["LEG_COLUMNS", "PAYMENT_COLUMNS", "Metrics", "percentiles"]
+__all__ = ["FUNDING_MODES", "LEG_COLUMNS", "PAYMENT_COLUMNS", "Metrics", "percentiles"]
+
+FUNDING_MODES = (FundingMode.JIT, FundingMode.PREFUNDED, FundingMode.STABLECOIN)
+_MODE_INDEX = {mode: i for i, mode in enumerate(FUNDING_MODES)}
 
 # The column order of the tuples written to ``payments`` (checked against the table by the tests).
 PAYMENT_COLUMNS = (
@@ -86,6 +90,13 @@ class Metrics:
         self.gain_kzt = 0
         self.pit_kzt = 0
         self.settlement_latency_s = array("d")
+        # -- by card rail (funding mode), for summary.json's "rails" -----------------------------
+        self.card_mode = array("b")  # per measured payment, aligned with latency_ms: FUNDING_MODES index
+        self.card_approved = array("b")  # per measured payment: 1 approved
+        self.pit_by_mode = [0] * len(FUNDING_MODES)  # PIT due on the payments' own sales, whole run
+        self.settle_mode = array("b")  # aligned with settlement_latency_s
+        self._mode_of_pid = bytearray()  # payment id -> FUNDING_MODES index + 1
+        self.probe_series: dict[str, array[int]] = {}  # every probe reading, in sampling order
         self.probe_start: dict[str, int] = {}
         self.probe_min: dict[str, int] = {}
         self.probe_max: dict[str, int] = {}
@@ -137,6 +148,7 @@ class Metrics:
             self.gain_kzt += gain
             self.pit_kzt += pit
         card = self.population.cardholders[p.card_index]
+        self._by_mode(p, _MODE_INDEX[card.funding_mode], approved, pit)
         req = p.req
         pid = p.pid
         add_row = self.writer.add_row
@@ -148,15 +160,28 @@ class Metrics:
         ))
         self.writer.add_rows(legs, [(pid, name, wait_s * 1000.0, svc_s * 1000.0) for name, wait_s, svc_s in p.legs])
 
+    def _by_mode(self, p: Payment, mode: int, approved: bool, pit_kzt: int) -> None:
+        """Remember the payment's card rail (its funding mode) for the ``rails`` section."""
+        self.pit_by_mode[mode] += pit_kzt
+        mode_of = self._mode_of_pid
+        if len(mode_of) <= p.pid:
+            mode_of.extend(bytes(p.pid + 1 - len(mode_of)))
+        mode_of[p.pid] = mode + 1
+        if p.measured:
+            self.card_mode.append(mode)
+            self.card_approved.append(1 if approved else 0)
+
     def captured(self, pid: int, t_s: float) -> None:
         self.writer.add_row(payment_events, (pid, "captured", t_s))
 
     def settled(self, items: list[tuple[int, float]], t_s: float, window_id: str,
                 net_positions_kzt: dict[str, int]) -> None:
         self.writer.add_rows(payment_events, [(pid, "settled", t_s) for pid, _ in items])
-        for _, t_auth in items:
+        mode_of = self._mode_of_pid
+        for pid, t_auth in items:
             if self.from_s <= t_auth < self.until_s:
                 self.settlement_latency_s.append(t_s - t_auth)
+                self.settle_mode.append(mode_of[pid] - 1)
         self.writer.add_many(settlements, [
             {"window_id": window_id, "t_s": t_s, "participant": who, "net_kzt_minor": net}
             for who, net in sorted(net_positions_kzt.items())
@@ -180,6 +205,10 @@ class Metrics:
             rows.append((t, "mid_price_kzt", code, price))
         for name, probe in self.probes.items():
             value = probe()
+            series = self.probe_series.get(name)
+            if series is None:
+                series = self.probe_series[name] = array("q")
+            series.append(value)
             self.probe_start.setdefault(name, value)
             if value < self.probe_min.get(name, value + 1):
                 self.probe_min[name] = value

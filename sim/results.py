@@ -17,6 +17,8 @@ The report (``sim.report``) reads these tables; their names and columns are a co
 - ``transfers``: every party's ledger journal at the end of the run (when ``metrics.write_transfers``).
 - ``accounts``: every party's accounts and balances at the end of the run.
 - ``journal_chain``: the hash chain over ``transfers``, batch by batch (:mod:`sim.journal_chain`).
+- ``direct_payments``, ``direct_conversions``, ``direct_holdings``: the direct rail's payments, the zone
+  merchants' conversions and what they still hold at the end (:mod:`sim.components.direct`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ __all__ = [
     "TIMESERIES_METRICS",
     "ResultsWriter",
     "accounts",
+    "direct_conversions",
+    "direct_holdings",
+    "direct_payments",
     "integrity",
     "journal_chain",
     "legs",
@@ -192,6 +197,62 @@ journal_chain = Table(
     Column("digest", String, nullable=False),
 )
 
+# The direct rail (sim/components/direct.py): one row per direct payment, written at the end of the
+# run (a receipt's conversion comes later); amounts in tiyn, crypto as decimal text.
+direct_payments = Table(
+    "direct_payments",
+    metadata,
+    Column("payment_id", Integer, primary_key=True),  # the arrival's id (a fallback's card row shares it)
+    Column("t_arrival_s", Float, nullable=False),
+    Column("t_done_s", Float, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("outcome", String, nullable=False),  # 'paid' | 'declined' | 'card' (fell back to the card)
+    Column("decline", String, nullable=False),  # services.flows.direct.DirectDecline ('' when paid)
+    Column("merchant_id", String, nullable=False),
+    Column("category", String, nullable=False),
+    Column("stablecoin", Boolean, nullable=False),
+    Column("asset", String, nullable=False),
+    Column("quantity_minor", String, nullable=False),
+    Column("amount_kzt_minor", BigInteger, nullable=False),
+    Column("fee_kzt_minor", BigInteger, nullable=False),  # the direct fee's value
+    Column("basis_kzt_minor", BigInteger, nullable=False),  # the merchant's receipt at its value
+    Column("gain_kzt_minor", BigInteger, nullable=False),  # the holder's realized gain
+    Column("pit_due_kzt_minor", BigInteger, nullable=False),
+    Column("pit_withheld_kzt_minor", BigInteger, nullable=False),
+    Column("proceeds_kzt_minor", BigInteger, nullable=False),  # the disposal in the PIT book (0: stablecoin)
+    Column("tenge_at_s", Float, nullable=True),  # its crypto's tenge reached the merchant's bank (NULL: held)
+    Column("refund", String, nullable=False),  # '' | 'refunded' | why a refund was refused
+)
+
+# Every conversion a zone merchant attempted (ok or not); the report and verify read the P&L here.
+direct_conversions = Table(
+    "direct_conversions",
+    metadata,
+    Column("t_s", Float, nullable=False),
+    Column("merchant_id", String, nullable=False),
+    Column("category", String, nullable=False),
+    Column("asset", String, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("reason", String, nullable=False),
+    Column("quantity_minor", String, nullable=False),
+    Column("mid_value_kzt_minor", BigInteger, nullable=False),  # the quantity at the mid price
+    Column("gross_kzt_minor", BigInteger, nullable=False),  # what the book paid (mid − slippage)
+    Column("fee_kzt_minor", BigInteger, nullable=False),  # taker fee (or the redemption fee)
+    Column("net_kzt_minor", BigInteger, nullable=False),  # tenge to the merchant's bank account
+    Column("basis_kzt_minor", BigInteger, nullable=False),  # the receipts' value when received
+    Column("gain_kzt_minor", BigInteger, nullable=False),  # the CIT book's realized gain
+)
+
+# Merchant holdings not converted by the end of the run, at the last mid price.
+direct_holdings = Table(
+    "direct_holdings",
+    metadata,
+    Column("merchant_id", String, nullable=False),
+    Column("asset", String, nullable=False),
+    Column("value_kzt_minor", BigInteger, nullable=False),
+    Column("basis_kzt_minor", BigInteger, nullable=False),
+)
+
 # Capture and settlement happen hours after a payment's row is written; they are appended here as
 # events and folded into ``payments`` once at the end of the run (then the table is emptied).
 payment_events = Table(
@@ -215,6 +276,7 @@ TIMESERIES_METRICS: Final[Mapping[str, str]] = {
     "exchange_cash_kzt": "the exchange's tenge at its bank, in KZT (key '')",
     "issuer_funding_kzt": "the issuer's settlement funding need, in KZT (key '')",
     "stand_in_exposure_kzt": "approved-by-stand-in amount not yet covered by an advice (key '')",
+    "merchant_unrealized_pnl_kzt": "zone merchants' price gain on the crypto they still hold, in KZT (key '')",
 }
 
 

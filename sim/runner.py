@@ -33,6 +33,7 @@ from sim.run_dir import publish, staging_dir
 from sim.scenario import Scenario
 from sim.scenario_load import scenario_sha256
 from sim.summary import build_summary, evaluate_slos, timeline
+from sim.summary_rails import rails_summary, write_direct_rows
 from sim.world import Progress, World, few_collections
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTEGRITY", "EXIT_OK", "EXIT_SLO", "RunResult", "ccsim_version", "simulate",
@@ -118,6 +119,7 @@ def _party_ledgers(world: World) -> Iterator[tuple[str, LedgerRepository]]:
         yield acquirer.id, acquirer.ledger
     for bank in chain.banks.values():
         yield bank.id, bank.ledger
+    yield chain.direct.books.name, chain.direct.books.ledger
 
 
 def _write_transfers(world: World, writer: ResultsWriter) -> None:
@@ -183,6 +185,9 @@ def _simulate_with(
         _write_transfers(world, writer)  # a bounded world streamed them during the run
     body = build_summary(scenario, world.metrics, world.stations, world.chain.tax_summary(),
                          exchange_fees_kzt=_exchange_fees_kzt(world))
+    body["rails"] = rails_summary(scenario, world.metrics, world.direct, body["liquidity"])
+    if world.direct is not None:
+        write_direct_rows(world.direct, writer)
     wall_s = time.perf_counter() - wall0
     sha = scenario_sha256(scenario_text)
     summary: dict[str, Any] = {

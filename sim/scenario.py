@@ -8,15 +8,16 @@ the building blocks (money, distributions) in :mod:`sim.scenario_types`.
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, PlainValidator, field_validator, model_validator
+from pydantic import Field, PlainValidator, field_validator, model_validator
 
-from services.contracts import FundingMode, OrphanPolicy, ReasonCode, TaxPolicy
+from services.contracts import FundingMode, OrphanPolicy, TaxPolicy
 from services.flows.config import fee_rule, tier_rule, top_up_rule
 from services.money import DEFAULT_ASSETS, Asset, AssetRegistry, MoneyError
+from sim.scenario_direct import DirectSpec
+from sim.scenario_slo import SERVICE_NAMES, Slo, SloText, slo_metric_paths
 from sim.scenario_types import (
     AmountDist,
     Bps,
@@ -47,7 +48,6 @@ __all__ = [
     "slo_metric_paths",
 ]
 
-SERVICE_NAMES: Final = ("acquirer", "network", "issuer", "exchange", "custody", "bank")
 
 
 # -- market ----------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ class MerchantsSpec(Model):
     categories: dict[str, CategorySpec] = Field(
         default_factory=_default_categories, min_length=1, description="merchant categories by name")
     cryptocity_share: Share = Field(
-        0.3, description="share of merchants inside the CryptoCity pilot zone (a flag; no direct-pay flow)")
+        0.3, description="share of merchants inside the CryptoCity pilot zone (direct: their payments may go direct)")
     acquirers: dict[str, Pos] = Field(
         default_factory=lambda: {"acq-1": 0.5, "acq-2": 0.3, "acq-3": 0.2}, min_length=1,
         description="acquirer ids and the relative share of merchants each serves",
@@ -497,65 +497,6 @@ class MetricsSpec(Model):
         True, description="copy every party's ledger journal into results.db (streamed in batches during the run)")
 
 
-# -- SLOs ------------------------------------------------------------------------------------
-_SLO_RE: Final = re.compile(r"^\s*([a-z0-9_]+(?:\.[a-z0-9_]+)*)\s*(<=|>=|<|>)\s*(-?[0-9]+(?:\.[0-9]+)?)\s*$")
-
-
-def slo_metric_paths() -> frozenset[str]:
-    """The numeric paths of ``summary.json`` an SLO may name: every figure of the run's outcome
-    (tests/test_slo_paths.py fails when the summary gains one that is neither here nor declared a
-    description of the run's set-up)."""
-    paths = {f"auth_latency_ms.{p}" for p in ("mean", "p50", "p90", "p99", "p999", "max")}
-    paths |= {"deadline_miss_rate", "payments.approval_rate", "payments.stand_in", "payments.advices_applied",
-              "payments.orphaned_sales", "payments.orphaned_sales_funding_stand_in",
-              "payments.orphaned_sales_unbacked", "payments.stand_in_approved_kzt",
-              "payments.attempted", "payments.measured", "payments.approved"}
-    paths |= {f"payments.declined.{code.value}" for code in ReasonCode if code is not ReasonCode.APPROVED}
-    for svc in SERVICE_NAMES:
-        for m in ("mean_wait_ms", "p99_wait_ms", "mean_service_ms", "utilization", "mean_queue_len",
-                  "served", "timeouts", "failed_calls"):
-            paths.add(f"legs.{svc}.{m}")
-    paths |= {"throughput.approved_per_s_mean", "throughput.approved_per_s_peak"}
-    paths |= {f"settlement_latency_s.{p}" for p in ("p50", "p99", "max")}
-    paths |= {f"clearing.{k}" for k in ("captured", "capture_failed", "reversals", "refunds", "refund_failed",
-                                        "chargebacks", "settlement_windows")}
-    paths |= {"market.slippage_bps_mean", "market.fees_kzt", "market.payment_sale_fees_kzt"}
-    paths |= {"liquidity.exchange_peak_prefund_kzt", "liquidity.issuer_peak_prefund_kzt",
-              "liquidity.stand_in_exposure_peak_kzt"}
-    paths |= {f"tax.{k}" for k in ("sales", "proceeds_kzt", "realized_gain_kzt", "realized_loss_kzt", "net_gain_kzt",
-                                   "pit_due_kzt", "pit_withheld_kzt", "pit_declared_kzt", "tax_gap_kzt")}
-    paths |= {f"tax.pit_due_by_residency_kzt.{r}" for r in ("resident", "non_resident")}
-    return frozenset(paths)
-
-
-class Slo(Model):
-    text: str
-    metric: str
-    op: Literal["<", "<=", ">", ">="]
-    threshold: float
-
-    @classmethod
-    def parse(cls, text: str) -> Slo:
-        m = _SLO_RE.match(text)
-        if m is None:
-            raise ValueError(f"SLO {text!r} is not 'metric.path OP number' (OP one of < <= > >=)")
-        metric, op, threshold = m.group(1), m.group(2), float(m.group(3))
-        if metric not in slo_metric_paths():
-            raise ValueError(f"SLO {text!r}: unknown metric {metric!r}")
-        return cls(text=f"{metric} {op} {m.group(3)}", metric=metric, op=op, threshold=threshold)
-
-    def holds(self, value: float) -> bool:
-        return {"<": value < self.threshold, "<=": value <= self.threshold,
-                ">": value > self.threshold, ">=": value >= self.threshold}[self.op]
-
-
-def _slo_text(text: str) -> str:
-    return Slo.parse(text).text
-
-
-SloText = Annotated[str, AfterValidator(_slo_text)]
-
-
 # -- the scenario ----------------------------------------------------------------------------
 class AssetSpec(Model):
     """An asset added to the built-in registry (KZT, BTC, ETH, USDT, KZTE)."""
@@ -587,6 +528,7 @@ class Scenario(Model):
     settlement: SettlementSpec = Field(SettlementSpec(), description="settlement windows")
     disputes: DisputesSpec = Field(DisputesSpec(), description="refunds and chargebacks")
     tax: TaxSpec = Field(TaxSpec(), description="personal income tax on sales")
+    direct: DirectSpec = Field(DirectSpec(), description="CryptoCity's direct rail (off while share is 0)")
     metrics: MetricsSpec = Field(MetricsSpec(), description="what is recorded")
     slos: tuple[SloText, ...] = Field(
         (), description="service-level objectives 'metric.path OP number'; a breach makes ccsim run exit 3")
@@ -623,6 +565,10 @@ class Scenario(Model):
         for tier in holder.kyc_tiers:
             if tier not in self.issuer.tiers:
                 raise ValueError(f"population.cardholders.kyc_tiers: tier {tier!r} has no issuer.tiers entry")
+        for segment in self.direct.segments:
+            if segment not in merchants.categories:
+                raise ValueError(f"direct.segments: unknown segment {segment!r}; the segments are the merchant "
+                                 f"categories: {', '.join(merchants.categories)}")
         return self
 
     def registry(self) -> AssetRegistry:

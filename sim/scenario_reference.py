@@ -37,7 +37,7 @@ RULES: Final[dict[tuple[str, str], str]] = {
     "`population.cardholders.holdings` is in the registry and every holding and `asset_priority` asset has a "
     "`market.assets` entry; `exchange.stablecoin_asset` is a known asset without a market entry; at least as "
     "many merchants as categories; every KYC tier in `population.cardholders.kyc_tiers` has an `issuer.tiers` "
-    "entry; added `assets` do not clash with built-in ones",
+    "entry; added `assets` do not clash with built-in ones; every `direct.segments` key is a merchant category",
     ("BookSpec", "_positive_prices"): "the deepest level's price stays positive: "
     "`spread_bps + 2 × level_step_bps × (levels − 1) < 20000`",
     ("LotSpec", "_ordered"): "`count_min ≤ count_max`",
@@ -48,10 +48,13 @@ RULES: Final[dict[tuple[str, str], str]] = {
     ("ClearingSpec", "_ordered"): "`delay_min_s ≤ delay_max_s` and `partial_rate + over_capture_rate ≤ 1`",
     ("UniformTime", "_ordered"): "`min_ms ≤ max_ms`",
     ("UniformAmount", "_ordered"): "`min_kzt ≤ max_kzt`",
+    ("DirectAssets", "_sum_to_one"): "`crypto + stablecoin = 1`",
+    ("ConversionSpec", "_threshold"): "policy `threshold` needs `threshold_kzt > 0`",
 }
 
 # What a key of a mapping of objects stands for, by the mapping's field name.
 _KEY_NAMES: Final = {"assets": "asset", "holdings": "asset", "categories": "category", "tiers": "tier",
+                     "segments": "category",
                      "ServicesSpec": "service"}
 
 # Units of fields whose names do not end in a unit suffix.

@@ -108,11 +108,12 @@ def build_summary(scenario: Scenario, metrics: Metrics, stations: dict[str, Any]
 
 
 def lookup(summary: dict[str, Any], path: str) -> float:
-    """The number at a dotted path of the summary (KZT strings are read as numbers). A decline
-    reason the run never gave is absent from ``payments.declined`` and reads as 0."""
+    """The number at a dotted path of the summary (KZT strings are read as numbers). A figure the
+    run never produced — a decline reason it never gave, a rail it did not use — is absent and
+    reads as 0 (the path itself was checked against :func:`sim.scenario.slo_metric_paths`)."""
     node: Any = summary
     for part in path.split("."):
-        if part not in node and path.startswith("payments.declined."):
+        if not isinstance(node, dict) or part not in node:
             return 0.0
         node = node[part]
     if node is None:

@@ -30,6 +30,8 @@ from urllib.parse import quote
 from sim.journal_chain import GENESIS, journal_chain
 from sim.run_dir import RunDirError, check_run_dir
 from sim.verify_ledger import replay_ledgers
+from sim.verify_rails import check_rails, direct_tax
+from sim.verify_rails import percentile as _percentile
 
 __all__ = ["NOT_RECOMPUTED", "Verification", "verify_run"]
 
@@ -66,16 +68,6 @@ class Verification:
         lines.append("recorded, not recomputable from results.db: " + ", ".join(NOT_RECOMPUTED))
         lines.append("verdict: " + ("every recomputed figure equals summary.json" if self.ok else "FAILED"))
         return "\n".join(lines)
-
-
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (the usual definition, numpy's default)."""
-    if not sorted_values:
-        return 0.0
-    rank = (len(sorted_values) - 1) * q / 100.0
-    lo = math.floor(rank)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (rank - lo)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -196,10 +188,15 @@ def _money(c: _Checker, db: sqlite3.Connection) -> None:
         return sum(int(a) for (a,) in db.execute(sql))
     fees = total("credit_account_id = 'fees:KZT'") - total("debit_account_id = 'fees:KZT'")
     c.check("market.fees_kzt", _kzt(fees))
-    c.check("tax.sales", _one(db, "SELECT COUNT(*) FROM transfers WHERE party = 'exchange' AND code = 'sale' "
-                                  "AND debit_account_id LIKE 'wallet:%'"))
-    c.check("tax.proceeds_kzt", _kzt(total("debit_account_id = 'mm:KZT' AND code IN ('fee', 'pit', 'payout')")))
-    c.check("tax.pit_withheld_kzt", _kzt(total("credit_account_id = 'tax_withheld:KZT'")))
+    # The PIT book: the cardholders' sales, and their disposals on the direct rail; a zone merchant's
+    # conversion (wallet:merchant:…, conv:…) is a company's, in the CIT book instead.
+    direct_sales, direct_proceeds, direct_withheld = direct_tax(db)
+    c.check("tax.sales", direct_sales + _one(db, "SELECT COUNT(*) FROM transfers WHERE party = 'exchange' AND "
+                                            "code = 'sale' AND debit_account_id LIKE 'wallet:%' AND "
+                                            "debit_account_id NOT LIKE 'wallet:merchant:%'"))
+    c.check("tax.proceeds_kzt", _kzt(direct_proceeds + total(
+        "debit_account_id = 'mm:KZT' AND code IN ('fee', 'pit', 'payout') AND transfer_id NOT LIKE 'conv:%'")))
+    c.check("tax.pit_withheld_kzt", _kzt(direct_withheld + total("credit_account_id = 'tax_withheld:KZT'")))
     tax = c.recorded("tax")
     if isinstance(tax, dict) and "pit_due_kzt" in tax:  # the identities the tax figures must satisfy
         by_residency = sum(Decimal(v) for v in tax.get("pit_due_by_residency_kzt", {}).values())
@@ -297,6 +294,7 @@ def verify_run(run_dir: Path, label: str | None = None) -> Verification:
         _legs(c, db, lo, hi)
         _money(c, db)
         _journal(c, db)
+        check_rails(c, db, lo, hi)
         _slos(c)
     finally:
         db.close()

@@ -37,6 +37,10 @@ _PRESENTMENT: Final = frozenset({"issuer", "network", "acquirer"})
 _SIDES: Final = {
     "proceeds": _PAYMENT, "rebuy": _PAYMENT, "settlement_in": _PAYMENT, "settlement_out": _PAYMENT,
     "card_load": _PAYMENT - {"payer"}, "merchant_payout": _PAYMENT - {"payee"},
+    # The direct rail: a conversion's tenge reaches a zone merchant that keeps books; an on-exchange
+    # transfer is booked by the exchange (both wallets) and the merchant.
+    "conversion": _PAYMENT, "direct_payment": frozenset({"exchange", "merchant"}),
+    "direct_refund": frozenset({"exchange", "merchant"}),
 }
 _PRESENTMENT_CODES: Final = frozenset({"capture", "refund", "chargeback"})
 
@@ -214,9 +218,18 @@ def _halves(kind: str, t: _T) -> Iterator[tuple[str, str, str, int]]:
     role = tid.rpartition(":")[2]
     if kind == "exchange":
         if code == "payout" and role == "payout":
-            yield tid.removesuffix(":payout"), "proceeds", "payer", amount
+            message = tid.removesuffix(":payout")
+            yield message, "conversion" if message.startswith("conv:") else "proceeds", "payer", amount
         elif code == "rebuy" and role == "return":
             yield tid.removesuffix(":return"), "rebuy", "payee", amount
+        elif code in ("direct_payment", "direct_refund") and role == "direct":
+            yield tid.removesuffix(":direct"), code, "exchange", amount
+        return
+    if kind == "merchants":  # the zone merchants' books (the direct rail)
+        if code == "conversion" and role == "recv":
+            yield user, code, "payee", amount
+        elif (code, role) in (("direct_payment", "recv"), ("direct_refund", "pay")):
+            yield user, code, "merchant", amount
         return
     if kind == "bank":
         if code in _SIDES:

@@ -27,13 +27,14 @@ from services.ledger import Transfer
 from sim.components.arrivals import Arrivals
 from sim.components.authorization import AuthorizationPath, Payment
 from sim.components.clearing import AfterAuthorization
+from sim.components.direct import DirectPath, stable_wallets
 from sim.components.market import Market
 from sim.components.population import build_population
 from sim.components.station import Station
 from sim.distributions import time_sampler
 from sim.domain import chain_config
 from sim.metrics import Metrics
-from sim.results import ResultsWriter, transfers
+from sim.results import ResultsWriter, legs, transfers
 from sim.rng import Streams
 from sim.scenario import SERVICE_NAMES, Scenario
 
@@ -81,6 +82,8 @@ class World:
         self.market = Market(env, scenario.market, self.chain, self.streams)
         self.population = build_population(scenario, self.streams)
         cardholders = self.population.cardholders
+        if scenario.direct.enabled and scenario.direct.assets.stablecoin > 0:
+            stable_wallets(scenario, self.streams, cardholders)
         for i, holder in enumerate(cardholders):
             self.chain.open_cardholder(holder)
             if bounded:
@@ -102,22 +105,41 @@ class World:
                 env, name, spec, sample=time_sampler(spec.service_time, self.streams[f"latency.{name}"]),
                 sample_return=ret, window_s=window,
             )
-        self.metrics = Metrics(
-            env, scenario, self.population, stations=self.stations, writer=writer,
-            probes={
-                "exchange_cash_kzt": self.chain.exchange_kzt_cash,
-                "issuer_funding_kzt": self.chain.issuer_funding_kzt,
-                "stand_in_exposure_kzt": self.chain.stand_in_exposure_kzt,
-            },
-            prices=self.market.mid_prices,
-        )
+        probes = {
+            "exchange_cash_kzt": self.chain.exchange_kzt_cash,
+            "issuer_funding_kzt": self.chain.issuer_funding_kzt,
+            "stand_in_exposure_kzt": self.chain.stand_in_exposure_kzt,
+        }
+        self.direct: DirectPath | None = None
+        if scenario.direct.enabled:
+            self.direct = DirectPath(env, self.chain, scenario, self.population, stations=self.stations,
+                                     streams=self.streams, start_card=self._start_card, write_legs=self._direct_legs)
+            probes["merchant_unrealized_pnl_kzt"] = self.direct.unrealized_kzt
+        self.metrics = Metrics(env, scenario, self.population, stations=self.stations, writer=writer,
+                               probes=probes, prices=self.market.mid_prices)
         self.after = AfterAuthorization(env, self.chain, scenario=scenario, rng=self.streams["clearing"],
                                         bank=self.stations["bank"], on_captured=self.metrics.captured,
                                         on_settled=self._settled, on_done=self._clearing_done if bounded else None)
         self.path = AuthorizationPath(env, self.chain, self.stations, scenario.network.deadline_ms / 1000.0,
                                       self._payment_done, on_closed=self._authorization_closed if bounded else None)
-        self.arrivals = Arrivals(env, scenario, self.population, self.streams, self.path.start)
+        self.arrivals = Arrivals(env, scenario, self.population, self.streams,
+                                 self.path.start if self.direct is None else self._route)
         self.settlement_reports: list[SettlementReport] = []
+
+    def _route(self, p: Payment) -> None:
+        """A payment to a zone merchant may take the direct rail (``direct.share``)."""
+        direct = self.direct
+        if direct is not None and direct.takes(p):
+            direct.start(p)
+        else:
+            self.path.start(p)
+
+    def _direct_legs(self, leg_id: int, log: list[tuple[str, float, float]]) -> None:
+        self.writer.add_rows(legs, [(leg_id, name, wait_s * 1000.0, svc_s * 1000.0) for name, wait_s, svc_s in log])
+
+    def _start_card(self, p: Payment) -> None:
+        """A direct payment that falls back to the card (the card's request, same arrival)."""
+        self.path.start(p)
 
     def _payment_done(self, p: Payment) -> None:
         self.metrics.payment_done(p)
@@ -156,12 +178,14 @@ class World:
         self.market.start()
         self.after.start()
         self.arrivals.start()
+        if self.direct is not None:
+            self.env.process(self.direct.end_of_day())
         self.env.process(self.metrics.sampler())
         if progress is not None:
             self.env.process(self._progress(progress))
         self.env.run(until=sc.duration_s)
         limit = sc.duration_s + DRAIN_LIMIT_S
-        while self.path.in_flight and self.env.now < limit:
+        while (self.path.in_flight or (self.direct is not None and self.direct.in_flight)) and self.env.now < limit:
             self.env.run(until=min(limit, self.env.now + 1.0))
         self.path.flush_deferred()
         if sc.settlement.settle_at_end:

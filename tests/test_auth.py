@@ -164,6 +164,10 @@ async def test_an_unsigned_call_is_refused_before_its_body_is_read(live: Live) -
     ("pos", "http://bank/v1/inbox/bank-1", PAYOUT, "k-payout"),  # F2: only a party service posts messages
     ("market", "http://network/v1/payments", pay_body("p-market"), "k-pm"),
     ("pos", "http://issuer/v1/ledger/invariants", None, ""),  # the books are the gateway's and operator's
+    ("issuer", "http://exchange/v1/direct/payments", {"invoice_id": "d1"}, "k-dp"),  # the POS accepts a quote
+    ("market", "http://exchange/v1/direct/conversions", {"merchant_id": "m1", "asset": "BTC", "quantity": "1"},
+     "k-dc"),  # a merchant's conversion is its POS's or the operator's
+    ("pos", "http://exchange/v1/direct/merchants/m1", None, ""),  # the merchants' books: gateway and operator
 ])
 async def test_a_role_that_may_not_call_a_route_is_refused_403(live: Live, who: str, url: str, body: Any,
                                                                key: str) -> None:

@@ -38,6 +38,7 @@ from services.contracts import (
     OrphanPolicy,
     Residency,
 )
+from services.exchange import Invoice
 from services.flows import ChainConfig
 from services.ledger import Transfer
 from services.money import D
@@ -338,3 +339,84 @@ async def test_both_drivers_leave_the_same_journals(live_driver: LiveDriver) -> 
     assert await live_driver.clean() == ({}, [])
     chain = local.chain
     assert (chain.orphans_rebought, chain.orphans_kept, chain.orphans_funded) == (1, 1, 1)
+
+
+# -- the direct rail (CryptoCity) -----------------------------------------------------------------
+# The in-process side of the direct rail's differential test: the same sequence will be driven
+# through the live exchange's quote-and-transfer routes once they exist (a LiveDriver with these
+# methods), and both must leave the same journals, the zone merchants' books included.
+
+def make_direct_seed() -> PartySeed:
+    seed = make_seed()
+    return PartySeed(config=seed.config, prices_kzt=seed.prices_kzt, cardholders=seed.cardholders,
+                     merchants=(*seed.merchants, MerchantSpec("z1", "acq-1", "food", cryptocity=True)),
+                     deadline_ms=seed.deadline_ms)
+
+
+class DirectDriver(Protocol):
+    async def pay_direct(self, invoice_id: str, holder: str, merchant: str, amount: str,
+                         priority: tuple[str, ...] = ("BTC",)) -> str:
+        """``paid``, or the decline (services.flows.direct.DirectDecline)."""
+        ...
+
+    async def refund_direct(self, refund_id: str, invoice_id: str, amount: str) -> str: ...
+
+    async def convert(self, merchant: str, asset: str) -> str:
+        """Sell everything the merchant holds in ``asset``: the tenge net, or the refusal."""
+        ...
+
+    async def journals(self) -> dict[str, list[TransferRow]]: ...
+
+    async def clean(self) -> tuple[dict[str, list[str]], list[Any]]: ...
+
+
+class InProcessDirect(InProcess):
+    """``ccsim run``'s driver of the direct rail (services.chain_direct)."""
+
+    async def pay_direct(self, invoice_id: str, holder: str, merchant: str, amount: str,
+                         priority: tuple[str, ...] = ("BTC",)) -> str:
+        invoice = Invoice(invoice_id, holder, merchant, _kzt(amount), priority)
+        outcome = self.chain.direct.pay(invoice)
+        return "paid" if outcome.paid_direct else outcome.decline.value
+
+    async def refund_direct(self, refund_id: str, invoice_id: str, amount: str) -> str:
+        refund = self.chain.direct.refund(refund_id, invoice_id, _kzt(amount))
+        return "refunded" if refund.ok else refund.reason.value
+
+    async def convert(self, merchant: str, asset: str) -> str:
+        held = self.chain.direct.desk.wallet_minor(merchant, asset)
+        sale = self.chain.direct.convert(merchant, asset, held)
+        return f"{D(sale.net_kzt) / 100:.2f}" if sale.ok else sale.reason.value
+
+    async def journals(self) -> dict[str, list[TransferRow]]:
+        out = await super().journals()
+        books = self.chain.direct.books
+        out[books.name] = sorted(_row(t) for t in books.ledger.journal())
+        return out
+
+
+async def run_direct_sequence(d: DirectDriver) -> list[Any]:
+    """A direct payment, its limits and its failure, a partial refund, a conversion, and a refund
+    the merchant can no longer make in crypto."""
+    return [
+        await d.pay_direct("d1", "h1", "z1", "45000.00"),  # 0.001 BTC at 45,000,000 KZT/BTC
+        await d.pay_direct("d2", "h3", "z1", "250000.00", ("ETH", "BTC")),  # basic tier: over its limit
+        await d.pay_direct("d3", "h1", "z1", "50000.00", ("ETH",)),  # h1 holds no ETH
+        await d.refund_direct("d1:refund1", "d1", "15000.00"),  # a third of the quantity back
+        await d.convert("z1", "BTC"),
+        await d.refund_direct("d1:refund2", "d1", "15000.00"),  # converted: no crypto left to give back
+    ]
+
+
+async def test_the_in_process_driver_runs_the_direct_sequence() -> None:
+    local = InProcessDirect(make_direct_seed())
+    answers = await run_direct_sequence(local)
+    assert answers[:4] == ["paid", "exceeds_amount_limit", "insufficient_balance", "refunded"]
+    assert answers[5] == "insufficient_crypto"
+    assert D(answers[4]) > 0
+    journals = await local.journals()
+    assert [row[0] for row in journals["merchants"]] == sorted(
+        ["conv:z1:1:sold", "conv:z1:1:recv", "d1:recv", "d1:refund1:pay"])
+    exchange = {row[0]: row for row in journals["exchange"]}
+    assert exchange["d1:direct"][3] == 100_000 and exchange["d1:refund1:direct"][3] == 33_333
+    assert await local.clean() == ({}, [])

@@ -60,6 +60,9 @@ async def test_scenarios_lists_every_file_with_its_knobs(client: httpx.AsyncClie
     assert outage["valid"] and outage["deadline_ms"] == 3000
     assert outage["exchange_outage"] == {"start_s": 43200, "duration_s": 1200}
     assert by_name["jit"]["exchange_outage"] is None
+    for name in ("cryptocity_direct", "cryptocity_direct_crash"):  # the direct rail's scenarios are offered
+        assert by_name[name]["valid"] and by_name[name]["direct_share"] > 0, by_name[name]
+    assert by_name["jit"]["direct_share"] == 0
 
 
 async def test_run_starts_progresses_finishes_and_serves_its_report(client: httpx.AsyncClient) -> None:

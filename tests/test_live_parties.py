@@ -147,9 +147,10 @@ class Live:
     @staticmethod
     def ledgers_of(app: FastAPI) -> list[Any]:
         st = app.state
-        for name, attr in (("exchange_service", "sql_ledger"), ("issuer_service", "sql_ledger")):
-            if hasattr(st, name):
-                return [getattr(getattr(st, name), attr)]
+        if hasattr(st, "exchange_service"):  # the exchange's books and the zone merchants' (direct rail)
+            return [st.exchange_service.sql_ledger, st.exchange_service.merchants_sql]
+        if hasattr(st, "issuer_service"):
+            return [st.issuer_service.sql_ledger]
         if hasattr(st, "network_service"):
             return list(st.network_service.ledgers)
         return list(st.bank_service.ledgers.values())

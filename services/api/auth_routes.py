@@ -58,6 +58,11 @@ ROUTE_ROLES: Final[tuple[RouteRule, ...]] = tuple([
     *_rules("POST", frozenset({"issuer"}), "/v1/sells"),
     *_rules("GET", frozenset({"issuer", "operator"}), "/v1/sells/{sale_id}"),
     *_rules("GET", _READERS, "/v1/tax/statements/{holder_id}"),
+    # exchange: CryptoCity's direct rail (the POS plays the merchant's terminal and the holder's app)
+    *_rules("POST", frozenset({"pos"}), "/v1/direct/quotes", "/v1/direct/payments", "/v1/direct/refunds"),
+    *_rules("POST", frozenset({"pos", "operator"}), "/v1/direct/conversions"),
+    *_rules("GET", frozenset({"pos", "operator", "gateway"}), "/v1/direct/payments/{invoice_id}"),
+    *_rules("GET", _READERS, "/v1/direct/merchants/{merchant_id}"),
     # issuer
     *_rules("POST", _OPS, "/v1/cards", "/v1/holds/expire"),
     *_rules("GET", frozenset({"operator", "network"}), "/v1/cards/{card_id}"),

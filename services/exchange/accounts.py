@@ -20,9 +20,12 @@ __all__ = [
     "TAX_WITHHELD_KZT",
     "asset_accounts",
     "custody",
+    "direct_accounts",
+    "fees",
     "house_accounts",
     "mm",
     "redeemed",
+    "tax_withheld",
     "wallet",
     "wallet_account",
 ]
@@ -84,3 +87,21 @@ def asset_accounts(asset: str) -> list[Account]:
 
 def wallet_account(holder_id: str, asset: str) -> Account:
     return Account(wallet(holder_id, asset), asset, owner=holder_id, kind="wallet", flags=_DNEC)
+
+
+def fees(asset: str) -> str:
+    """The exchange's fee income in ``asset`` (a direct payment's fee, taken from the merchant)."""
+    return f"fees:{asset}"
+
+
+def tax_withheld(asset: str) -> str:
+    """PIT withheld in ``asset`` from a direct payer, owed to the tax authority (in tenge, once sold)."""
+    return f"tax_withheld:{asset}"
+
+
+def direct_accounts(asset: str) -> list[Account]:
+    """The direct rail's house accounts in one asset (opened with the first zone merchant)."""
+    return [
+        Account(fees(asset), asset, owner="exchange", kind="fees", flags=_DNEC),
+        Account(tax_withheld(asset), asset, owner="tax_authority", kind="tax_withheld", flags=_DNEC),
+    ]

@@ -21,6 +21,7 @@ from services.contracts import Holding, Lot, Residency, SaleLeg, SaleResult, Sel
 from services.exchange import accounts as acc
 from services.exchange.config import ExchangeConfig, SaleReason
 from services.exchange.order_book import OrderBook, Quote, fee_for_gross, gross_for_net
+from services.exchange.quotes import expired, expires_at
 from services.ids import Step, transfer_id
 from services.ledger import (
     LedgerRepository,
@@ -31,7 +32,7 @@ from services.ledger import (
     linked,
 )
 from services.money import AssetRegistry, D, convert_ceil, convert_floor
-from services.tax import TaxBook
+from services.tax import CIT_RATES, TaxBook
 
 __all__ = ["Exchange", "PlannedLeg", "SaleQuote"]
 
@@ -69,13 +70,16 @@ class Exchange:
 
     def __init__(
         self, ledger: LedgerRepository, assets: AssetRegistry, clock: Clock,
-        config: ExchangeConfig, tax: TaxBook,
+        config: ExchangeConfig, tax: TaxBook, *, corporate_tax: TaxBook | None = None,
     ) -> None:
         self.ledger = ledger
         self.assets = assets
         self.clock = clock
         self.config = config
-        self.tax = tax
+        self.tax = tax  # individuals: PIT (seed §2.1.2, §2.2)
+        # Legal entities (the zone merchants' wallets): their gains count toward CIT, never withheld.
+        self.corporate_tax = corporate_tax or TaxBook(tax.method, CIT_RATES, assets=assets)
+        self._corporate: set[str] = set()
         self._kzt = assets.get("KZT")
         self._stable = assets.get(config.stablecoin_code)
         self._books = {code: OrderBook(assets.get(code), cfg, self._kzt)
@@ -108,11 +112,14 @@ class Exchange:
 
     def open_wallet(
         self, holder_id: str, residency: Residency, holdings: tuple[Holding, ...] = (),
-        stablecoin_minor: int = 0,
+        stablecoin_minor: int = 0, *, corporate: bool = False,
     ) -> None:
-        """Open the holder's wallets and deposit their holdings (custody → wallet). Idempotent."""
+        """Open the holder's wallets and deposit their holdings (custody → wallet). Idempotent.
+        ``corporate``: a legal entity's wallets (a zone merchant), taxed in :attr:`corporate_tax`."""
         if holder_id in self._holders:
             return
+        if corporate:
+            self._corporate.add(holder_id)
         deposits: dict[str, int] = {}
         for holding in holdings:
             self.assets.get(holding.asset)  # an unknown asset is a programmer error: raises
@@ -136,10 +143,11 @@ class Exchange:
         ]
         if transfers:
             self._book_or_fail(linked(transfers))
-        self.tax.register_holder(holder_id, residency)
+        tax = self.tax_of(holder_id)
+        tax.register_holder(holder_id, residency)
         for holding in holdings:
             if holding.asset != self._stable.code:
-                self.tax.add_lots(holder_id, residency, holding.asset, holding.lots)
+                tax.add_lots(holder_id, residency, holding.asset, holding.lots)
         for code, wallet in zip(codes, wallets, strict=True):
             self._wallet_ids.setdefault(code, []).append(wallet.id)  # the account's own id string
             self._inventory_minor.setdefault(code, 0)
@@ -199,6 +207,13 @@ class Exchange:
     def is_halted(self, asset: str) -> bool:
         return asset in self._halted
 
+    def tax_of(self, holder_id: str) -> TaxBook:
+        """The tax book of a wallet's owner: PIT for individuals, CIT for a zone merchant."""
+        return self.corporate_tax if holder_id in self._corporate else self.tax
+
+    def has_wallet(self, holder_id: str) -> bool:
+        return holder_id in self._holders
+
     # -- selling -----------------------------------------------------------------------------
     def quote(self, order: SellOrder) -> SaleQuote | SaleReason:
         """Price ``order`` now without executing it (nothing booked, no depth, no lot consumed)."""
@@ -219,7 +234,7 @@ class Exchange:
         if quote is not None:
             if quote.order_id != order.id:
                 raise ValueError(f"quote for {quote.order_id!r} presented with order {order.id!r}")
-            if now > quote.expires_at_s:
+            if expired(quote.expires_at_s, now):
                 return _refused(order, SaleReason.QUOTE_EXPIRED)
             plan = quote if self._still_firm(order, quote) else self._plan(order, now)
         else:
@@ -260,8 +275,8 @@ class Exchange:
             remaining -= leg.net_kzt
         if remaining > 0:
             return SaleReason.HALTED if halted else SaleReason.INSUFFICIENT_CRYPTO
-        ttl_s = order.quote_ttl_s if order.quote_ttl_s > 0 else self.config.quote_ttl_s
-        return SaleQuote(order.id, tuple(legs), sum(leg.net_kzt for leg in legs), now, now + ttl_s)
+        return SaleQuote(order.id, tuple(legs), sum(leg.net_kzt for leg in legs), now,
+                         expires_at(now, order.quote_ttl_s, self.config.quote_ttl_s))
 
     def _plan_leg(
         self, holder_id: str, asset: str, need_kzt: int, held: int
@@ -280,7 +295,7 @@ class Exchange:
                     return quote
             assert not isinstance(quote, SaleReason)
             pit = 0
-            if self._withhold:
+            if self._withhold and holder_id not in self._corporate:
                 preview = self.tax.preview(holder_id, asset, quote.quantity_minor, quote.gross_kzt)
                 pit = preview.pit_kzt
             leg = PlannedLeg(quote, pit)
@@ -298,7 +313,7 @@ class Exchange:
                 return False
             if self._available(order.holder_id, q.asset) < q.quantity_minor:
                 return False
-            if self._withhold and leg.pit_withheld_kzt != self.tax.preview(
+            if leg.pit_withheld_kzt and leg.pit_withheld_kzt != self.tax.preview(
                     order.holder_id, q.asset, q.quantity_minor, q.gross_kzt).pit_kzt:
                 return False
         return True
@@ -325,16 +340,19 @@ class Exchange:
         if refusal is not None:
             return _refused(order, refusal)
         legs: list[SaleLeg] = []
+        withhold = self._withhold and order.holder_id not in self._corporate
+        tax = self.corporate_tax if order.holder_id in self._corporate else self.tax
         for leg in plan.legs:
             q = leg.quote
             if not self._books[q.asset].execute(q):
                 raise RuntimeError(f"book {q.asset} moved between pricing and executing {order.id}")
-            realized = self.tax.realize(order.holder_id, q.asset, q.quantity_minor, q.gross_kzt,
-                                        now, order.id, withheld=self._withhold)
-            if self._withhold and realized.pit_kzt != leg.pit_withheld_kzt:
+            realized = tax.realize(order.holder_id, q.asset, q.quantity_minor, q.gross_kzt,
+                                   now, order.id, withheld=withhold)
+            if withhold and realized.pit_kzt != leg.pit_withheld_kzt:
                 raise RuntimeError(f"PIT realized for {order.id} differs from the PIT withheld")
             legs.append(SaleLeg(q.asset, q.quantity_minor, q.gross_kzt, q.fee_kzt, q.avg_price_kzt,
-                                q.slippage_bps, realized.gain_kzt, realized.pit_kzt))
+                                q.slippage_bps, realized.gain_kzt,
+                                realized.pit_kzt if tax is self.tax else 0))  # a merchant's: CIT, later
             self._inventory_minor[q.asset] += q.quantity_minor
             self._fees_kzt += q.fee_kzt
             self._withheld_kzt += leg.pit_withheld_kzt
@@ -480,10 +498,12 @@ class Exchange:
             in_wallets = sum(self._balance(w, debit=False) for w in wallet_ids)
             house_id = acc.redeemed(code) if code == self._stable.code else acc.mm(code)
             house = self._balance(house_id, debit=False)
-            if held != in_wallets + house:
+            # Direct payments' fees and PIT withheld in crypto (services.exchange.direct).
+            kept = self._balance(acc.fees(code), debit=False) + self._balance(acc.tax_withheld(code), debit=False)
+            if held != in_wallets + house + kept:
                 violations.append(Violation(
                     "custody_backs_wallets", code,
-                    f"custody {held} != wallets {in_wallets} + house {house}"))
+                    f"custody {held} != wallets {in_wallets} + house {house} + fees and tax withheld {kept}"))
             expected = self._inventory_minor.get(code, 0)
             if house != expected:
                 violations.append(Violation(

@@ -97,6 +97,9 @@ class ChainConfig:
     issuer_float_kzt: int = 1_000_000_000_00  # the issuer's opening balance at its bank
     network_float_kzt: int = 0
     acquirer_float_kzt: int = 10_000_000_00  # covers merchants whose refunds exceed their sales
+    # -- the direct rail (CryptoCity, services.flows.direct) ---------------------------------------
+    direct_fee_bps: int = 0  # the exchange's fee on a direct payment, out of the merchant's receipt
+    direct_quote_ttl_s: float = 60.0  # a direct quote's time-to-live: the holder confirms within it
     # -- pre-funded cards: auto top-up (0 = off) -------------------------------------------------
     top_up_below_kzt: int = 0  # when a pre-funded card's tenge falls below this after a payment…
     top_up_to_kzt: int = 0  # …sell crypto to bring it back up to this
@@ -106,6 +109,8 @@ class ChainConfig:
             raise ConfigError("padding and slippage cap must not be negative")
         if min(self.mdr_bps, self.interchange_bps, self.scheme_fee_bps) < 0:
             raise ConfigError("fees must not be negative")
+        if not 0 <= self.direct_fee_bps < 10_000 or self.direct_quote_ttl_s <= 0:
+            raise ConfigError("direct_fee_bps must be within 0..9999 and direct_quote_ttl_s above 0")
         if self.bank_count < 1 or not self.acquirer_ids:
             raise ConfigError("need at least one bank and one acquirer")
         if self.cost_basis not in ("fifo", "average"):

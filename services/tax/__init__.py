@@ -7,11 +7,13 @@ source as a policy option, a holder's annual statement and the tax authority's a
 
 from __future__ import annotations
 
-from services.tax.book import PIT_RATES, TaxBook, round_half_up
+from services.tax.book import CIT_RATE, CIT_RATES, PIT_RATES, TaxBook, round_half_up
 from services.tax.cost_basis import AveragePool, CostMethod, FifoPool
 from services.tax.reports import AuthoritySummary, HolderStatement, Realization, SaleRecord
 
 __all__ = [
+    "CIT_RATE",
+    "CIT_RATES",
     "PIT_RATES",
     "AuthoritySummary",
     "AveragePool",

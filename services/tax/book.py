@@ -38,12 +38,23 @@ from services.tax.cost_basis import (
 )
 from services.tax.reports import AuthoritySummary, HolderStatement, Realization, SaleRecord
 
-__all__ = ["PIT_RATES", "TaxBook", "round_half_up"]
+__all__ = ["CIT_RATE", "CIT_RATES", "PIT_RATES", "TaxBook", "round_half_up"]
 
 # Seed §2.1.2 (and §2.2 for digital assets): 10 % for residents, 20 % for non-residents.
 PIT_RATES: Final[Mapping[Residency, Decimal]] = {
     Residency.RESIDENT: D("0.10"),
     Residency.NON_RESIDENT: D("0.20"),
+}
+
+# Seed §2.1.1: corporate income tax, 20 % for resident and non-resident enterprises alike. A zone
+# merchant's gain or loss on the crypto it received, between receipt and sale, counts toward it;
+# a TaxBook with these rates keeps the merchant's lots (services.exchange.direct). Its per-sale
+# figure is not the CIT: CIT falls on the year's net income, so losses offset gains (the estimate
+# is CIT_RATE times a positive net gain; docs/model-direct-rail.md).
+CIT_RATE: Final = D("0.20")
+CIT_RATES: Final[Mapping[Residency, Decimal]] = {
+    Residency.RESIDENT: CIT_RATE,
+    Residency.NON_RESIDENT: CIT_RATE,
 }
 
 _FULL_COMPLIANCE: Final = D(1)

@@ -149,7 +149,10 @@ class AuthorizationPath:
         if order is None:  # a decline, or the card's tenge covers it: decided in this leg
             return self._conclude(p, None)
         sale: SaleResult
-        if not (yield from self.exchange.call(p.legs, p.measured)):
+        # The exchange quotes when it starts on the order and executes at the leg's end: a quote
+        # whose time-to-live ran out over the leg is refused (05), one the market moved is re-priced.
+        if not (yield from self.exchange.call(p.legs, p.measured, on_service=lambda: chain.quote(order))):
+            chain.drop_quote(order.id)
             sale = _failed_sale(req, SaleReason.EXCHANGE_UNAVAILABLE)
         else:
             sale = chain.sell(order)

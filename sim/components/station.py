@@ -118,9 +118,14 @@ class Station:
 
     # -- the leg -----------------------------------------------------------------------------
     def call(  # noqa: PLR0915 — every leg of every payment runs here; one frame per leg is the budget
-        self, legs: LegLog, measured: bool, returning: bool = False
+        self, legs: LegLog, measured: bool, returning: bool = False,
+        on_service: Callable[[], object] | None = None,
     ) -> Generator[simpy.Event, Any, bool]:
-        """Serve one leg for a payment; ``True`` when served, ``False`` when every attempt failed."""
+        """Serve one leg for a payment; ``True`` when served, ``False`` when every attempt failed.
+
+        ``on_service`` (optional) is called when a worker starts serving an attempt, before its
+        service time passes: the exchange prices a sale there, and the sale executes when the leg
+        ends (a quote's time-to-live runs over the service time)."""
         env = self.env
         res = self.resource
         sample = self.sample_return if returning and self.sample_return is not None else self.sample
@@ -159,6 +164,8 @@ class Station:
                         continue
                     yield env.timeout(up - env.now)
             start = env.now
+            if on_service is not None:
+                on_service()
             service_s = sample()
             self.busy_area_s += self._overlap(start, start + service_s)
             if start + service_s > limit:

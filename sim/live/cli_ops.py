@@ -24,6 +24,7 @@ import aiohttp
 from services.api.auth import AuthError
 from sim.live.calibrate import CalibrationError, write_overlay
 from sim.live.load import LATE_THRESHOLD_MS, plan_payments, pos_signer, run_open_loop
+from sim.live.load_direct import DIRECT, DirectTarget
 from sim.live.load_results import write_live_run
 from sim.runner import EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_OK, EXIT_SLO
 from sim.scenario_load import ScenarioError, load_scenario
@@ -57,6 +58,11 @@ def add_live_ops_commands(sub: Any, commands: MutableMapping[str, Command] | Non
     ld.add_argument("--credentials", type=Path, default=None,
                     help="the keys ccsim serve wrote (<data dir>/credentials.json): payments are signed as the POS "
                          "(default: $CCSIM_CREDENTIALS_FILE, else data/live/credentials.json)")
+    ld.add_argument("--direct-share", type=float, default=None, metavar="SHARE",
+                    help="share of the payments to CryptoCity zone merchants sent to the exchange's direct rail "
+                         "(default: the scenario's direct.share)")
+    ld.add_argument("--exchange", default=None,
+                    help="base URL of the exchange service: where direct payments go (ccsim serve: --port + 3)")
     ld.add_argument("--no-report", action="store_true", help="skip report.html")
     cal = sub.add_parser("calibrate", help="fit service times from a live run; write a scenario overlay")
     cal.add_argument("run_dir", type=Path)
@@ -148,10 +154,17 @@ def load_command(args: argparse.Namespace) -> int:
     if not args.target.startswith(("http://", "https://")):
         _err(f"--target must be an http(s) URL, got {args.target!r}")
         return EXIT_BAD_INPUT
+    if args.direct_share is not None and not 0.0 <= args.direct_share <= 1.0:
+        _err(f"--direct-share must be from 0 to 1, got {args.direct_share:g}")
+        return EXIT_BAD_INPUT
     try:
-        plan = plan_payments(scenario, args.seed, args.duration_s, args.from_s)
+        plan = plan_payments(scenario, args.seed, args.duration_s, args.from_s, args.direct_share)
     except ValueError as exc:
         _err(str(exc))
+        return EXIT_BAD_INPUT
+    direct_count = sum(1 for p in plan if p.rail == DIRECT)
+    if direct_count and not (args.exchange or "").startswith(("http://", "https://")):
+        _err(f"{direct_count:,} payments go to the direct rail: give the exchange's URL (--exchange http://...)")
         return EXIT_BAD_INPUT
     try:
         sign = pos_signer(args.credentials)
@@ -161,9 +174,11 @@ def load_command(args: argparse.Namespace) -> int:
     if sign is None:
         _err("no credentials file: the payments go unsigned and the network will refuse them (pass --credentials)")
     url = args.target.rstrip("/") + args.path
-    print(f"ccsim load: {len(plan):,} payments over {args.duration_s:g} s to {url}", file=sys.stderr)
+    direct = DirectTarget(args.exchange, url, scenario.direct.fallback) if direct_count else None
+    print(f"ccsim load: {len(plan):,} payments over {args.duration_s:g} s to {url}"
+          + (f" ({direct_count:,} direct to {args.exchange})" if direct_count else ""), file=sys.stderr)
     outcome = asyncio.run(run_open_loop(url, plan, max_in_flight=args.max_in_flight, timeout_s=args.timeout_s,
-                                        late_threshold_ms=args.late_ms, sign=sign))
+                                        late_threshold_ms=args.late_ms, sign=sign, direct=direct))
     rows = asyncio.run(fetch_integrity(args.gateway)) if args.gateway else []
     run_dir = args.out or Path("runs") / f"live-{args.scenario.stem}-{args.seed}"
     summary = write_live_run(run_dir, scenario, text, args.seed, outcome, target=url, from_s=args.from_s,
@@ -196,7 +211,15 @@ def _print_headline(summary: dict[str, Any], run_dir: Path) -> None:
           f"latency from scheduled send: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms\n"
           f"late sends (> {load['late_threshold_ms']:g} ms): {load['late_sends']:,}; send lag p99 "
           f"{load['send_lag_ms']['p99']:.1f} ms; peak in flight {load['in_flight_peak']}\n"
-          f"run directory {run_dir}")
+          + _direct_headline(load["direct"]) + f"run directory {run_dir}")
+
+
+def _direct_headline(direct: dict[str, Any]) -> str:
+    if not direct["payments"]:
+        return ""
+    return (f"direct rail: {direct['payments']:,} payments, paid {direct['paid']:,}, fell back to the card "
+            f"{direct['fell_back_to_card']:,} (approved {direct['card_approved']:,}), declined "
+            f"{sum(direct['declined'].values()):,}; latency p99 {direct['latency_ms']['p99']:.1f} ms\n")
 
 
 def calibrate_command(args: argparse.Namespace) -> int:

@@ -53,10 +53,12 @@ import numpy as np
 
 from services.api.auth import load_credentials, sign_headers
 from services.api.timing import SERVER_TIMING, TimingEntry, parse_server_timing, self_times_ms
+from services.exchange import Invoice
 from services.money import DEFAULT_ASSETS, format_amount
 from sim.components.arrivals import ArrivalSchedule
 from sim.components.population import build_population
 from sim.distributions import BlockSampler, amount_sampler
+from sim.live.load_direct import DIRECT, DirectTarget, send_direct
 from sim.rng import Streams
 from sim.scenario import Scenario
 
@@ -104,10 +106,19 @@ class PlannedPayment:
     category: str
     funding_mode: str
     residency: str
+    rail: str = "card"  # or "direct" (sim.live.load_direct): to the exchange's direct rail
+    holder_id: str = ""
+    asset_priority: tuple[str, ...] = ()  # a direct payment's: the holder's, or the stablecoin
 
     @property
     def auth_id(self) -> str:
         return f"a{self.payment_id}"
+
+    @property
+    def invoice(self) -> Invoice:
+        """A direct payment's invoice (its id ``d<n>``, as the simulation's)."""
+        return Invoice(f"d{self.payment_id}", self.holder_id, self.merchant_id, self.amount_kzt_minor,
+                       self.asset_priority)
 
 
 @dataclass(slots=True)
@@ -122,6 +133,7 @@ class Sample:
     reason: str = ""  # ISO 8583 code from the answer, or http_<status> / timeout / connect_error
     stand_in: bool = False
     legs_ms: dict[str, float] = field(default_factory=dict)  # per leg, from Server-Timing (leg_times_ms)
+    direct: str = ""  # a direct payment: 'paid', 'declined' or 'card' (it fell back to the card)
 
     @property
     def latency_ms(self) -> float:
@@ -142,14 +154,21 @@ class LoadOutcome:
     in_flight_peak: int
 
 
-def plan_payments(scenario: Scenario, seed: int, duration_s: float, from_s: float = 0.0) -> list[PlannedPayment]:
+def plan_payments(scenario: Scenario, seed: int, duration_s: float, from_s: float = 0.0,
+                  direct_share: float | None = None) -> list[PlannedPayment]:
     """The payments arriving in ``[from_s, from_s + duration_s)`` of the scenario's day.
 
     Mirrors :meth:`sim.components.arrivals.Arrivals._run` draw for draw (same streams, same order),
-    so the payments are the simulation's; ``t_s`` is shifted to start at 0.
+    so the payments are the simulation's; ``t_s`` is shifted to start at 0. A payment to a zone
+    merchant goes direct with probability ``direct_share`` (default: the scenario's
+    ``direct.share``), drawn as :class:`sim.components.direct.DirectPath` draws it.
     """
     streams = Streams(seed)
     population = build_population(scenario, streams)
+    share = scenario.direct.share if direct_share is None else direct_share
+    choose = BlockSampler(streams["direct.choice"], lambda g, n: g.random(n))
+    pick_asset = BlockSampler(streams["direct.asset"], lambda g, n: g.random(n))
+    stable_share, stable_code = scenario.direct.assets.stablecoin, scenario.exchange.stablecoin_asset
     schedule = ArrivalSchedule(scenario.arrivals, streams["arrivals"])
     cards = population.cardholders
     merchants = population.merchants
@@ -172,11 +191,14 @@ def plan_payments(scenario: Scenario, seed: int, duration_s: float, from_s: floa
         pool = by_cat[names[k]]
         merchant = merchants[pool[int(pick_merchant() * len(pool))]]
         amount = amounts[k]()
+        holder = cards[ci]
+        direct = share > 0 and merchant.cryptocity and choose() < share
+        priority = ((stable_code,) if pick_asset() < stable_share else holder.asset_priority) if direct else ()
         if t >= from_s:
-            holder = cards[ci]
             out.append(PlannedPayment(pid, t - from_s, holder.card_id, merchant.merchant_id, merchant.acquirer_id,
                                       amount, merchant.category, holder.funding_mode.value,
-                                      holder.residency.value))
+                                      holder.residency.value, "direct" if direct else "card", holder.holder_id,
+                                      priority))
             if len(out) > PLAN_MAX:
                 raise ValueError(f"the load would send more than {PLAN_MAX:,} payments: shorten --duration-s")
         pid += 1
@@ -224,14 +246,15 @@ def _read_answer(sample: Sample, status: int, raw: bytes) -> None:
 async def run_open_loop(
     url: str, plan: Sequence[PlannedPayment], *, max_in_flight: int = 256, timeout_s: float = 30.0,
     late_threshold_ms: float = LATE_THRESHOLD_MS, body_of: Callable[[PlannedPayment], dict[str, Any]] = payment_body,
-    sign: Signer | None = None,
+    sign: Signer | None = None, direct: DirectTarget | None = None,
 ) -> LoadOutcome:
     """POST each planned payment to ``url`` at its scheduled time; every answer is a :class:`Sample`.
 
     The scheduler never awaits a response: each payment is its own task, created at its time. At
     most ``max_in_flight`` requests are on the wire at once; a payment that finds them all busy
     waits (and its latency, counted from its scheduled time, shows the wait). ``sign`` adds each
-    request's credentials (:func:`pos_signer`), over the exact bytes sent.
+    request's credentials (:func:`pos_signer`), over the exact bytes sent. A planned direct payment
+    goes to ``direct`` (:func:`sim.live.load_direct.send_direct`: quote, accept, maybe the card).
     """
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be at least 1")
@@ -251,6 +274,11 @@ async def run_open_loop(
                 in_flight[0] += 1
                 in_flight[1] = max(in_flight[1], in_flight[0])
                 try:
+                    if p.rail == DIRECT and direct is not None:
+                        answer = await send_direct(session, direct, p.invoice, body_of(p), p.auth_id, sign=sign)
+                        sample.status, sample.approved, sample.reason = answer.status, answer.approved, answer.reason
+                        sample.direct = answer.outcome
+                        return
                     body = json.dumps(body_of(p), separators=(",", ":")).encode()
                     headers = {"Idempotency-Key": p.auth_id, "Content-Type": "application/json",
                                **(sign(url, body, p.auth_id) if sign is not None else {})}

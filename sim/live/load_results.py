@@ -21,6 +21,7 @@ from typing import Any, Final
 import numpy as np
 
 from sim.live.load import LoadOutcome, Sample
+from sim.live.load_direct import DIRECT
 from sim.metrics import PAYMENT_COLUMNS, percentiles
 from sim.results import ResultsWriter, integrity, legs, payments, runs, timeseries
 from sim.runner import ccsim_version
@@ -65,6 +66,22 @@ def _legs_summary(samples: list[Sample]) -> dict[str, Any]:
                      "mean_queue_len": None, "served": int(arr.size), "capacity": "unknown",
                      "timeouts": 0, "failed_calls": 0}
     return out
+
+
+def _direct_summary(samples: list[Sample]) -> dict[str, Any]:
+    """The direct rail's payments apart (sim.live.load_direct): how many went direct, were paid,
+    fell back to the card (and how many of those the card approved), were declined and why, and
+    their latency from the scheduled send to the last answer (quote, acceptance, card)."""
+    direct = [s for s in samples if s.payment.rail == DIRECT]
+    latency = np.asarray([s.latency_ms for s in _answered(direct)], dtype=float)
+    card = [s for s in direct if s.direct == "card"]
+    return {
+        "payments": len(direct), "card_payments": len(samples) - len(direct),
+        "paid": sum(1 for s in direct if s.direct == "paid"),
+        "fell_back_to_card": len(card), "card_approved": sum(1 for s in card if s.approved),
+        "declined": dict(sorted(Counter(s.reason for s in direct if s.direct == "declined").items())),
+        "latency_ms": percentiles(latency),
+    }
 
 
 def build_live_summary(scenario: Scenario, scenario_text: str, seed: int, outcome: LoadOutcome, *,
@@ -119,9 +136,10 @@ def build_live_summary(scenario: Scenario, scenario_text: str, seed: int, outcom
             "send_lag_ms": percentiles(lag), "max_in_flight": outcome.max_in_flight,
             "in_flight_peak": outcome.in_flight_peak,
             "errors": dict(sorted(Counter(s.reason for s in samples if not s.reason[:1].isdigit()
-                                          and s.reason != "??").items())),
+                                          and s.reason != "??" and s.direct != "declined").items())),
             "offered_per_s": len(samples) / span_s,
             "timed_payments": sum(1 for s in done if s.legs_ms),
+            "direct": _direct_summary(samples),
         },
     }
     summary["slo"] = evaluate_slos(scenario, _slo_view(summary))

@@ -253,7 +253,7 @@ class RunManager:
                 "name": name, "source": kinds[name], "valid": True, "description": scenario.description,
                 "duration_s": scenario.duration_s, "warmup_s": scenario.warmup_s,
                 "rate_per_s": scenario.arrivals.rate_per_s, "rate_scale": scenario.arrivals.rate_scale,
-                "deadline_ms": scenario.network.deadline_ms,
+                "deadline_ms": scenario.network.deadline_ms, "direct_share": scenario.direct.share,
                 "exchange_outage": ({"start_s": outage.start_s, "duration_s": outage.duration_s}
                                     if outage is not None else None),
             })

@@ -37,6 +37,7 @@ import httpx
 from services.api.auth import AuthError, create_credentials
 from services.api.parties.seed import PartySeed, write_seed
 from services.errors import CcsimError
+from sim.components.direct import stable_wallets
 from sim.components.population import build_population
 from sim.domain import chain_config
 from sim.live.restarts import RestartPolicy
@@ -115,7 +116,10 @@ def seed_from_scenario(scenario: Scenario, seed: int = 1) -> PartySeed:
     """The chain and population exactly as ``ccsim run`` builds them for ``seed`` (the population
     is drawn on its own named rng streams), so ``ccsim load`` can play the same cardholders."""
     config = chain_config(scenario)
-    population = build_population(scenario, Streams(seed))
+    streams = Streams(seed)
+    population = build_population(scenario, streams)
+    if scenario.direct.enabled and scenario.direct.assets.stablecoin > 0:  # as ccsim run's world does
+        stable_wallets(scenario, streams, population.cardholders)
     registry = scenario.registry()
     prices = {code: scenario.market.assets[code].start_price_kzt
               for code in config.exchange.books if code in scenario.market.assets}

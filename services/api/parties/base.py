@@ -428,7 +428,8 @@ async def run_idempotent_async(
 
 # -- messages ------------------------------------------------------------------------------------
 
-PurposeName = Literal["proceeds", "rebuy", "card_load", "settlement_in", "settlement_out", "merchant_payout"]
+PurposeName = Literal["proceeds", "rebuy", "card_load", "settlement_in", "settlement_out", "merchant_payout",
+                      "conversion"]
 
 
 class MessageIn(BaseModel):

@@ -28,7 +28,8 @@ async function api(path, options) {
 function fillKnobs(name) {
   const s = scenarios[name];
   if (!s) return;
-  $("scenario-description").textContent = s.description || "";
+  const direct = s.direct_share ? ` Direct rail (CryptoCity): ${Math.round(s.direct_share * 100)} % of zone payments.` : "";
+  $("scenario-description").textContent = (s.description || "") + direct;
   $("rate-scale").value = s.rate_scale;
   $("deadline-ms").value = s.deadline_ms;
   $("duration").value = s.duration_s;

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from services.api.common import on_shutdown
 from services.api.parties.bank.routes import bank_router
 from services.api.parties.bank.service import BankService
+from services.api.parties.bank.zone import zone_merchant_receivers
 from services.api.parties.base import (
     create_party_base,
     inbox_router,
@@ -23,6 +24,7 @@ def create_bank_app(settings: PartySettings, *, clock: Clock | None = None, http
     """The bank service: every bank of the seed, each with its own ledger tables."""
     app, ctx = create_party_base(settings, title="ccsim banks", clock=clock, http_client=http_client)
     svc = BankService(ctx)
+    ctx.transport.local.update(zone_merchant_receivers(ctx))  # a conversion's tenge goes on to the exchange
     for bank_id, ledger in svc.ledgers.items():
         on_shutdown(app, ledger.close)
         on_shutdown(app, svc.readers[bank_id].close)

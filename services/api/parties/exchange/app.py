@@ -15,8 +15,9 @@ from services.api.parties.base import (
     outbox_router,
     recovery_router,
 )
+from services.api.parties.exchange.direct_routes import direct_router
+from services.api.parties.exchange.direct_service import DirectExchangeService
 from services.api.parties.exchange.routes import exchange_router
-from services.api.parties.exchange.service import ExchangeService
 from services.api.parties.settings import PartySettings
 from services.clock import Clock
 from services.reconciliation import exchange_halves
@@ -27,15 +28,19 @@ def create_exchange_app(settings: PartySettings, *, clock: Clock | None = None,
     """The exchange service over its own database (``settings.database_url``)."""
     app, ctx = create_party_base(settings, title="ccsim exchange", clock=clock, http_client=http_client)
     outbox, relay, report = open_outbox(app, ctx)
-    svc = ExchangeService(ctx, outbox, relay)
+    svc = DirectExchangeService(ctx, outbox, relay)  # with CryptoCity's direct rail and the zone merchants' books
     on_shutdown(app, svc.sql_ledger.close)
+    on_shutdown(app, svc.merchants_sql.close)
     app.state.exchange_service = svc
     cfg = ctx.seed.config
     app.include_router(exchange_router(svc))
-    app.include_router(inbox_router(ctx, {cfg.exchange_id: svc.receive}))
+    app.include_router(direct_router(svc))
+    app.include_router(inbox_router(ctx, {cfg.exchange_id: svc.receive, **svc.merchant_receivers()}))
     app.include_router(integrity_router(  # the running totals are copied at the snapshot's instant
-        ctx, lambda exchange: {cfg.exchange_id: exchange.check_invariants()},
-        lambda: exchange_halves(cfg.exchange_id, svc.ledger.journal()), state=lambda: svc.exchange))
+        ctx, lambda exchange: {cfg.exchange_id: exchange.check_invariants(),
+                               svc.books.name: svc.merchants_invariants()},
+        lambda: [*exchange_halves(cfg.exchange_id, svc.ledger.journal()), *svc.merchants_halves()],
+        state=lambda: svc.exchange))
     app.include_router(outbox_router(svc.relay))
     app.include_router(recovery_router(ctx, lambda: report.as_dict(outbox)))
     return app

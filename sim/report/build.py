@@ -21,13 +21,14 @@ from sim.report.figures import Chart
 from sim.report.fmt import fmt_count, fmt_kzt_exact, fmt_ms, fmt_pct, kzt_decimal, kzt_from_minor
 from sim.report.headline import lookup, violation_list
 from sim.report.page import Section, chart_html, esc, render_page, table_html, write_atomic
+from sim.report.rails import rails_html
 from sim.report.rundata import RunData, open_run
 from sim.report.summary import summary_html
 
 __all__ = ["REPORT_HTML", "SECTION_IDS", "build_report"]
 
 REPORT_HTML: Final = "report.html"
-SECTION_IDS: Final = ("summary", "latency", "legs", "throughput", "outcomes", "market",
+SECTION_IDS: Final = ("summary", "rails", "latency", "legs", "throughput", "outcomes", "market",
                       "settlement", "tax", "integrity", "scenario")
 
 
@@ -155,6 +156,7 @@ def _sections(run: RunData) -> list[Section]:
     market = summary.get("market") or {}
     return [
         Section("summary", "Summary", summary_html(summary, integrity_ok)),
+        Section("rails", "Rails compared", rails_html(summary)),
         Section("latency", "Authorization latency",
                 _charts(latency_charts(conn, summary, bucket_s))),
         Section("legs", "Per-leg breakdown",

@@ -32,6 +32,7 @@ from sim.report.figures import COLORS, Chart, new_figure
 from sim.report.fmt import kzt_decimal
 from sim.report.headline import HEADLINE, Kind, Metric, Value, lookup
 from sim.report.page import Section, chart_html, esc, render_page, table_html, write_atomic
+from sim.report.rails import rail_metrics
 from sim.report.rundata import RunData, open_run, read_summary
 from sim.scenario_load import ScenarioError, parse_scenario
 from sim.summary import flatten
@@ -150,7 +151,7 @@ def _rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[str], lis
     """Per headline metric, then per stage figure: label, formatted values per run, formatted
     deltas vs the first."""
     out = []
-    for metric in (*HEADLINE, *_stage_metrics(summaries)):
+    for metric in (*HEADLINE, *rail_metrics(list(summaries)), *_stage_metrics(summaries)):
         values = [metric.value(s) for s in summaries]
         deltas = [metric.fmt_delta(metric.delta(values[0], v)) for v in values[1:]]
         out.append((metric.label, [metric.fmt(v) for v in values], deltas))
@@ -194,7 +195,7 @@ def _table_html(runs: Sequence[RunData], labels: Sequence[str]) -> str:
     body = ""
     live = any(r.summary.get("mode") == "live" for r in runs)
     summaries = [_with_stages(r.summary, r) if live else r.summary for r in runs]
-    for metric in (*HEADLINE, *_stage_metrics(summaries)):
+    for metric in (*HEADLINE, *rail_metrics(list(summaries)), *_stage_metrics(summaries)):
         values = [metric.value(s) for s in summaries]
         cells = (f'<td class="num" data-run="1" data-value="{esc(values[0])}">'
                  f"{esc(metric.fmt(values[0]))}</td>")

@@ -20,14 +20,19 @@ from sim.scenario import slo_metric_paths
 from sim.scenario_load import ScenarioError, load_scenario
 from sim.summary import flatten, lookup
 
-OUTAGE = Path(__file__).resolve().parents[1] / "scenarios" / "exchange_outage.yaml"
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+OUTAGE = SCENARIOS / "exchange_outage.yaml"
+DIRECT = SCENARIOS / "cryptocity_direct.yaml"
 
 # Figures that describe the run's set-up or its evidence, not its outcome: no SLO names them.
 NOT_OUTCOMES = frozenset({
     "seed", "warmup_s", "cooldown_s", "deadline_ms", "sim_duration_s", "sim_end_s", "wall_s",
     "payments_per_wall_s", "throughput.bucket_s", "timeline.start_hour", "timeline.slippage_cap_bps",
 })
-NOT_OUTCOME_PREFIXES = ("evidence.",)
+# evidence: the run's digests; per-segment breakdowns are keyed by the scenario's own merchant
+# categories (their totals are SLO figures).
+NOT_OUTCOME_PREFIXES = ("evidence.", "rails.merchants.realized_gain_by_segment_kzt.",
+                        "rails.merchants.cit_estimate_by_segment_kzt.")
 NOT_OUTCOME_SUFFIXES = (".capacity",)
 
 
@@ -52,13 +57,30 @@ def outage_summary() -> dict[str, Any]:
     return simulate_summary(scenario, text, seed=7).summary
 
 
-def test_every_outcome_figure_can_be_named_in_an_slo(outage_summary: dict[str, Any]) -> None:
-    leaves = {path for path, value in flatten(outage_summary).items()
-              if _numeric(value) and not path.startswith("slo.")}
-    outcomes = {path for path in leaves if path not in NOT_OUTCOMES
-                and not path.startswith(NOT_OUTCOME_PREFIXES) and not path.endswith(NOT_OUTCOME_SUFFIXES)}
-    assert {"payments.orphaned_sales_unbacked", "payments.declined.91"} <= outcomes  # the run exercised them
-    assert sorted(outcomes - slo_metric_paths()) == []
+@pytest.fixture(scope="module")
+def direct_summary() -> dict[str, Any]:
+    scenario, text = load_scenario(DIRECT, ["duration_s=7200", "warmup_s=600", "population.cardholders.count=1500",
+                                            "population.merchants.count=150"])
+    return simulate_summary(scenario, text, seed=3).summary
+
+
+def _outcomes(summary: dict[str, Any]) -> set[str]:
+    leaves = {path for path, value in flatten(summary).items() if _numeric(value) and not path.startswith("slo.")}
+    return {path for path in leaves if path not in NOT_OUTCOMES
+            and not path.startswith(NOT_OUTCOME_PREFIXES) and not path.endswith(NOT_OUTCOME_SUFFIXES)}
+
+
+def test_every_outcome_figure_can_be_named_in_an_slo(outage_summary: dict[str, Any],
+                                                     direct_summary: dict[str, Any]) -> None:
+    outage, direct = _outcomes(outage_summary), _outcomes(direct_summary)
+    assert {"payments.orphaned_sales_unbacked", "payments.declined.91"} <= outage  # the runs exercised them
+    assert {"rails.direct_crypto.merchant_cost_per_10000_kzt.total", "rails.merchants.worst_window_1h_kzt"} <= direct
+    assert sorted((outage | direct) - slo_metric_paths()) == []
+
+
+def test_a_rail_the_run_did_not_use_reads_as_zero(outage_summary: dict[str, Any]) -> None:
+    assert "direct_crypto" not in outage_summary.get("rails", {})
+    assert lookup(outage_summary, "rails.direct_crypto.payments") == 0.0
 
 
 def test_a_decline_reason_the_run_never_gave_reads_as_zero(outage_summary: dict[str, Any]) -> None:

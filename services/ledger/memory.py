@@ -171,6 +171,10 @@ class InMemoryLedger:
             raise RuntimeError(f"ledger {self.name!r} streams its journal; it is not kept in memory")
         return iter(list(self._transfers.values()))
 
+    def pending_states(self) -> dict[str, PendingState]:
+        """The state of every pending transfer (pending, posted, voided, expired), by id."""
+        return dict(self._pending)
+
     def pending_transfers(self) -> Iterator[Transfer]:
         for pid, state in self._pending.items():
             if state is PendingState.PENDING:

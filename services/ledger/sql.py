@@ -416,6 +416,17 @@ class SqlLedger:
                 .order_by(self._t.c.seq))
         return iter(self._read(lambda conn: [_transfer_from_row(r) for r in conn.execute(stmt)]))
 
+    def journal_after(self, seq: int) -> tuple[list[Transfer], int]:
+        """The transfers committed after journal position ``seq`` (0: all), in commit order, and
+        the position of the last of them (``seq`` when there is none)."""
+        stmt = select(self._t).where(self._t.c.seq > seq).order_by(self._t.c.seq)
+
+        def work(conn: Connection) -> tuple[list[Transfer], int]:
+            rows = conn.execute(stmt).all()
+            return [_transfer_from_row(r) for r in rows], (int(rows[-1].seq) if rows else seq)
+
+        return self._read(work)
+
     def pending_states(self) -> dict[str, PendingState]:
         """The state of every pending transfer (pending, posted, voided, expired), by id."""
         stmt = select(self._t.c.id, self._t.c.pending_state).where(self._t.c.pending_state.is_not(None))

@@ -42,7 +42,7 @@ __all__ = ["SNAPSHOT_FORMAT", "LedgerImage", "Snapshot", "SnapshotRefusedError",
 
 # What the pickled domain objects look like. Raise it when a domain class changes its attributes:
 # older snapshots are then refused (and the whole log replayed) instead of loaded into new code.
-SNAPSHOT_FORMAT: Final = 1
+SNAPSHOT_FORMAT: Final = 2
 
 
 class SnapshotRefusedError(CcsimError, ValueError):
@@ -82,11 +82,16 @@ class LedgerImage:
     accounts: list[Account]
     journal: list[Transfer]
     pending: dict[str, PendingState]
+    last_seq: int  # the database's journal position of the last transfer in ``journal``
 
     @classmethod
-    def of(cls, ledger: SqlLedger) -> LedgerImage:
-        """Read on the caller's pinned snapshot (``UnitOfWork.reading``) when there is one."""
-        return cls(ledger.name, list(ledger.accounts()), list(ledger.journal()), ledger.pending_states())
+    def of(cls, ledger: SqlLedger, base: LedgerImage | None = None) -> LedgerImage:
+        """Read on the caller's pinned snapshot (``UnitOfWork.reading``) when there is one. With
+        ``base`` (the previous image of the same ledger) only the journal after it is read: a
+        transfer never changes once booked, except its pending state, which is read whole."""
+        after, last = ledger.journal_after(base.last_seq if base is not None else 0)
+        journal = [*base.journal, *after] if base is not None else after
+        return cls(ledger.name, list(ledger.accounts()), journal, ledger.pending_states(), last)
 
     def restore(self, assets: AssetRegistry, clock: Clock) -> InMemoryLedger:
         return InMemoryLedger.restored(self.accounts, self.journal, self.pending, assets=assets, clock=clock,

@@ -185,6 +185,10 @@ def baseline_chain(source: Path) -> Iterator[Chain]:
         _stop(proc)
 
 
+class StartError(RuntimeError):
+    """A target did not start (on a loaded machine: a port taken meanwhile, a slow start)."""
+
+
 @contextmanager
 def served_chain(source: Path, data: Path, database_url: str) -> Iterator[Chain]:
     port = _free_port_block(5)
@@ -198,7 +202,9 @@ def served_chain(source: Path, data: Path, database_url: str) -> Iterator[Chain]
         deadline = time.monotonic() + 300
         while not (data / "ports.json").is_file():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ccsim serve did not start; see {data}/logs")
+                logs = "".join(f"\n-- {p.name}: {p.read_text(errors='replace')[-1500:]}"
+                               for p in sorted((data / "logs").glob("*.log")))
+                raise StartError(f"ccsim serve did not start (exit {proc.poll()}){logs}")
             time.sleep(0.2)
         ports = json.loads((data / "ports.json").read_text())
         pids = {name: int(pid) for name, pid in ports["pids"].items() if name != "gateway"}
@@ -258,7 +264,16 @@ def _invariants(chain: Chain) -> bool | None:
 
 
 def measure(target: str, source: Path, rate: float, duration_s: float, tmp: Path, *, pg_url: str) -> dict[str, Any]:
-    """One case: a fresh chain (every rate starts from the same books), one load, its figures."""
+    """One case: a fresh chain (every rate starts from the same books), one load, its figures. A
+    chain that does not start is tried again once (its logs printed)."""
+    try:
+        return _measure(target, source, rate, duration_s, tmp, pg_url=pg_url)
+    except StartError as exc:
+        print(f"retrying {target} at {rate:g}/s: {exc}", file=sys.stderr, flush=True)
+        return _measure(target, source, rate, duration_s, tmp, pg_url=pg_url)
+
+
+def _measure(target: str, source: Path, rate: float, duration_s: float, tmp: Path, *, pg_url: str) -> dict[str, Any]:
     tag = f"{target}-{source.name}-{rate}-{time.monotonic_ns()}"
     if target == "baseline":
         with baseline_chain(source) as chain:

@@ -203,13 +203,14 @@ class NetworkService(StatefulService):
         if pending is None:
             return True
         req, response = pending
-        answer = await self.ctx.transport.apost(self.ctx.url("issuer"), "/v1/advices",
-                                                self._advice_body(req, response),
-                                                key=idempotency_key("advice", auth_id))
-        if answer is not None and answer.status_code == 200:
-            self._advices.pop(auth_id, None)
-            await anyio.to_thread.run_sync(lambda: self.outbox.mark(f"advice:{auth_id}", delivered=True))
-            return True
+        with self.outbox.sending_in_line(f"advice:{auth_id}"):  # the relay does not send it meanwhile
+            answer = await self.ctx.transport.apost(self.ctx.url("issuer"), "/v1/advices",
+                                                    self._advice_body(req, response),
+                                                    key=idempotency_key("advice", auth_id))
+            if answer is not None and answer.status_code == 200:
+                self._advices.pop(auth_id, None)
+                await anyio.to_thread.run_sync(lambda: self.outbox.mark(f"advice:{auth_id}", delivered=True))
+                return True
         return False
 
     async def retry_advices(self) -> list[str]:
@@ -283,9 +284,10 @@ class NetworkService(StatefulService):
         if payer == self.ctx.seed.config.issuer_id:
             body, key = message_to_json(msg, self.ctx.assets), idempotency_key("pay", msg.id)
             self.outbox.stage_post(None, msg.id, "issuer", "/v1/outgoing-payments", key, body)
-            delivered = self._issuer_post("/v1/outgoing-payments", body, key)
-            if delivered:
-                self.outbox.mark(msg.id, delivered=True)
+            with self.outbox.sending_in_line(msg.id):
+                delivered = self._issuer_post("/v1/outgoing-payments", body, key)
+                if delivered:
+                    self.outbox.mark(msg.id, delivered=True)
             return delivered
         if not self.ctx.command(self._book_payment, payer, msg):
             _log.error("settlement_not_booked", message_id=msg.id, payer=payer)

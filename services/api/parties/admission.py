@@ -8,8 +8,8 @@ full), and throughput falls below what the chain could sustain. So the network l
 ``in_flight_max`` payments run; the others queue, and a payment whose expected wait — the queue
 ahead of it over the slots, times the recent time a payment holds a slot — exceeds ``wait_max_s``
 (half the deadline) is refused at once with 503 and ``Retry-After``, before anything is written.
-A payment admitted therefore waits at most about ``wait_max_s``, and its answer comes within the
-deadline unless the issuer itself is slow.
+A payment admitted therefore waits at most about ``wait_max_s``, and the network gives the issuer
+what is left of the deadline after that wait, so the answer comes within the deadline.
 """
 
 from __future__ import annotations
@@ -49,9 +49,11 @@ class AdmissionGate:
         return (self.waiting + 1) / self.in_flight_max * self.service_s
 
     @asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
+    async def admit(self) -> AsyncIterator[float]:
+        """Hold a slot for the block; it receives the seconds waited for it (which the holder's
+        own deadline should count: the payment's clock started when it arrived)."""
         if self._slots is None:
-            yield
+            yield 0.0
             return
         if self.expected_wait_s() > self.wait_max_s:
             self.refused += 1
@@ -59,6 +61,7 @@ class AdmissionGate:
             raise ProblemError(503, "the network is at capacity; retry later",
                                [FieldError(field="payment", reason=f"about {self.waiting} payments already wait")],
                                slug="overloaded", headers={"Retry-After": str(retry_s)})
+        arrived = time.monotonic()
         self.waiting += 1
         try:
             await self._slots.acquire()
@@ -67,7 +70,7 @@ class AdmissionGate:
         self.in_flight += 1
         started = time.monotonic()
         try:
-            yield
+            yield started - arrived
         finally:
             self.in_flight -= 1
             self._slots.release()

@@ -37,10 +37,10 @@ def network_router(svc: NetworkService) -> APIRouter:
         """Authorize a payment with the issuer (or stand in when it is late). At capacity, a payment
         that could not start within half the deadline is refused at once: 503 with ``Retry-After``,
         nothing written (:mod:`services.api.parties.admission`)."""
-        async def work() -> Response:
-            return json_response(200, await svc.pay(body))
+        async with svc.admission.admit() as waited_s:
+            async def work() -> Response:
+                return json_response(200, await svc.pay(body, waited_s=waited_s))
 
-        async with svc.admission.admit():
             return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
 
     @router.post("/v1/payments/{auth_id}/reverse", response_model=ClearingOut, responses=problem_responses(404, 409))

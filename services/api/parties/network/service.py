@@ -134,7 +134,7 @@ class NetworkService(StatefulService):
             return party.book_payment(msg)
 
     # -- payments ----------------------------------------------------------------------------
-    async def pay(self, body: PaymentIn) -> PaymentOut:
+    async def pay(self, body: PaymentIn, *, waited_s: float = 0.0) -> PaymentOut:
         merchant = self.merchants.get(body.merchant_id)
         if merchant is None:
             raise ProblemError(404, f"no merchant {body.merchant_id} at any acquirer of this network",
@@ -146,7 +146,8 @@ class NetworkService(StatefulService):
         transport = self.ctx.transport
         answer = await transport.apost(self.ctx.url("issuer"), "/v1/authorizations",
                                        AuthorizationIn.of(req, self.ctx.assets).model_dump(mode="json"),
-                                       key=idempotency_key("auth", req.auth_id), deadline_s=self.ctx.deadline_s)
+                                       key=idempotency_key("auth", req.auth_id),
+                                       deadline_s=max(self.ctx.deadline_s - waited_s, 0.0))
         if answer is not None and answer.status_code == 200:
             response = AuthorizationOut.model_validate_json(answer.content).to_response(self.ctx.assets)
             outcome = "approved" if response.approved else f"declined_{response.code.value}"

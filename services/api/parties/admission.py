@@ -7,7 +7,7 @@ deadline makes the network stand in and send an advice (more work exactly when t
 full), and throughput falls below what the chain could sustain. So the network lets at most
 ``in_flight_max`` payments run; the others queue, and a payment whose expected wait — the queue
 ahead of it over the slots, times the recent time a payment holds a slot — exceeds ``wait_max_s``
-(half the deadline) is refused at once with 503 and ``Retry-After``, before anything is written.
+(a quarter of the deadline) is refused at once with 503 and ``Retry-After``, before anything is written.
 A payment admitted therefore waits at most about ``wait_max_s``, and the network gives the issuer
 what is left of the deadline after that wait, so the answer comes within the deadline.
 """

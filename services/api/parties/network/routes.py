@@ -35,7 +35,7 @@ def network_router(svc: NetworkService) -> APIRouter:
     @router.post("/v1/payments", response_model=PaymentOut, responses=problem_responses(404, 409, 503))
     async def pay(body: PaymentIn, key: IdempotencyKey, request: Request) -> Response:
         """Authorize a payment with the issuer (or stand in when it is late). At capacity, a payment
-        that could not start within half the deadline is refused at once: 503 with ``Retry-After``,
+        that could not start within a quarter of the deadline is refused at once: 503 with ``Retry-After``,
         nothing written (:mod:`services.api.parties.admission`)."""
         async with svc.admission.admit() as waited_s:
             async def work() -> Response:

@@ -57,7 +57,7 @@ class NetworkService(StatefulService):
         self.ctx = ctx
         self.outbox = outbox
         self.relay = relay
-        self.admission = AdmissionGate(ctx.settings.admission_in_flight_max, ctx.deadline_s / 2)
+        self.admission = AdmissionGate(ctx.settings.admission_in_flight_max, ctx.deadline_s / 4)
         cfg = ctx.seed.config
         # The SQL ledger of each party here, and the switch its domain object books through.
         self.sql_ledgers = {cfg.network_id: open_ledger(ctx, cfg.network_id, "network_")}

@@ -185,6 +185,10 @@ def baseline_chain(source: Path) -> Iterator[Chain]:
         _stop(proc)
 
 
+class StartError(RuntimeError):
+    """A target did not start (on a loaded machine: a port taken meanwhile, a slow start)."""
+
+
 @contextmanager
 def served_chain(source: Path, data: Path, database_url: str) -> Iterator[Chain]:
     port = _free_port_block(5)
@@ -198,7 +202,9 @@ def served_chain(source: Path, data: Path, database_url: str) -> Iterator[Chain]
         deadline = time.monotonic() + 300
         while not (data / "ports.json").is_file():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ccsim serve did not start; see {data}/logs")
+                logs = "".join(f"\n-- {p.name}: {p.read_text(errors='replace')[-1500:]}"
+                               for p in sorted((data / "logs").glob("*.log")))
+                raise StartError(f"ccsim serve did not start (exit {proc.poll()}){logs}")
             time.sleep(0.2)
         ports = json.loads((data / "ports.json").read_text())
         pids = {name: int(pid) for name, pid in ports["pids"].items() if name != "gateway"}
@@ -229,19 +235,22 @@ def _load(chain: Chain, rate_per_s: float, duration_s: float, out: Path, source:
         raise RuntimeError(f"ccsim load failed ({done.returncode}): {done.stderr[-2000:]}")
     s = json.loads(summary_path.read_text())
     lat, load, pay = s["auth_latency_ms"], s["load"], s["payments"]
-    answered = max(int(load["answered"]), 1)
+    refused = int(load["errors"].get("http_503", 0)) + int(load["errors"].get("http_429", 0))
+    answered = max(int(load["answered"]) - refused, 1)  # payments decided (a refusal costs next to nothing)
     cpu_ms = {name: round(1000 * (cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0)) / answered, 2)
               for name in cpu_after}
     parties = [n for n in cpu_ms if n != "postgresql"]
     return {
         "offered_per_s": round(load["offered_per_s"], 2), "payments": pay["attempted"],
         "answered": load["answered"], "answered_per_s": round(load["answered"] / duration_s, 2),
+        "decided_per_s": round((int(load["answered"]) - refused) / duration_s, 2),
         "approved_per_s": round(s["throughput"]["approved_per_s_mean"], 2),
         "approval_rate": round(pay["approval_rate"], 4), "declined": pay["declined"],
         "stand_ins": pay["stand_in"],
         "p50_ms": round(lat["p50"], 2), "p99_ms": round(lat["p99"], 2), "max_ms": round(lat["max"], 2),
         "late_sends": load["late_sends"], "send_lag_p99_ms": round(load["send_lag_ms"]["p99"], 2),
         "errors": load["errors"], "load_exit_code": done.returncode,
+        "refused": refused,
         "cpu_ms_per_payment": cpu_ms, "party_cpu_ms_per_payment": round(sum(cpu_ms[n] for n in parties), 2),
         "load_average_before": load_before, "load_average_after": load_average(), "wall_s": round(wall_s, 1),
     }
@@ -258,7 +267,16 @@ def _invariants(chain: Chain) -> bool | None:
 
 
 def measure(target: str, source: Path, rate: float, duration_s: float, tmp: Path, *, pg_url: str) -> dict[str, Any]:
-    """One case: a fresh chain (every rate starts from the same books), one load, its figures."""
+    """One case: a fresh chain (every rate starts from the same books), one load, its figures. A
+    chain that does not start is tried again once (its logs printed)."""
+    try:
+        return _measure(target, source, rate, duration_s, tmp, pg_url=pg_url)
+    except StartError as exc:
+        print(f"retrying {target} at {rate:g}/s: {exc}", file=sys.stderr, flush=True)
+        return _measure(target, source, rate, duration_s, tmp, pg_url=pg_url)
+
+
+def _measure(target: str, source: Path, rate: float, duration_s: float, tmp: Path, *, pg_url: str) -> dict[str, Any]:
     tag = f"{target}-{source.name}-{rate}-{time.monotonic_ns()}"
     if target == "baseline":
         with baseline_chain(source) as chain:
@@ -270,13 +288,14 @@ def measure(target: str, source: Path, rate: float, duration_s: float, tmp: Path
 
 
 def sustained(row: dict[str, Any]) -> bool:
-    """Kept up: every payment answered, no stand-in, p99 within the deadline, answered ≥ 95 % offered."""
+    """Kept up: every payment answered (none refused), no stand-in, p99 within the deadline, answered
+    ≥ 95 % offered."""
     return (row["answered"] >= row["payments"] and not row["errors"] and row["stand_ins"] == 0
             and row["p99_ms"] <= DEADLINE_MS and row["answered_per_s"] >= 0.95 * row["offered_per_s"])
 
 
-MEDIAN_KEYS = ("answered_per_s", "approved_per_s", "p50_ms", "p99_ms", "max_ms", "stand_ins", "late_sends",
-               "party_cpu_ms_per_payment")
+MEDIAN_KEYS = ("answered_per_s", "decided_per_s", "approved_per_s", "p50_ms", "p99_ms", "max_ms", "stand_ins",
+               "late_sends", "refused", "party_cpu_ms_per_payment")
 
 
 def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -306,7 +325,8 @@ def _line(label: str, rate: float, m: dict[str, Any]) -> str:
     cpu = " ".join(f"{n}={v:g}" for n, v in m["cpu_ms_per_payment"].items())
     return (f"{label:<28} {rate:>6g}/s  answered {m['answered_per_s']:>7.2f}/s  p50 {m['p50_ms']:>8.1f}  "
             f"p99 {m['p99_ms']:>8.1f}  max {m['max_ms']:>8.1f} ms  stand-ins {m['stand_ins']:>4g}  "
-            f"late {m['late_sends']:>4g}  cpu/pay {m['party_cpu_ms_per_payment']:>6.2f} ms ({cpu})"
+            f"late {m['late_sends']:>4g}  refused {m['refused']:>5g}  "
+            f"cpu/pay {m['party_cpu_ms_per_payment']:>6.2f} ms ({cpu})"
             f"{'' if m['sustained'] else '  NOT SUSTAINED'}")
 
 

@@ -29,7 +29,7 @@ import contextlib
 import functools
 import json
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -113,6 +113,8 @@ class Outbox:
         self._reader = self._engine if parsed.get_backend_name() != "sqlite" else sqlite_engine(
             parsed, begin="BEGIN", pool_size=2, max_overflow=8)
         self._table_prefix = table_prefix
+        self._in_line: set[str] = set()  # rows a request is sending itself right now
+        self._in_line_lock = threading.Lock()
         upgrade_schema(self._engine, "outbox", table_prefix)  # Alembic revisions (services/migrations)
 
     def close(self) -> None:
@@ -147,6 +149,23 @@ class Outbox:
                                       body=json.dumps(body, sort_keys=True), state=PENDING, attempts=0,
                                       created_at=self.clock.now(), delivered_at=None))
         return True
+
+    @contextlib.contextmanager
+    def sending_in_line(self, row_id: str) -> Iterator[None]:
+        """While open, the request that staged ``row_id`` is sending it (and marking it): the relay
+        leaves the row alone, so a slow receiver does not get the same message twice at once
+        (the second would only be refused as in flight — more work exactly when the chain is full)."""
+        with self._in_line_lock:
+            self._in_line.add(row_id)
+        try:
+            yield
+        finally:
+            with self._in_line_lock:
+                self._in_line.discard(row_id)
+
+    def is_in_line(self, row_id: str) -> bool:
+        with self._in_line_lock:
+            return row_id in self._in_line
 
     # -- reading and marking -----------------------------------------------------------------
     def pending(self, limit: int = 500) -> list[OutboxEntry]:
@@ -243,7 +262,7 @@ class Relay:
                     # A row just staged is being sent in line by the request that booked it: give
                     # that sender one interval before the relay sends the same message too.
                     self._next_at[entry.id] = now + self.interval_s
-                if not force and self._next_at.get(entry.id, 0.0) > now:
+                if (not force and self._next_at.get(entry.id, 0.0) > now) or self.outbox.is_in_line(entry.id):
                     left.append(entry.id)
                     continue
                 ok = await self._deliver(entry)

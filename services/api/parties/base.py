@@ -347,8 +347,9 @@ def send_staged(ctx: PartyContext, outbox: Outbox, msg: PaymentMessage) -> bool:
     fails. ``True`` when nothing is owed any more (delivered now or before)."""
     if outbox.state(msg.id) != PENDING:
         return True
-    ok = ctx.transport.send(msg.payer_bank, msg)
-    outbox.mark(msg.id, delivered=ok)
+    with outbox.sending_in_line(msg.id):
+        ok = ctx.transport.send(msg.payer_bank, msg)
+        outbox.mark(msg.id, delivered=ok)
     return ok
 
 

@@ -33,6 +33,10 @@ class PartySettings(ApiSettings):
                                             "by replaying its command log and checks it against its books")
     relay_interval_s: float = Field(0.5, gt=0, le=60, description="outbox relay: pause between passes, and the "
                                                                   "first backoff step of a row that failed")
+    admission_in_flight_max: int = Field(
+        32, ge=0, le=10_000, description="network: payments run at once; more queue, and one whose expected wait "
+                                         "exceeds a quarter of the deadline is refused at once (503, Retry-After). "
+                                         "0: no limit")
     breaker_failures: int = Field(5, ge=1, le=1000, description="issuer → exchange: consecutive failures that "
                                                                 "open the circuit breaker")
     breaker_cooldown_s: float = Field(5.0, gt=0, le=600, description="how long an open breaker refuses calls "

@@ -170,8 +170,9 @@ class ExchangeService(StatefulService):
         if sale.net_kzt <= 0 or self.outbox.state(sale.id) != PENDING:
             return True
         msg = self._proceeds(sale.id, sale.auth_id, sale.net_kzt)
-        ok = self.ctx.transport.send(msg.payer_bank, msg)
-        self.outbox.mark(msg.id, delivered=ok)
+        with self.outbox.sending_in_line(msg.id):
+            ok = self.ctx.transport.send(msg.payer_bank, msg)
+            self.outbox.mark(msg.id, delivered=ok)
         return ok
 
     def undelivered(self) -> list[str]:

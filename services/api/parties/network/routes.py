@@ -32,12 +32,16 @@ def network_router(svc: NetworkService) -> APIRouter:
     ctx = svc.ctx
     keys = ctx.keys
 
-    @router.post("/v1/payments", response_model=PaymentOut, responses=problem_responses(404, 409))
+    @router.post("/v1/payments", response_model=PaymentOut, responses=problem_responses(404, 409, 503))
     async def pay(body: PaymentIn, key: IdempotencyKey, request: Request) -> Response:
-        async def work() -> Response:
-            return json_response(200, await svc.pay(body))
+        """Authorize a payment with the issuer (or stand in when it is late). At capacity, a payment
+        that could not start within a quarter of the deadline is refused at once: 503 with ``Retry-After``,
+        nothing written (:mod:`services.api.parties.admission`)."""
+        async with svc.admission.admit() as waited_s:
+            async def work() -> Response:
+                return json_response(200, await svc.pay(body, waited_s=waited_s))
 
-        return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
+            return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
 
     @router.post("/v1/payments/{auth_id}/reverse", response_model=ClearingOut, responses=problem_responses(404, 409))
     async def reverse(auth_id: AuthId, body: EmptyIn, key: IdempotencyKey, request: Request) -> Response:

@@ -10,6 +10,7 @@ import anyio.to_thread
 
 from services.acquirer import Acquirer
 from services.api.outbox import PENDING, Outbox, Relay
+from services.api.parties.admission import AdmissionGate
 from services.api.parties.base import (
     PartyContext,
     open_ledger,
@@ -56,6 +57,7 @@ class NetworkService(StatefulService):
         self.ctx = ctx
         self.outbox = outbox
         self.relay = relay
+        self.admission = AdmissionGate(ctx.settings.admission_in_flight_max, ctx.deadline_s / 4)
         cfg = ctx.seed.config
         # The SQL ledger of each party here, and the switch its domain object books through.
         self.sql_ledgers = {cfg.network_id: open_ledger(ctx, cfg.network_id, "network_")}
@@ -132,7 +134,7 @@ class NetworkService(StatefulService):
             return party.book_payment(msg)
 
     # -- payments ----------------------------------------------------------------------------
-    async def pay(self, body: PaymentIn) -> PaymentOut:
+    async def pay(self, body: PaymentIn, *, waited_s: float = 0.0) -> PaymentOut:
         merchant = self.merchants.get(body.merchant_id)
         if merchant is None:
             raise ProblemError(404, f"no merchant {body.merchant_id} at any acquirer of this network",
@@ -144,7 +146,8 @@ class NetworkService(StatefulService):
         transport = self.ctx.transport
         answer = await transport.apost(self.ctx.url("issuer"), "/v1/authorizations",
                                        AuthorizationIn.of(req, self.ctx.assets).model_dump(mode="json"),
-                                       key=idempotency_key("auth", req.auth_id), deadline_s=self.ctx.deadline_s)
+                                       key=idempotency_key("auth", req.auth_id),
+                                       deadline_s=max(self.ctx.deadline_s - waited_s, 0.0))
         if answer is not None and answer.status_code == 200:
             response = AuthorizationOut.model_validate_json(answer.content).to_response(self.ctx.assets)
             outcome = "approved" if response.approved else f"declined_{response.code.value}"
@@ -203,13 +206,14 @@ class NetworkService(StatefulService):
         if pending is None:
             return True
         req, response = pending
-        answer = await self.ctx.transport.apost(self.ctx.url("issuer"), "/v1/advices",
-                                                self._advice_body(req, response),
-                                                key=idempotency_key("advice", auth_id))
-        if answer is not None and answer.status_code == 200:
-            self._advices.pop(auth_id, None)
-            await anyio.to_thread.run_sync(lambda: self.outbox.mark(f"advice:{auth_id}", delivered=True))
-            return True
+        with self.outbox.sending_in_line(f"advice:{auth_id}"):  # the relay does not send it meanwhile
+            answer = await self.ctx.transport.apost(self.ctx.url("issuer"), "/v1/advices",
+                                                    self._advice_body(req, response),
+                                                    key=idempotency_key("advice", auth_id))
+            if answer is not None and answer.status_code == 200:
+                self._advices.pop(auth_id, None)
+                await anyio.to_thread.run_sync(lambda: self.outbox.mark(f"advice:{auth_id}", delivered=True))
+                return True
         return False
 
     async def retry_advices(self) -> list[str]:
@@ -283,9 +287,10 @@ class NetworkService(StatefulService):
         if payer == self.ctx.seed.config.issuer_id:
             body, key = message_to_json(msg, self.ctx.assets), idempotency_key("pay", msg.id)
             self.outbox.stage_post(None, msg.id, "issuer", "/v1/outgoing-payments", key, body)
-            delivered = self._issuer_post("/v1/outgoing-payments", body, key)
-            if delivered:
-                self.outbox.mark(msg.id, delivered=True)
+            with self.outbox.sending_in_line(msg.id):
+                delivered = self._issuer_post("/v1/outgoing-payments", body, key)
+                if delivered:
+                    self.outbox.mark(msg.id, delivered=True)
             return delivered
         if not self.ctx.command(self._book_payment, payer, msg):
             _log.error("settlement_not_booked", message_id=msg.id, payer=payer)

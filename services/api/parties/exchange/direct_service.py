@@ -150,14 +150,14 @@ class DirectExchangeService(ExchangeService):
     def _invoice(self, body: InvoiceIn) -> Invoice:
         """The invoice, or a 4xx naming the field (nothing is quoted for what input alone refuses)."""
         amount = kzt_in(body.amount, self.ctx.assets)
+        for i, code in enumerate(body.asset_priority):  # what the body says first, then whom it names
+            if code != self.stable and code not in self.exchange.config.books:
+                raise problem(422, f"{code} cannot pay here", f"asset_priority[{i}]", "not traded here")
         if body.holder_id not in self.holders:
             raise problem(404, f"no cardholder {body.holder_id} on the direct rail", "holder_id", "not found")
         if body.merchant_id not in self.zone:
             raise problem(404, f"{body.merchant_id} is not a CryptoCity zone merchant", "merchant_id",
                           "not a zone merchant")
-        for i, code in enumerate(body.asset_priority):
-            if code != self.stable and code not in self.exchange.config.books:
-                raise problem(422, f"{code} cannot pay here", f"asset_priority[{i}]", "not traded here")
         return Invoice(body.invoice_id, body.holder_id, body.merchant_id, amount, tuple(body.asset_priority),
                        body.ttl_s)
 
@@ -207,12 +207,12 @@ class DirectExchangeService(ExchangeService):
 
     # -- the conversion ----------------------------------------------------------------------
     def direct_convert(self, body: ConversionIn) -> tuple[int, ConversionOut]:
-        if body.merchant_id not in self.zone:
-            raise problem(404, f"{body.merchant_id} is not a CryptoCity zone merchant", "merchant_id",
-                          "not a zone merchant")
         if body.asset != self.stable and body.asset not in self.exchange.config.books:
             raise problem(422, f"{body.asset} is not traded here", "asset", "not traded here")
         quantity = self._units(body.quantity, body.asset, "quantity")
+        if body.merchant_id not in self.zone:
+            raise problem(404, f"{body.merchant_id} is not a CryptoCity zone merchant", "merchant_id",
+                          "not a zone merchant")
 
         def precheck() -> None:
             if self.exchange.is_halted(body.asset):

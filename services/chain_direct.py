@@ -34,6 +34,7 @@ from services.flows.direct import (
     refund_direct,
     screen_and_quote,
 )
+from services.flows.integrity import merchant_wallets_agree
 from services.issuer import SpendTracker
 from services.ledger import Violation
 from services.merchant import MerchantBooks
@@ -100,13 +101,9 @@ class DirectRail:
     def check_invariants(self) -> list[Violation]:
         """The merchants' ledger, and each merchant's wallet in its books equal to its wallet at
         the exchange (the two halves of every on-exchange transfer)."""
-        violations = list(self.books.ledger.check_invariants())
-        for merchant_id, asset, booked in self.books.wallets():
-            held = self.desk.wallet_minor(merchant_id, asset)
-            if held != booked:
-                violations.append(Violation("merchant_wallet_matches_exchange", f"{merchant_id}:{asset}",
-                                            f"merchant's books {booked} != exchange's wallet {held}"))
-        return violations
+        assets = list(self.chain.exchange._wallet_ids)  # every asset a wallet can hold
+        booked = [(m, a, self.books.wallet_minor(m, a)) for m in sorted(self.books.merchants) for a in assets]
+        return [*self.books.ledger.check_invariants(), *merchant_wallets_agree(booked, self.desk.wallet_minor)]
 
     def halves(self) -> Iterator[Half]:
         yield from merchant_halves(self.books.name, self.books.ledger.journal())

@@ -43,7 +43,7 @@ from services.api.parties.exchange.service import ExchangeService
 from services.api.parties.schemas import kzt_in
 from services.api.problems import FieldError, ProblemError
 from services.contracts import SaleReason, SaleResult
-from services.exchange import DirectDesk, DirectPayment, Invoice, PaymentQuote, merchant_owner
+from services.exchange import DirectDesk, DirectPayment, Exchange, Invoice, PaymentQuote, merchant_owner
 from services.exchange.direct import MAX_OPEN_QUOTES
 from services.flows import run_now
 from services.flows.direct import DirectDecline, DirectOutcome, accept, convert, refund_direct, screen_and_quote
@@ -280,8 +280,9 @@ class DirectExchangeService(ExchangeService):
 
         return self.ctx.locked(read)
 
-    def merchants_invariants(self) -> list[Violation]:
-        return merchant_wallets_match(self.desk, self.books)
+    def merchants_invariants(self, exchange: Exchange) -> list[Violation]:
+        """``exchange``: the copy of the exchange's memory taken at the snapshot's pin (its assets)."""
+        return merchant_wallets_match(self.desk, self.books, list(exchange._wallet_ids))
 
     def merchants_halves(self) -> list[Half]:
         return list(merchant_halves(self.books.name, self.merchants_ledger.journal()))

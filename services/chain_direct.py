@@ -103,7 +103,7 @@ class DirectRail:
     def check_invariants(self) -> list[Violation]:
         """The merchants' ledger, and each merchant's wallet in its books equal to its wallet at
         the exchange (the two halves of every on-exchange transfer)."""
-        return merchant_wallets_match(self.desk, self.books)
+        return merchant_wallets_match(self.desk, self.books, list(self.chain.exchange._wallet_ids))
 
     def halves(self) -> Iterator[Half]:
         yield from merchant_halves(self.books.name, self.books.ledger.journal())

@@ -202,3 +202,13 @@ def test_withholding_takes_the_pit_in_crypto_on_top_of_the_invoice() -> None:
 def test_a_card_only_merchant_takes_no_direct_payment() -> None:
     chain, _ = make_chain()
     assert chain.direct.pay(invoice(merchant="m1")).decline is DirectDecline.REFUSED
+
+
+def test_a_merchant_half_missing_breaks_the_books_and_the_reconciliation() -> None:
+    chain, _ = make_chain()
+    # The exchange books the transfer; the merchant's own half is lost (a crash between the two).
+    chain.direct.quote(invoice())
+    assert chain.direct.desk.accept("inv1").ok
+    violations = chain.check_invariants()["merchants"]
+    assert [v.invariant for v in violations] == ["merchant_wallet_matches_exchange"]
+    assert [b.message_id for b in chain.reconcile()] == ["inv1"]

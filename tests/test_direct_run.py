@@ -110,3 +110,16 @@ def test_merchants_holding_through_a_crash_carry_the_loss() -> None:
     assert Decimal(crash["worst_window_1h_kzt"]) < Decimal(calm["worst_window_1h_kzt"])
     assert Decimal(crash["unrealized_pnl_at_end_kzt"]) < 0
     assert Decimal(crash["unrealized_pnl_at_end_kzt"]) < Decimal(calm["unrealized_pnl_at_end_kzt"])
+
+
+@pytest.mark.parametrize(("fallback", "card"), [("card", True), ("fail", False)])
+def test_an_exchange_outage_fails_direct_payments_or_sends_them_to_the_card(fallback: str, card: bool) -> None:
+    scenario, text = load_scenario(SCENARIOS / "cryptocity_direct.yaml", [
+        "duration_s=2400", "warmup_s=60", "arrivals.start_hour=12", "population.cardholders.count=800",
+        "population.merchants.count=80", "arrivals.rate_per_s=1.0", f"direct.fallback={fallback}",
+        "services.exchange.outages=[{start_s: 600, duration_s: 900}]"])
+    result = simulate_summary(scenario, text, 2)
+    assert result.exit_code != EXIT_INTEGRITY, result.problems
+    crypto = result.summary["rails"]["direct_crypto"]
+    assert crypto["declined"].get("exchange_unavailable", 0) > 0
+    assert (crypto["fell_back_to_card"] > 0) is card

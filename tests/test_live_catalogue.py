@@ -118,6 +118,8 @@ _ORDER_CHANGES: Final = (
     Change("no assets", {"asset_priority": []}, field="asset_priority"),
     Change("more than the holder has", {"net": "99999999.00"}, field="asset_priority"),
 )
+_INVOICE: Final = {"invoice_id": "d-cat", "holder_id": "h1", "merchant_id": "m1", "amount": "100.00",
+                   "asset_priority": ["BTC"]}
 _AUTH: Final = {"auth_id": "a-cat", "card_id": "c2", "merchant_id": "m1", "acquirer_id": "acq-1",
                 "amount": "10.00", "category": "grocery"}
 _INBOX_CHANGES: Final = (
@@ -173,6 +175,31 @@ ROUTES: Final[tuple[Route, ...]] = (
               Change("re-buy for another amount than the sale's", {"amount": "10.00"}, field="amount"),
               Change("a purpose the exchange does not receive", {"purpose": "proceeds"}, status=None, field="purpose"),
           ), path_param="receiver"),
+    # -- exchange: the direct rail (the seed's merchants are card-only: an id in the template is a 404,
+    # so every case here is refused on what the body says before the ids it names are looked up)
+    Route("exchange", "/v1/direct/quotes", "/v1/direct/quotes", _INVOICE, keyed=True, amounts={"amount": 2},
+          changes=(
+              Change("unknown holder", {"holder_id": "ghost"}, status=404, field="holder_id"),
+              Change("a merchant outside the zone", {"merchant_id": "m2"}, status=404, field="merchant_id"),
+              Change("asset without an order book", {"asset_priority": ["DOGE"]}, field="asset_priority[0]"),
+              Change("lower-case asset", {"asset_priority": ["btc"]}, field="asset_priority[0]"),
+              Change("no assets", {"asset_priority": []}, field="asset_priority"),
+              Change("nine assets", {"asset_priority": ["BTC"] * 9}, field="asset_priority"),
+              Change("a time-to-live of a day", {"ttl_s": 86_400.0}, field="ttl_s"),
+              Change("a negative time-to-live", {"ttl_s": -1.0}, field="ttl_s"),
+          )),
+    Route("exchange", "/v1/direct/payments", "/v1/direct/payments", {"invoice_id": "d-cat"}, keyed=True,
+          changes=(Change("an invoice never quoted", {"invoice_id": "ghost"}, status=404, field="invoice_id"),)),
+    Route("exchange", "/v1/direct/refunds", "/v1/direct/refunds",
+          {"id": "r-cat", "invoice_id": "d-cat", "amount": "10.00"}, keyed=True, amounts={"amount": 2},
+          changes=(Change("an invoice never paid", {"invoice_id": "ghost"}, status=404, field="invoice_id"),)),
+    Route("exchange", "/v1/direct/conversions", "/v1/direct/conversions",
+          {"merchant_id": "m1", "asset": "BTC", "quantity": "0.001"}, keyed=True, amounts={"quantity": 8},
+          changes=(
+              Change("unknown asset", {"asset": "XYZ"}, field="asset"),
+              Change("lower-case asset", {"asset": "btc"}, field="asset"),
+              Change("a merchant outside the zone", {"merchant_id": "m2"}, status=404, field="merchant_id"),
+          )),
     # -- issuer
     Route("issuer", "/v1/cards", "/v1/cards", {
         "card_id": "c-cat", "holder_id": "h-cat", "residency": "resident", "kyc_tier": "standard",

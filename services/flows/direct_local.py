@@ -11,11 +11,12 @@ conversion's tenge reaches the merchant's bank (``pay_conversion``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from services.clock import Clock
 from services.contracts import ReasonCode, SaleReason, SaleResult
 from services.exchange import DirectDesk, DirectPayment, Invoice, PaymentQuote
+from services.flows.integrity import merchant_wallets_agree
 from services.issuer import SpendTracker
 from services.ledger import Violation
 from services.merchant import MerchantBooks
@@ -77,13 +78,10 @@ class LocalDirectPorts:
         return self.books.book_sold(sale.id, merchant_id, leg.asset, leg.quantity_minor)
 
 
-def merchant_wallets_match(desk: DirectDesk, books: MerchantBooks) -> list[Violation]:
+def merchant_wallets_match(desk: DirectDesk, books: MerchantBooks, assets: Iterable[str]) -> list[Violation]:
     """The merchants' ledger, and each merchant's wallet in its books equal to its wallet at the
-    exchange (the two halves of every on-exchange transfer and conversion)."""
-    violations = list(books.ledger.check_invariants())
-    for merchant_id, asset, booked in books.wallets():
-        held = desk.wallet_minor(merchant_id, asset)
-        if held != booked:
-            violations.append(Violation("merchant_wallet_matches_exchange", f"{merchant_id}:{asset}",
-                                        f"merchant's books {booked} != exchange's wallet {held}"))
-    return violations
+    exchange, for every merchant and every asset a wallet can hold (``assets``): a merchant half
+    lost for an asset its books never held is caught too (:func:`services.flows.integrity.merchant_wallets_agree`)."""
+    codes = list(assets)
+    booked = [(m, a, books.wallet_minor(m, a)) for m in sorted(books.merchants) for a in codes]
+    return [*books.ledger.check_invariants(), *merchant_wallets_agree(booked, desk.wallet_minor)]

@@ -38,7 +38,7 @@ def create_exchange_app(settings: PartySettings, *, clock: Clock | None = None,
     app.include_router(inbox_router(ctx, {cfg.exchange_id: svc.receive, **svc.merchant_receivers()}))
     app.include_router(integrity_router(  # the running totals are copied at the snapshot's instant
         ctx, lambda exchange: {cfg.exchange_id: exchange.check_invariants(),
-                               svc.books.name: svc.merchants_invariants()},
+                               svc.books.name: svc.merchants_invariants(exchange)},
         lambda: [*exchange_halves(cfg.exchange_id, svc.ledger.journal()), *svc.merchants_halves()],
         state=lambda: svc.exchange))
     app.include_router(outbox_router(svc.relay))

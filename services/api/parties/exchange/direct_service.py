@@ -43,7 +43,7 @@ from services.api.parties.exchange.service import ExchangeService
 from services.api.parties.schemas import kzt_in
 from services.api.problems import FieldError, ProblemError
 from services.contracts import SaleReason, SaleResult
-from services.exchange import DirectDesk, DirectPayment, Invoice, PaymentQuote, merchant_owner
+from services.exchange import DirectDesk, DirectPayment, Exchange, Invoice, PaymentQuote, merchant_owner
 from services.exchange.direct import MAX_OPEN_QUOTES
 from services.flows import run_now
 from services.flows.direct import DirectDecline, DirectOutcome, accept, convert, refund_direct, screen_and_quote
@@ -150,14 +150,14 @@ class DirectExchangeService(ExchangeService):
     def _invoice(self, body: InvoiceIn) -> Invoice:
         """The invoice, or a 4xx naming the field (nothing is quoted for what input alone refuses)."""
         amount = kzt_in(body.amount, self.ctx.assets)
+        for i, code in enumerate(body.asset_priority):  # what the body says first, then whom it names
+            if code != self.stable and code not in self.exchange.config.books:
+                raise problem(422, f"{code} cannot pay here", f"asset_priority[{i}]", "not traded here")
         if body.holder_id not in self.holders:
             raise problem(404, f"no cardholder {body.holder_id} on the direct rail", "holder_id", "not found")
         if body.merchant_id not in self.zone:
             raise problem(404, f"{body.merchant_id} is not a CryptoCity zone merchant", "merchant_id",
                           "not a zone merchant")
-        for i, code in enumerate(body.asset_priority):
-            if code != self.stable and code not in self.exchange.config.books:
-                raise problem(422, f"{code} cannot pay here", f"asset_priority[{i}]", "not traded here")
         return Invoice(body.invoice_id, body.holder_id, body.merchant_id, amount, tuple(body.asset_priority),
                        body.ttl_s)
 
@@ -207,12 +207,12 @@ class DirectExchangeService(ExchangeService):
 
     # -- the conversion ----------------------------------------------------------------------
     def direct_convert(self, body: ConversionIn) -> tuple[int, ConversionOut]:
-        if body.merchant_id not in self.zone:
-            raise problem(404, f"{body.merchant_id} is not a CryptoCity zone merchant", "merchant_id",
-                          "not a zone merchant")
         if body.asset != self.stable and body.asset not in self.exchange.config.books:
             raise problem(422, f"{body.asset} is not traded here", "asset", "not traded here")
         quantity = self._units(body.quantity, body.asset, "quantity")
+        if body.merchant_id not in self.zone:
+            raise problem(404, f"{body.merchant_id} is not a CryptoCity zone merchant", "merchant_id",
+                          "not a zone merchant")
 
         def precheck() -> None:
             if self.exchange.is_halted(body.asset):
@@ -280,8 +280,9 @@ class DirectExchangeService(ExchangeService):
 
         return self.ctx.locked(read)
 
-    def merchants_invariants(self) -> list[Violation]:
-        return merchant_wallets_match(self.desk, self.books)
+    def merchants_invariants(self, exchange: Exchange) -> list[Violation]:
+        """``exchange``: the copy of the exchange's memory taken at the snapshot's pin (its assets)."""
+        return merchant_wallets_match(self.desk, self.books, list(exchange._wallet_ids))
 
     def merchants_halves(self) -> list[Half]:
         return list(merchant_halves(self.books.name, self.merchants_ledger.journal()))

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import structlog
 from faults.bank_check import postgres_unreachable
+from scheduling import LongestFirstScheduling, UnitTimes
 from signing import CREDENTIALS_ENV, write_session_credentials
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -54,6 +55,8 @@ def _party_credentials(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
     else:
         os.environ[CREDENTIALS_ENV] = saved
 
+
+UNIT_TIMES = "ccsim_unit_times"
 
 PG_URL_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -223,3 +226,25 @@ def ledger_app_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     yield factory
     problems = factory.finish()
     assert not problems, "invariants violated at the end of the test:\n" + "\n".join(problems)
+
+
+# -- the order of the work under pytest-xdist (tests/scheduling.py) ----------------------------------
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` hands out the longest work units first; other modes are xdist's own."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    return LongestFirstScheduling(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) sees every report
+        config.pluginmanager.register(UnitTimes(), UNIT_TIMES)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    times = session.config.pluginmanager.get_plugin(UNIT_TIMES)
+    if isinstance(times, UnitTimes):
+        times.save(session.config)

@@ -39,7 +39,9 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     close_app(app)
 
 
-async def _wait_done(client: httpx.AsyncClient, run_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+async def _wait_done(client: httpx.AsyncClient, run_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
+    """The run's final state, polled until it is no longer running; ``timeout_s`` only detects a run
+    that never ends (a short run takes seconds on an idle machine, much longer on a busy one)."""
     seen: list[dict[str, Any]] = []
     for _ in range(int(timeout_s / 0.1)):
         response = await client.get(f"/v1/runs/{run_id}")

@@ -414,7 +414,7 @@ async def test_outbound_calls_time_out_on_a_peer_that_never_answers(live: Recove
 
 
 def _wait_healthy(url: str, process: ServiceProcess) -> None:
-    for _ in range(600):
+    for _ in range(1800):  # a failure detector: a restart on a busy machine can take a minute
         if process.exit_code() is not None:
             raise AssertionError(f"the service exited: {process.log_tail()}")
         try:

@@ -193,8 +193,9 @@ class DirectPath:
         if served:
             refund = self.chain.direct.refund(f"d{rec.pid}:refund1", f"d{rec.pid}", amount_kzt)
             rec.refund = "refunded" if refund.ok else refund.reason.value
-            if refund.ok:  # the crypto left the merchant's wallet: so did its share of the basis
-                rec.basis_kzt -= rec.basis_kzt * amount_kzt // rec.amount_kzt
+            if refund.ok:  # the crypto left the merchant's wallet: so did its value at the payment's price
+                unit = self.chain.assets.get(refund.asset).unit
+                rec.basis_kzt = max(0, rec.basis_kzt - _value(refund.quantity_minor, refund.price_kzt, unit))
         else:
             rec.refund = "exchange_unavailable"
         self.in_flight -= 1

@@ -282,6 +282,27 @@ def test_a_quote_is_firm_within_its_ttl() -> None:
     assert_clean(ex)
 
 
+def test_a_quote_whose_pit_changed_since_is_repriced_not_a_crash() -> None:
+    """Quoted at a loss (no PIT to withhold), then another sale of the same holder takes that lot:
+    the quote now sells a lot at a gain, so the PIT to withhold changed from zero — the sale is
+    re-priced with the PIT it realizes (it used to raise 'PIT realized differs from the PIT
+    withheld' and end the run)."""
+    ex, _, _ = make_exchange(tax_policy=TaxPolicy.WITHHOLD)
+    ex.open_wallet("h1", Residency.RESIDENT, (Holding("BTC", (
+        Lot(SAT // 200, D("40000000"), acquired_at=1.0),  # older: bought dear, sold at a loss
+        Lot(SAT, D("1000000"), acquired_at=2.0),  # newer: bought cheap, sold at a gain
+    )),))
+    quoted = ex.quote(order(100_000_00, sale_id="s2", priority=("BTC",)))
+    assert not isinstance(quoted, SaleReason)
+    assert [leg.pit_withheld_kzt for leg in quoted.legs] == [0]
+    assert ex.sell(order(100_000_00, sale_id="s1", priority=("BTC",))).ok  # takes most of the older lot
+    sold = ex.sell(order(100_000_00, sale_id="s2", priority=("BTC",)), quote=quoted)
+    assert sold.ok, sold.reason
+    assert sold.legs[0].pit_kzt > 0
+    assert sold.net_kzt >= 100_000_00
+    assert_clean(ex)
+
+
 def test_open_wallet_is_idempotent_and_checks_assets() -> None:
     ex, ledger, _ = make_exchange()
     open_holder(ex)

@@ -307,13 +307,16 @@ class Exchange:
         raise RuntimeError(f"withholding did not converge for {holder_id}/{asset} at {need_kzt}")
 
     def _still_firm(self, order: SellOrder, quote: SaleQuote) -> bool:
+        """The quoted legs can still execute as quoted: books, wallets and the PIT to withhold (a
+        sale of the same holder's lots in between changes the PIT, from zero too)."""
+        withhold = self._withhold and order.holder_id not in self._corporate
         for leg in quote.legs:
             q = leg.quote
             if q.asset in self._halted or not self._books[q.asset].can_execute(q):
                 return False
             if self._available(order.holder_id, q.asset) < q.quantity_minor:
                 return False
-            if leg.pit_withheld_kzt and leg.pit_withheld_kzt != self.tax.preview(
+            if withhold and leg.pit_withheld_kzt != self.tax.preview(
                     order.holder_id, q.asset, q.quantity_minor, q.gross_kzt).pit_kzt:
                 return False
         return True

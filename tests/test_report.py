@@ -42,7 +42,7 @@ SCENARIOS = ROOT / "scenarios"
 SHORT_RUN = ["duration_s=1200", "warmup_s=300"]  # the scenarios warm up for 1800 s
 
 CHART_IDS = (
-    "chart-latency-histogram", "chart-latency-cdf", "chart-latency-over-time",
+    "chart-rails-cost", "chart-latency-histogram", "chart-latency-cdf", "chart-latency-over-time",
     "chart-legs-breakdown", "chart-legs-utilization", "chart-legs-queue",
     "chart-throughput", "chart-outcomes",
     "chart-market-price", "chart-market-slippage", "chart-market-fees",

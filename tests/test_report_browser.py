@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Route, sync_playwright
 
 from sim.report import build_report
+from sim.report.build import SECTION_IDS
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -104,7 +105,7 @@ def test_report_renders_offline_without_errors(report_path: Path) -> None:
     seen = _load(report_path, screenshot)
     assert seen["errors"] == []
     assert seen["blocked"] == [], "the report asked for something on the network"
-    assert len(seen["sections"]) == 10
+    assert len(seen["sections"]) == len(SECTION_IDS)
     assert len(seen["charts"]) >= 6
     for chart in seen["charts"]:
         assert chart["width"] > 100 and chart["height"] > 100, chart

@@ -72,7 +72,7 @@ def test_a_card_only_run_shows_its_card_rail_and_no_merchant_exposure(direct_run
     summary = _card_only(json.loads((direct_run / "summary.json").read_text()))
     html = rails_html(summary)
     assert "card JIT" in html and "direct crypto" not in html and "zone merchants" not in html
-    assert rail_metrics([summary, summary]) == []  # one rail: the headline rows already say it all
+    assert rail_metrics([summary, summary]) == []  # card only: the headline rows already compare it
     assert rails_html({"payments": {}}).startswith("<p>This run's summary has no per-rail figures")
 
 

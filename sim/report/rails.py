@@ -63,10 +63,10 @@ def _present(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def rail_metrics(summaries: list[dict[str, Any]]) -> list[Metric]:
-    """The rows ``ccsim compare`` adds per rail that any of the runs used (none when every run is
-    card-only with one funding mode: its headline figures already say it all)."""
+    """The rows ``ccsim compare`` adds per rail that any of the runs used, when any of them used
+    the direct rail (between card-only runs the headline figures already compare the card)."""
     used = [rail for rail in RAILS if any(rail in _present(s) for s in summaries)]
-    if len(used) < 2 and not any(key.startswith("direct") for key, _ in used):
+    if not any(key.startswith("direct") for key, _ in used):
         return []
     out: list[Metric] = []
     for key, label in used:
@@ -77,9 +77,8 @@ def rail_metrics(summaries: list[dict[str, Any]]) -> list[Metric]:
                 _Duration(f"{base}.tenge_to_merchant_s.p50", f"{label}: merchant holds tenge, p50", Kind.SECONDS),
                 Metric(f"{base}.merchant_cost_per_10000_kzt.total", f"{label}: merchant cost per 10,000 KZT",
                        Kind.KZT)]
-    if any(key.startswith("direct") for key, _ in used):
-        out += [Metric("rails.merchants.worst_window_1h_kzt", "zone merchants: worst 1-hour P&L", Kind.KZT),
-                Metric("rails.merchants.held_at_end_kzt", "zone merchants: crypto held at the end", Kind.KZT)]
+    out.append(Metric("rails.merchants.worst_window_1h_kzt", "zone merchants: worst 1-hour P&L", Kind.KZT))
+    out.append(Metric("rails.merchants.held_at_end_kzt", "zone merchants: crypto held at the end", Kind.KZT))
     return out
 
 

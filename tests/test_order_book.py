@@ -107,7 +107,11 @@ def test_sale_legs_balance_per_asset_on_the_ledger(
     depth_before = exchange.book(code).total_depth_kzt
     result = exchange.sell(SellOrder("s", "a", "h", net, (code,), 9_999, 1.0))
     if not result.ok:
-        assert result.reason in (SaleReason.INSUFFICIENT_LIQUIDITY, SaleReason.SLIPPAGE_CAP)
+        allowed = {SaleReason.INSUFFICIENT_LIQUIDITY, SaleReason.SLIPPAGE_CAP}
+        whole = exchange.book(code).quote_sell_quantity(10**29, fee_bps)
+        if not isinstance(whole, SaleReason) and whole.gross_kzt - whole.fee_kzt < net:
+            allowed.add(SaleReason.INSUFFICIENT_CRYPTO)  # at a tiny price even the whole wallet nets too little
+        assert result.reason in allowed
         assert len(ledger) == 2  # the house funding and the deposit only
         return
     (leg,) = result.legs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def test_the_report_sets_every_rail_used_side_by_side(direct_run: Path) -> None:
     assert "direct_crypto" in used and "card_jit" in used  # the short day used both kinds of rail
     assert _cells(section, "payments (measured)") == [f"{rails[k]['payments']:,}" for k in used]
     costs = _cells(section, "merchant cost per 10,000 KZT")
-    assert costs == [f"{float(rails[k]['merchant_cost_per_10000_kzt']['total']):,.2f} KZT" for k in used]
+    assert costs == [f"{Decimal(rails[k]['merchant_cost_per_10000_kzt']['total']):,.2f} KZT" for k in used]
     verdict = re.sub(r"<[^>]+>", "", re.search(r'<p id="rails-verdict">(.*?)</p>', section, re.S).group(1))
     assert "direct crypto" in verdict and "card JIT" in verdict
     assert "What the zone merchants bear on the direct rail" in section
@@ -85,10 +86,10 @@ def test_the_cost_chart_stacks_each_rails_parts_with_a_price_gain_below_zero(dir
     chart = rails_chart(summary)
     assert chart.figure is not None
     bars = {bar.name: dict(zip(bar.x, bar.y, strict=True)) for bar in chart.figure.data}
-    assert bars["interchange"]["card JIT"] == float(summary["rails"]["card_jit"]["merchant_cost_per_10000_kzt"]
-                                                    ["interchange"])
-    assert bars["exchange fees"]["direct crypto"] == 1.0
-    assert bars["price loss"]["direct crypto"] == -2.25
+    card_interchange = summary["rails"]["card_jit"]["merchant_cost_per_10000_kzt"]["interchange"]
+    assert Decimal(str(bars["interchange"]["card JIT"])) == Decimal(card_interchange)
+    assert Decimal(str(bars["exchange fees"]["direct crypto"])) == Decimal("1.00")
+    assert Decimal(str(bars["price loss"]["direct crypto"])) == Decimal("-2.25")
 
 
 def test_compare_lists_the_rails_with_deltas_of_the_shown_figures(direct_run: Path, tmp_path: Path) -> None:

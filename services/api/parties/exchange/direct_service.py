@@ -39,7 +39,7 @@ from services.api.parties.exchange.direct_schemas import (
     QuoteOut,
     RefundIn,
 )
-from services.api.parties.exchange.service import ExchangeService
+from services.api.parties.exchange.service import ExchangeService, stage_payout_message
 from services.api.parties.schemas import kzt_in
 from services.api.problems import FieldError, ProblemError
 from services.contracts import SaleReason, SaleResult
@@ -51,7 +51,6 @@ from services.flows.direct_local import LocalDirectPorts, merchant_wallets_match
 from services.ids import Step, transfer_id
 from services.issuer import SpendTracker
 from services.ledger import Violation
-from services.ledger.engine import Staging
 from services.ledger.sql import TransactionHook
 from services.merchant import MerchantBooks
 from services.messaging import Handler, PaymentMessage, Purpose
@@ -241,15 +240,8 @@ class DirectExchangeService(ExchangeService):
 
     def _conversion_hook(self, sale_id: str, merchant_id: str) -> TransactionHook:
         """Stage the conversion's tenge in the transaction that writes the sale's payout."""
-        payout_id = transfer_id(sale_id, Step.PAYOUT)
-
-        def hook(conn: Any, staging: Staging) -> None:
-            payout = staging.transfers.get(payout_id)
-            if payout is not None and payout.amount > 0:
-                msg = self._conversion_msg(sale_id, merchant_id, payout.amount)
-                self.outbox.stage_message(conn, msg.payer_bank, msg)
-
-        return hook
+        return stage_payout_message(self.outbox, sale_id,
+                                    lambda net: self._conversion_msg(sale_id, merchant_id, net))
 
     def merchant_receivers(self) -> dict[str, Handler]:
         """``POST /v1/inbox/merchant:<id>``: a conversion's tenge reaching a zone merchant's books."""

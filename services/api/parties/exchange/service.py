@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -37,6 +38,22 @@ from services.ledger.engine import Staging
 from services.ledger.sql import SqlLedger, TransactionHook
 from services.messaging import PaymentMessage, Purpose
 from services.tax import TaxBook
+
+
+def stage_payout_message(outbox: Outbox, sale_id: str,
+                         message: Callable[[int], PaymentMessage]) -> TransactionHook:
+    """A hook that stages ``message(net)`` in ``outbox`` in the transaction that writes the sale's
+    payout transfer (of ``net`` tenge); nothing when the sale paid nothing out. The tenge of a card
+    sale (its proceeds to the issuer) and of a merchant's conversion leave the exchange this way."""
+    payout_id = transfer_id(sale_id, Step.PAYOUT)
+
+    def hook(conn: Any, staging: Staging) -> None:
+        payout = staging.transfers.get(payout_id)
+        if payout is not None and payout.amount > 0:
+            msg = message(payout.amount)
+            outbox.stage_message(conn, msg.payer_bank, msg)
+
+    return hook
 
 
 class ExchangeService(StatefulService):
@@ -154,15 +171,7 @@ class ExchangeService(StatefulService):
 
     def _proceeds_hook(self, sale_id: str, auth_id: str) -> TransactionHook:
         """Stage the proceeds message in the transaction that writes the sale's payout transfer."""
-        payout_id = transfer_id(sale_id, Step.PAYOUT)
-
-        def hook(conn: Any, staging: Staging) -> None:
-            payout = staging.transfers.get(payout_id)
-            if payout is not None and payout.amount > 0:
-                msg = self._proceeds(sale_id, auth_id, payout.amount)
-                self.outbox.stage_message(conn, msg.payer_bank, msg)
-
-        return hook
+        return stage_payout_message(self.outbox, sale_id, lambda net: self._proceeds(sale_id, auth_id, net))
 
     def _pay_proceeds(self, sale: SaleResult) -> bool:
         """Try to deliver the sale's outbox row now (outside the domain lock: it may take a

@@ -58,6 +58,9 @@ _log = get_logger(__name__)
 _KEY_LENGTH_MAX: Final = 128
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 _IN_FLIGHT_TYPE: Final = "urn:ccsim:problem:idempotency-key-in-flight"
+# How long an idle pooled connection to a peer is kept; shorter than the servers' keep-alive
+# (sim.live.serve.SERVER_KEEP_ALIVE_S), so this side always closes an idle connection first.
+POOL_KEEP_ALIVE_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +145,7 @@ class HttpTransport:
         """The pooled session, made on first use on the service's loop."""
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self.pool_connections_max, limit_per_host=0,
-                                             keepalive_timeout=30.0, enable_cleanup_closed=True)
+                                             keepalive_timeout=POOL_KEEP_ALIVE_S, enable_cleanup_closed=True)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                                   skip_auto_headers=("User-Agent",))
         return self._session

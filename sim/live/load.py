@@ -67,6 +67,7 @@ __all__ = ["FRONT_END_LEG", "LATE_THRESHOLD_MS", "LoadOutcome", "PlannedPayment"
 
 LATE_THRESHOLD_MS: Final = 10.0  # a send later than this after its scheduled time is a late send
 START_LEAD_S: Final = 0.2  # the schedule starts this long after the generator is ready
+LOAD_KEEP_ALIVE_S: Final = 15.0  # idle connections close before the services' (sim.live.serve)
 PLAN_MAX: Final = 2_000_000  # a limit on everything: the whole schedule is held in memory
 FRONT_END_LEG: Final = "acquirer"  # the POS's wait beyond the answering service's own time
 _KZT = DEFAULT_ASSETS[0]
@@ -262,7 +263,8 @@ async def run_open_loop(
     gate = asyncio.Semaphore(max_in_flight)
     samples = [Sample(p) for p in plan]
     in_flight = [0, 0]  # now, peak
-    connector = aiohttp.TCPConnector(limit=max_in_flight, limit_per_host=max_in_flight, ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(limit=max_in_flight, limit_per_host=max_in_flight, ttl_dns_cache=300,
+                                     keepalive_timeout=LOAD_KEEP_ALIVE_S)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         t0 = loop.time() + START_LEAD_S

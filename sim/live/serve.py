@@ -56,6 +56,12 @@ __all__ = [
     "seed_from_scenario",
 ]
 
+# How long a service keeps an idle connection open. It must outlast every client's own idle expiry
+# (the parties' aiohttp pool 30 s, ccsim load's aiohttp 15 s, httpx 5 s): a server that closes
+# first races the client's next request on that connection, which then fails with a read error that
+# a POST must not blindly retry. uvicorn's default (5 s) equals httpx's and lost that race under load.
+SERVER_KEEP_ALIVE_S: Final = 75
+
 # name → (port offset from --port, uvicorn factory)
 PARTY_FACTORIES: Final[dict[str, tuple[int, str]]] = {
     "network": (1, "services.api.parties.network:create_network_app_from_env"),
@@ -270,7 +276,8 @@ class Supervisor:
             env.pop("CCSIM_DATABASE_URL", None)
             env.pop("CCSIM_TABLE_PREFIX", None)
         argv = [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", cfg.host, "--port", str(port),
-                "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
+                "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "5",
+                "--timeout-keep-alive", str(SERVER_KEEP_ALIVE_S)]
         return ServiceProcess(name, port, argv, env, cfg.data_dir / "logs" / f"{name}.log")
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -82,6 +82,8 @@ def test_a_replayed_acceptance_books_nothing_new() -> None:
     again = chain.direct.accept(invoice())
     assert again.payment == first.payment
     assert chain.exchange.wallet_balance(merchant_owner("z1"), "BTC") == 200_000
+    # The replay counts nothing toward the holder's limits either: still one payment's worth today.
+    assert chain.direct.limits.spent_kzt("h-c1", 1_000.0) == (60_000_00, 60_000_00)
     assert_clean(chain)
 
 

@@ -134,6 +134,10 @@ class QuotePorts(Protocol):
 class AcceptPorts(Protocol):
     """Step 2: the exchange executes, the merchant books its half, the limits count it."""
 
+    async def paid(self, invoice_id: str) -> DirectPayment | None:
+        """The payment of ``invoice_id`` if the exchange executed it before (a replay), else ``None``."""
+        ...
+
     async def accept(self, invoice_id: str) -> DirectPayment:
         """The exchange executes the open quote: both wallets booked, or a refusal."""
         ...
@@ -196,7 +200,13 @@ async def screen_and_quote(invoice: Invoice, ports: QuotePorts) -> PaymentQuote 
 
 
 async def accept(invoice: Invoice, ports: AcceptPorts) -> DirectOutcome:
-    """The holder accepts the open quote: the exchange executes, the merchant books, limits count."""
+    """The holder accepts the open quote: the exchange executes, the merchant books, limits count.
+
+    An invoice paid before (the holder's phone retried, a POS re-sent under another key) answers
+    with its first payment and moves and counts nothing again."""
+    done = await ports.paid(invoice.invoice_id)
+    if done is not None:
+        return DirectOutcome(invoice.invoice_id, payment=done)
     payment = await ports.accept(invoice.invoice_id)
     if not payment.ok:
         return DirectOutcome(invoice.invoice_id, decline_of(payment.reason), payment)

@@ -51,6 +51,9 @@ class LocalDirectPorts:
     async def quote(self, invoice: Invoice) -> PaymentQuote | SaleReason:
         return self.desk.quote(invoice)
 
+    async def paid(self, invoice_id: str) -> DirectPayment | None:
+        return self.desk.payment(invoice_id)
+
     async def accept(self, invoice_id: str) -> DirectPayment:
         return self.desk.accept(invoice_id)
 

@@ -114,9 +114,6 @@ class DirectExchangeService(ExchangeService):
         return got
 
     def _direct_accept(self, invoice: Invoice) -> DirectOutcome:
-        paid = self.desk.payment(invoice.invoice_id)
-        if paid is not None:  # accepted before (a retry under another key): its answer, counted once
-            return DirectOutcome(invoice.invoice_id, payment=paid)
         outcome = run_now(accept(invoice, self.direct_ports))
         if outcome.paid_direct or outcome.decline is DirectDecline.QUOTE_EXPIRED:
             self._invoices.pop(invoice.invoice_id, None)

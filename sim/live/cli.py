@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from services.api.parties.seed import PartySeed, read_seed
 from sim.live.data_dir import DataDirInUseError, DataDirLock, earlier_books, lock_data_dir
+from sim.live.restarts import RESTARTS_MAX
 from sim.live.serve import (
     PARTY_FACTORIES,
     ServeConfig,
@@ -115,8 +116,8 @@ def _check_args(args: argparse.Namespace) -> str:
         return "--port must leave room for the four party ports above it"
     if args.seed < 0:
         return "--seed must not be negative"
-    if not 0 <= args.max_restarts <= 100:
-        return "--max-restarts must be from 0 to 100"
+    if not 0 <= args.max_restarts <= RESTARTS_MAX:
+        return f"--max-restarts must be from 0 to {RESTARTS_MAX}"
     if args.scenarios_dir is not None and not args.scenarios_dir.is_dir():
         return f"--scenarios-dir {args.scenarios_dir}: not a directory"
     return ""

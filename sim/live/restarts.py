@@ -13,8 +13,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["RestartDecision", "RestartPolicy"]
+__all__ = ["RESTARTS_MAX", "RestartDecision", "RestartPolicy"]
 
+RESTARTS_MAX: Final = 100  # the most ``--max-restarts`` may allow (a limit on everything)
 _BACKOFF_FIRST_S: Final = 0.5
 
 

@@ -43,6 +43,7 @@ import httpx
 
 from services.api.auth import Credentials, SigningAuth, load_credentials
 from services.api.parties import collect_invariants, collect_reconciliation, write_seed
+from sim.live.restarts import RESTARTS_MAX
 
 from .hostile_probes import Probe, run_probes
 from .party_actions import FaultRun
@@ -102,6 +103,13 @@ class _Proc:
         self.url = url
 
 
+def restarts_allowed(kills: int) -> int:
+    """``--max-restarts`` for a run of ``kills``: the kills go round the four parties, so one child
+    dies at most ``ceil(kills / 4)`` times, plus room for a death the harness did not cause (which
+    the run then reports); within ``ccsim serve``'s bound of 100."""
+    return min(RESTARTS_MAX, max(10, 2 * -(-kills // len(PARTIES))))
+
+
 class ServeCluster:
     """``ccsim serve`` in a process of its own, and what the fault run needs of its children."""
 
@@ -113,7 +121,7 @@ class ServeCluster:
         self.log_path = work_dir / "serve.log"
         argv = [str(Path(sys.executable).with_name("ccsim")), "serve", "--seed-file", str(seed_file), "--data-dir",
                 str(self.data_dir), "--host", LOOPBACK, "--port", str(self.port), "--no-gateway",
-                "--max-restarts", str(max(10, 4 * cfg.kills))]
+                "--max-restarts", str(restarts_allowed(cfg.kills))]
         if database_url:
             argv += ["--database-url", database_url]
         self.env = {**os.environ, "PYTHONPATH": str(_REPO), "CCSIM_IDEMPOTENCY_LEASE_S": "15",

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from sim.live.restarts import RESTARTS_MAX
+
 from .party_cluster import PARTIES, PgServer
-from .supervised import SupervisedConfig, run_supervised_faults
+from .supervised import SupervisedConfig, restarts_allowed, run_supervised_faults
 
 pytestmark = pytest.mark.slow
 
@@ -42,3 +44,11 @@ def test_the_supervisor_restarts_every_killed_child_and_nothing_is_lost(db: str,
     issues = {p["issue"] for p in s["probes"]}
     assert issues == {"F1", "F2", "F3", "F4", "F6"}
     assert s["probes_failed"] == 0 and s["probes_5xx"] == 0
+
+
+@pytest.mark.parametrize("kills", [SHORT.kills, 32, 120, 1_000])
+def test_the_long_run_asks_serve_for_restarts_it_accepts(kills: int) -> None:
+    # make faults' 32 kills once asked for 128 restarts, past serve's bound, and serve refused to start.
+    allowed = restarts_allowed(kills)
+    assert allowed <= RESTARTS_MAX
+    assert allowed >= min(RESTARTS_MAX, -(-kills // len(PARTIES)))  # each child's share of the kills

@@ -105,6 +105,8 @@ def payment_summary(payments: list[Payment], partition: tuple[float, float] | No
         "captured": clearing["captured"],
         "reversed": clearing["reversed"],
         "clearing_failed": clearing["refused"] + clearing["gave_up"] + clearing["none"],
+        "clearing_failed_by_answer": dict(Counter(p.clearing or "none" for p in payments
+                                                  if p.approved and p.clearing not in ("captured", "reversed"))),
         "captures_waiting_for_advice": sum(1 for p in payments if p.clearing_unknown_auth),
         "late_sends": late_sends,
     }

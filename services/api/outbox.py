@@ -45,6 +45,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     func,
     insert,
     select,
@@ -73,8 +74,8 @@ class OutboxEntry:
     """One owed delivery: a message to a receiver, or a POST to a peer service."""
 
     id: str
-    kind: str  # "message" | "post"
-    target: str  # the receiver (message) or the peer service name (post)
+    kind: str  # "message" | "post" | "local" (a step this service completes itself, see Relay.complete_locally)
+    target: str  # the receiver (message), the peer service name (post) or the step's name (local)
     path: str
     key: str
     body: dict[str, Any]
@@ -139,6 +140,19 @@ class Outbox:
             return self._insert(conn, row_id, "post", peer, path, key, body)
         with self._engine.begin() as own:
             return self._insert(own, row_id, "post", peer, path, key, body)
+
+    def stage_local(self, row_id: str, step: str, key: str, body: dict[str, Any]) -> bool:
+        """Record a step this service owes itself (in a transaction of its own): the relay completes
+        it with the handler registered for ``step`` if the request that staged it does not (it
+        died, or its caller gave up). ``False`` when the row exists."""
+        with self._engine.begin() as own:
+            return self._insert(own, row_id, "local", step, "", key, body)
+
+    def drop_pending(self, row_id: str) -> None:
+        """Remove a row still pending: what it recorded was refused for good and is owed no more
+        (a refusal leaves the tables as they were)."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(self.table).where(self.table.c.id == row_id, self.table.c.state == PENDING))
 
     def _insert(self, conn: Connection, row_id: str, kind: str, target: str, path: str, key: str,  # noqa: PLR0917
                 body: dict[str, Any]) -> bool:
@@ -248,9 +262,28 @@ class Relay:
         self.backoff_max_s = backoff_max_s
         self._next_at: dict[str, float] = {}  # row id → loop time of its next attempt
         self._pass_lock = asyncio.Lock()
+        self._local: dict[str, Deliverer] = {}
         self._task: asyncio.Task[None] | None = None
         self.delivered = 0
         self.failed_attempts = 0
+
+    def complete_locally(self, step: str, handler: Deliverer) -> None:
+        """Rows staged with :meth:`Outbox.stage_local` for ``step`` are completed by ``handler``
+        (``True``: done, or refused for good; ``False``: try again after the backoff)."""
+        self._local[step] = handler
+
+    async def _attempt(self, entry: OutboxEntry) -> bool:
+        if entry.kind != "local":
+            return await self._deliver(entry)
+        handler = self._local.get(entry.target)
+        if handler is None:
+            _log.warning("outbox_local_step_unknown", id=entry.id, step=entry.target)
+            return False
+        try:
+            return await handler(entry)
+        except Exception as exc:
+            _log.warning("outbox_local_step_failed", id=entry.id, error=repr(exc)[:300])
+            return False
 
     async def run_once(self, *, force: bool = False) -> list[str]:
         """One pass over the pending rows (``force``: ignore the backoff); the ids still pending."""
@@ -265,7 +298,7 @@ class Relay:
                 if (not force and self._next_at.get(entry.id, 0.0) > now) or self.outbox.is_in_line(entry.id):
                     left.append(entry.id)
                     continue
-                ok = await self._deliver(entry)
+                ok = await self._attempt(entry)
                 await anyio.to_thread.run_sync(functools.partial(self.outbox.mark, entry.id, delivered=ok))
                 if ok:
                     self.delivered += 1

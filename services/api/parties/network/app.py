@@ -16,7 +16,7 @@ from services.api.parties.base import (
     recovery_router,
 )
 from services.api.parties.network.routes import network_router
-from services.api.parties.network.service import NetworkService
+from services.api.parties.network.service import PRESENT_STEP, NetworkService
 from services.api.parties.settings import PartySettings
 from services.clock import Clock
 
@@ -27,6 +27,7 @@ def create_network_app(settings: PartySettings, *, clock: Clock | None = None,
     app, ctx = create_party_base(settings, title="ccsim network and acquirers", clock=clock, http_client=http_client)
     outbox, relay, report = open_outbox(app, ctx)
     svc = NetworkService(ctx, outbox, relay)
+    relay.complete_locally(PRESENT_STEP, svc.complete_presentment)
     for ledger in svc.ledgers:
         on_shutdown(app, ledger.close)
     app.state.network_service = svc

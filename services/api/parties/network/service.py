@@ -9,7 +9,7 @@ from typing import Any
 import anyio.to_thread
 
 from services.acquirer import Acquirer
-from services.api.outbox import PENDING, Outbox, Relay
+from services.api.outbox import PENDING, Outbox, OutboxEntry, Relay
 from services.api.parties.admission import AdmissionGate
 from services.api.parties.base import (
     PartyContext,
@@ -43,6 +43,7 @@ _ADVICE_ROUNDS_MAX = 8  # background rounds per advice (each with the transport'
 _ADVICE_PAUSE_S = 0.5
 
 
+PRESENT_STEP = "presentment"  # the outbox's local step that completes a presentment (complete_presentment)
 _BOUND_MAX = 1_000_000  # payment ids remembered with their first body
 
 
@@ -230,7 +231,37 @@ class NetworkService(StatefulService):
     async def present(self, body: PresentmentIn, key: str) -> PresentmentOut:
         """:func:`services.flows.clearing.present`: the issuer resolves first (a capture beyond the
         padding is refused there, nothing booked here); then the acquirer books the presentment
-        into its open batch."""
+        into its open batch.
+
+        The presentment is recorded first (an outbox row of its own, ``presentment:<key>``): once
+        the issuer has captured, the acquirer's half must follow even if this process dies or the
+        presenter stops retrying, or the issuer's capture stands alone (a reconciliation break,
+        a merchant never paid). The relay completes a row left pending
+        (:meth:`complete_presentment`); a definite answer, success or refusal, ends it."""
+        row = f"presentment:{key}"
+        await anyio.to_thread.run_sync(self.outbox.stage_local, row, PRESENT_STEP, key, body.model_dump(mode="json"))
+        with self.outbox.sending_in_line(row):  # the relay leaves it to this request meanwhile
+            try:
+                out = await self._present_once(body, key)
+            except ProblemError as exc:
+                if exc.status_code < 500:  # refused for good: nothing is owed, and no row changed
+                    await anyio.to_thread.run_sync(self.outbox.drop_pending, row)
+                raise
+        await anyio.to_thread.run_sync(lambda: self.outbox.mark(row, delivered=True))
+        return out
+
+    async def complete_presentment(self, entry: OutboxEntry) -> bool:
+        """The relay's step for a presentment whose request did not finish: the same resolution
+        (the issuer answers a capture it made with its first answer) and the acquirer's booking
+        (a replay books nothing). ``True`` once it is done or refused for good."""
+        try:
+            await self._present_once(PresentmentIn.model_validate(entry.body), entry.key)
+        except ProblemError as exc:
+            return exc.status_code < 500
+        _log.info("presentment_completed", id=entry.id)
+        return True
+
+    async def _present_once(self, body: PresentmentIn, key: str) -> PresentmentOut:
         amount_kzt = kzt_in(body.amount, self.ctx.assets)
         resolution, p = await present(PresentmentKind(body.kind), body.auth_id, amount_kzt,
                                       self.ctx.seed.config.issuer_id, ClearingPortsHttp(self, key))

@@ -58,6 +58,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     func,
@@ -152,6 +153,8 @@ class IdempotencyStore:
             Column("claimed_at", Float, nullable=False),
         )
         self._metadata = metadata
+        self._by_key = select(self.table).where(self.table.c.key == bindparam("q_key"))  # built once: cached
+        self._insert = insert(self.table)
         self._engine = _engine(parsed)
         self._reader = _reader(parsed, self._engine)
         self._table_prefix = table_prefix
@@ -193,9 +196,8 @@ class IdempotencyStore:
                 return Claim(ClaimState.IN_FLIGHT if running == request_hash else ClaimState.MISMATCH)
             self._running[key] = request_hash  # reserved while we read: a twin waits as in flight
         try:
-            t = self.table
             with self._reader.connect() as conn:
-                row = conn.execute(select(t).where(t.c.key == key)).first()
+                row = conn.execute(self._by_key, {"q_key": key}).first()
         except BaseException:
             self._forget(key)
             raise
@@ -295,15 +297,15 @@ class IdempotencyStore:
         with self._running_lock:
             insert_row = self.local_claims and key not in self._over_row
             request_hash = self._running.get(key, "")
-        stmt: Executable
         if insert_row:
             now = self.clock.now()
-            stmt = insert(t).values(key=key, request_hash=request_hash, created_at=now, claimed_at=now, **done)
+            stmt: Executable = self._insert
+            params = {"key": key, "request_hash": request_hash, "created_at": now, "claimed_at": now, **done}
         else:
-            stmt = update(t).where(t.c.key == key).values(**done)
+            stmt, params = update(t).where(t.c.key == key).values(**done), {}
 
         def write(conn: Connection) -> None:
-            conn.execute(stmt)
+            conn.execute(stmt, params)
 
         return write
 
@@ -347,10 +349,13 @@ def _engine(url: Any) -> Engine:
 
 
 def _reader(url: Any, engine: Engine) -> Engine:
-    """Reads that need no write lock: SQLite's deferred BEGIN (a WAL snapshot); PostgreSQL's pool."""
+    """Reads that need no write lock (one statement each, so no BEGIN: a WAL snapshot of its own);
+    PostgreSQL's pool."""
     if url.get_backend_name() != "sqlite":
         return engine
-    return sqlite_engine(url, begin="BEGIN", pool_size=2, max_overflow=8)
+    # A claim reads one row: no BEGIN needed. Enough pooled connections that concurrent claims do
+    # not open and close overflow connections (each opening costs a connect and three PRAGMAs).
+    return sqlite_engine(url, begin="", pool_size=8, max_overflow=8)
 
 
 def _idempotency_key(

@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import signal
 import socket
 import statistics
@@ -73,13 +74,23 @@ def trivial_app() -> FastAPI:
 
 # -- processes --------------------------------------------------------------------------------
 def _free_port_block(size: int) -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + size < 65_000 and all(_port_free(base + i) for i in range(size)):
+    """A block of free ports below the kernel's range for outgoing connections: a port from that
+    range, free when chosen, is often taken before the service binds it by one of the chain's own
+    client connections (on PostgreSQL each party opens dozens), and the chain fails to start."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(max(low - 12_000, 1_024), low - size)
+        if all(_port_free(base + i) for i in range(size)):
             return base
     raise RuntimeError("no free block of ports")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def _port_free(port: int) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "UnitOfWork", "sqlite_engine"]
@@ -108,8 +108,9 @@ def sqlite_engine(
     pool_timeout: float = 30.0,
 ) -> Engine:
     """A SQLite engine in WAL mode whose transactions start with ``begin`` (pysqlite's BEGIN is
-    disabled). ``BEGIN IMMEDIATE`` takes the write lock before the first read, so a read-then-update
-    never fails on a lock upgrade. The ledger, the idempotency store and the outbox all use it.
+    disabled; an empty ``begin``: none, every statement is its own transaction). ``BEGIN
+    IMMEDIATE`` takes the write lock before the first read, so a read-then-update never fails on a
+    lock upgrade. The ledger, the idempotency store and the outbox all use it.
 
     Write transactions (``BEGIN IMMEDIATE``) of every engine on one file in this process queue on
     one in-process lock (:func:`_writer_lock`) until they commit or roll back."""
@@ -132,13 +133,23 @@ def sqlite_engine(
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
+    if not begin:  # each statement its own transaction (one-statement reads)
+        return engine
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         dbapi_conn = conn.connection.dbapi_connection
         if isinstance(dbapi_conn, _WriterConnection):
             dbapi_conn.take_writer_lock(begin)
         try:
-            conn.exec_driver_sql(begin)
+            # On the DBAPI connection SQLAlchemy manages (its execution context costs more than
+            # the BEGIN itself); a failure is raised as SQLAlchemy's, as exec_driver_sql would.
+            assert dbapi_conn is not None
+            dbapi_conn.execute(begin)
+        except sqlite3.Error as exc:
+            if isinstance(dbapi_conn, _WriterConnection):
+                dbapi_conn.give_writer_lock()
+            raise DBAPIError.instance(begin, None, exc, sqlite3.Error) from exc
         except BaseException:
             if isinstance(dbapi_conn, _WriterConnection):
                 dbapi_conn.give_writer_lock()

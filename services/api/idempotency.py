@@ -21,9 +21,16 @@ forgets the entry, and only a success writes — one row, ``done``, in one trans
 durable claim (the default) costs two write transactions more per request and is what stores
 shared by several processes need.
 
-The key store and the ledger commit separately. If a process dies between the two commits, the
-retry runs again, and the ledger's own idempotency by transfer id makes that run write nothing
-(it answers ``exists``): the effect is once, only the status of the replay may differ (200, not 201).
+**The answer in the business transaction.** A route that knows how its answer follows from the
+result of the command deciding it passes ``answer=`` (result → response) to :func:`run_idempotent`;
+that command (a party's ``ctx.command(..., answers=True)``) writes the key's ``done`` row on its own
+connection, inside its transaction (:func:`answer_hook`). The answer then commits with the books
+and the command log or not at all, and the request costs no write transaction of its own: a crash
+after the commit leaves a key whose retry is replayed, a crash before it leaves nothing, so the
+retry runs once. Elsewhere the key store and the books commit separately: if a process dies
+between the two commits, the retry runs again, and the ledger's own idempotency by transfer id
+makes that run write nothing (it answers ``exists``): the effect is once, only the status of the
+replay may differ (200, not 201).
 """
 
 from __future__ import annotations
@@ -31,11 +38,15 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Header, Request, Response
 from sqlalchemy import (
     Column,
@@ -47,6 +58,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     func,
@@ -56,6 +68,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.sql.expression import Executable
 
 from services.api.problems import FieldError, ProblemError
 from services.clock import Clock, SystemClock
@@ -67,12 +80,16 @@ from services.migrations import upgrade as upgrade_schema
 __all__ = [
     "IDEMPOTENCY_HEADER",
     "IDEMPOTENCY_KEY_LENGTH_MAX",
+    "Answering",
     "Claim",
     "ClaimState",
     "IdempotencyKey",
     "IdempotencyStore",
+    "answer_hook",
+    "answering",
     "request_fingerprint",
     "run_idempotent",
+    "run_idempotent_async",
 ]
 
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
@@ -114,6 +131,7 @@ class IdempotencyStore:
         self.lease_s = lease_s
         self.local_claims = local_claims
         self._running: dict[str, str] = {}  # local claims: key → request hash, while its request runs
+        self._over_row: set[str] = set()  # local claims taken over a row in the table (a durable claim's)
         self._running_lock = threading.Lock()
         # Keys this process claimed and then could not release or finish (the database failed):
         # their rows say in_flight, but nothing runs under them any more.
@@ -135,6 +153,8 @@ class IdempotencyStore:
             Column("claimed_at", Float, nullable=False),
         )
         self._metadata = metadata
+        self._by_key = select(self.table).where(self.table.c.key == bindparam("q_key"))  # built once: cached
+        self._insert = insert(self.table)
         self._engine = _engine(parsed)
         self._reader = _reader(parsed, self._engine)
         self._table_prefix = table_prefix
@@ -176,9 +196,8 @@ class IdempotencyStore:
                 return Claim(ClaimState.IN_FLIGHT if running == request_hash else ClaimState.MISMATCH)
             self._running[key] = request_hash  # reserved while we read: a twin waits as in flight
         try:
-            t = self.table
             with self._reader.connect() as conn:
-                row = conn.execute(select(t).where(t.c.key == key)).first()
+                row = conn.execute(self._by_key, {"q_key": key}).first()
         except BaseException:
             self._forget(key)
             raise
@@ -196,11 +215,13 @@ class IdempotencyStore:
             if key in self._running:
                 return Claim(ClaimState.IN_FLIGHT)
             self._running[key] = request_hash
+            self._over_row.add(key)
         return Claim(ClaimState.STARTED)
 
     def _forget(self, key: str) -> None:
         with self._running_lock:
             self._running.pop(key, None)
+            self._over_row.discard(key)
 
     def _existing(self, conn: Connection, key: str, request_hash: str, now: float) -> Claim:
         t = self.table
@@ -266,6 +287,33 @@ class IdempotencyStore:
         finally:
             self._forget(key)
 
+    def done_writer(self, key: str, status: int, body: bytes, media_type: str) -> Callable[[Connection], None]:
+        """The ``done`` row of a claimed key, written on a connection the caller's transaction holds
+        (the business transaction of :func:`answer_hook`): an insert for a claim kept in memory, an
+        update of the row of a durable claim or of one taken over. The caller then settles the key
+        (:meth:`settle`) once that transaction committed."""
+        t = self.table
+        done = {"state": "done", "status": status, "body": body.decode("utf-8"), "media_type": media_type}
+        with self._running_lock:
+            insert_row = self.local_claims and key not in self._over_row
+            request_hash = self._running.get(key, "")
+        if insert_row:
+            now = self.clock.now()
+            stmt: Executable = self._insert
+            params = {"key": key, "request_hash": request_hash, "created_at": now, "claimed_at": now, **done}
+        else:
+            stmt, params = update(t).where(t.c.key == key).values(**done), {}
+
+        def write(conn: Connection) -> None:
+            conn.execute(stmt, params)
+
+        return write
+
+    def settle(self, key: str) -> None:
+        """A key whose ``done`` row committed with the business transaction: it stops running here."""
+        if self.local_claims:
+            self._forget(key)
+
     def release_in_flight(self) -> int:
         """Release every key still claimed (``in_flight``); how many. For a service's start-up: it
         runs as one process, so a claim left in the table belongs to a process that died, and its
@@ -301,10 +349,13 @@ def _engine(url: Any) -> Engine:
 
 
 def _reader(url: Any, engine: Engine) -> Engine:
-    """Reads that need no write lock: SQLite's deferred BEGIN (a WAL snapshot); PostgreSQL's pool."""
+    """Reads that need no write lock (one statement each, so no BEGIN: a WAL snapshot of its own);
+    PostgreSQL's pool."""
     if url.get_backend_name() != "sqlite":
         return engine
-    return sqlite_engine(url, begin="BEGIN", pool_size=2, max_overflow=8)
+    # A claim reads one row: no BEGIN needed. Enough pooled connections that concurrent claims do
+    # not open and close overflow connections (each opening costs a connect and three PRAGMAs).
+    return sqlite_engine(url, begin="", pool_size=8, max_overflow=8)
 
 
 def _idempotency_key(
@@ -321,15 +372,66 @@ IdempotencyKey = Annotated[str, Depends(_idempotency_key)]
 """A route parameter: the validated ``Idempotency-Key`` header (missing or malformed → 400)."""
 
 
-def run_idempotent(
-    store: IdempotencyStore, key: str, request: Request, payload: Any, work: Callable[[], Response],
-) -> Response:
-    """Run ``work`` at most once per key; replay its answer for the same request, refuse another.
+@dataclass
+class Answering:
+    """The idempotent request running in this context, whose answer a command may commit (see the
+    module docstring): ``render`` turns that command's result into the answer (``None``: none to
+    remember, e.g. a refusal)."""
 
-    ``work`` returns the response or raises :class:`ProblemError`. Only a success (2xx) is
-    remembered; otherwise the key is released and the problem sent, or the exception propagates.
-    """
-    claim = store.claim(key, request_fingerprint(request.method, request.url.path, payload))
+    store: IdempotencyStore
+    key: str
+    render: Callable[[Any], Response | None]
+    staged: bool = False  # the done row is in a command's transaction
+    committed: bool = False  # ... and that transaction committed
+
+    def hook(self) -> Callable[[Any], Callable[[Connection], None] | None]:
+        """Given the command's result, the write of the key's ``done`` row on its connection."""
+        def staged(result: Any) -> Callable[[Connection], None] | None:
+            try:
+                response = self.render(result)
+            except Exception:  # never undo a command for its answer: the key is finished apart
+                _log.exception("idempotent_answer_not_rendered", key=self.key)
+                return None
+            if response is None or not 200 <= response.status_code < 300:
+                return None
+            self.staged = True
+            return self.store.done_writer(self.key, response.status_code, bytes(response.body),
+                                          response.media_type or "")
+        return staged
+
+    def ended(self, committed: bool) -> None:
+        """The command's transaction ended: committed, or rolled back (its done row with it)."""
+        self.committed, self.staged = self.staged and committed, False
+
+
+_ANSWERING: ContextVar[Answering | None] = ContextVar("ccsim_idempotent_answer", default=None)
+
+
+def answer_hook(store: IdempotencyStore) -> Answering | None:
+    """The request whose answer a command of ``store``'s party may commit in its transaction; ``None``
+    when no such request runs in this context (or its answer is committed already)."""
+    pending = _ANSWERING.get()
+    if pending is None or pending.store is not store or pending.committed:
+        return None
+    return pending
+
+
+@contextmanager
+def answering(store: IdempotencyStore, key: str, render: Callable[[Any], Response | None] | None,
+              ) -> Iterator[Answering | None]:
+    """While the block runs, the command that decides the request under ``key`` may commit its
+    answer (``render`` of its result); without ``render`` no command here does (an outer request
+    of another party in the same process, in tests, is hidden)."""
+    pending = Answering(store, key, render) if render is not None else None
+    token = _ANSWERING.set(pending)
+    try:
+        yield pending
+    finally:
+        _ANSWERING.reset(token)
+
+
+def _replay_or_refuse(claim: Claim, key: str) -> Response | None:
+    """The stored answer (a replay), a refusal (raised), or ``None`` when this request runs."""
     field = [FieldError(field=IDEMPOTENCY_HEADER, reason=f"key {key!r}")]
     if claim.state is ClaimState.MISMATCH:
         raise ProblemError(422, "this Idempotency-Key was used for another request", field,
@@ -340,13 +442,66 @@ def run_idempotent(
     if claim.state is ClaimState.REPLAY:
         return Response(claim.body, status_code=claim.status, media_type=claim.media_type,
                         headers={REPLAYED_HEADER: "true"})
-    try:
-        response = work()
-    except BaseException:  # a ProblemError (a rejection) or a fault: nothing to remember
-        store.release(key)
-        raise
+    return None
+
+
+def _answered_in_transaction(store: IdempotencyStore, key: str, pending: Answering | None) -> bool:
+    if pending is not None and pending.committed:  # the answer committed with the business rows
+        store.settle(key)
+        return True
+    return False
+
+
+def run_idempotent(
+    store: IdempotencyStore, key: str, request: Request, payload: Any, work: Callable[[], Response],
+    *, answer: Callable[[Any], Response | None] | None = None,
+) -> Response:
+    """Run ``work`` at most once per key; replay its answer for the same request, refuse another.
+
+    ``work`` returns the response or raises :class:`ProblemError`. Only a success (2xx) is
+    remembered; otherwise the key is released and the problem sent, or the exception propagates.
+    With ``answer`` (result → the response ``work`` returns for it), the command that decides the
+    answer commits it with its own transaction (see the module docstring).
+    """
+    claim = store.claim(key, request_fingerprint(request.method, request.url.path, payload))
+    if (replay := _replay_or_refuse(claim, key)) is not None:
+        return replay
+    with answering(store, key, answer) as pending:
+        try:
+            response = work()
+        except BaseException:  # a ProblemError (a rejection) or a fault: nothing to remember
+            store.release(key)
+            raise
+    if _answered_in_transaction(store, key, pending):
+        return response
     if not 200 <= response.status_code < 300:
         store.release(key)
         return response
     store.finish(key, response.status_code, bytes(response.body), response.media_type or "")
+    return response
+
+
+async def run_idempotent_async(
+    store: IdempotencyStore, key: str, request: Request, payload: Any, work: Callable[[], Awaitable[Response]],
+    *, answer: Callable[[Any], Response | None] | None = None,
+) -> Response:
+    """:func:`run_idempotent` for handlers that wait on other services."""
+    claim = await anyio.to_thread.run_sync(store.claim, key,
+                                           request_fingerprint(request.method, request.url.path, payload))
+    if (replay := _replay_or_refuse(claim, key)) is not None:
+        return replay
+    with answering(store, key, answer) as pending:
+        try:
+            response = await work()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(store.release, key)
+            raise
+    if _answered_in_transaction(store, key, pending):
+        return response
+    if not 200 <= response.status_code < 300:
+        await anyio.to_thread.run_sync(store.release, key)
+        return response
+    await anyio.to_thread.run_sync(store.finish, key, response.status_code, bytes(response.body),
+                                   response.media_type or "")
     return response

@@ -186,6 +186,26 @@ def _chunks(ids: Iterable[str]) -> Iterator[list[str]]:
         yield ordered[i:i + _IN_CHUNK]
 
 
+class _Statements:
+    """A ledger's statements, built once with bound parameters: SQLAlchemy then reuses each one's
+    cache key and compiled form instead of building and keying a new statement per call."""
+
+    def __init__(self, a: Table, t: Table, lock_rows: bool) -> None:
+        ids: Any = bindparam("q_ids", expanding=True)
+        accounts = select(a).where(a.c.id.in_(ids)).order_by(a.c.id)
+        self.accounts_in = accounts.with_for_update() if lock_rows else accounts
+        self.transfers_in = select(t).where(t.c.id.in_(ids))
+        self.ends_in = select(t.c.debit_account_id, t.c.credit_account_id).where(t.c.id.in_(ids))
+        self.account = select(a).where(a.c.id == bindparam("q_id"))
+        self.transfer = select(t).where(t.c.id == bindparam("q_id"))
+        self.pending_state = select(t.c.pending_state).where(t.c.id == bindparam("q_id"))
+        self.insert_accounts, self.insert_transfers = insert(a), insert(t)
+        self.update_balances = update(a).where(a.c.id == bindparam("b_id")).values(
+            debits_pending=bindparam("b_dp"), debits_posted=bindparam("b_dpo"),
+            credits_pending=bindparam("b_cp"), credits_posted=bindparam("b_cpo"))
+        self.update_pending = update(t).where(t.c.id == bindparam("b_id")).values(pending_state=bindparam("b_state"))
+
+
 class _BatchView:
     """What one batch may read, loaded inside its transaction (the engine's ``LedgerView``).
 
@@ -193,13 +213,9 @@ class _BatchView:
     a view never answers "not found" for a row that exists.
     """
 
-    def __init__(
-        self, conn: Connection, accounts: Table, transfers: Table, lock_rows: bool
-    ) -> None:
+    def __init__(self, conn: Connection, statements: _Statements) -> None:
         self._conn = conn
-        self._a = accounts
-        self._t = transfers
-        self._lock_rows = lock_rows
+        self._q = statements
         self._accounts: dict[str, Account | None] = {}
         self._transfers: dict[str, Transfer | None] = {}
         self._pending: dict[str, PendingState] = {}
@@ -207,10 +223,7 @@ class _BatchView:
     def load_accounts(self, ids: Iterable[str]) -> None:
         missing = {i for i in ids if i not in self._accounts}
         for chunk in _chunks(missing):
-            stmt = select(self._a).where(self._a.c.id.in_(chunk)).order_by(self._a.c.id)
-            if self._lock_rows:
-                stmt = stmt.with_for_update()
-            for r in self._conn.execute(stmt):
+            for r in self._conn.execute(self._q.accounts_in, {"q_ids": chunk}):
                 self._accounts[r.id] = _account_from_row(r)
         for i in missing:
             self._accounts.setdefault(i, None)
@@ -218,7 +231,7 @@ class _BatchView:
     def load_transfers(self, ids: Iterable[str]) -> None:
         missing = {i for i in ids if i not in self._transfers}
         for chunk in _chunks(missing):
-            for r in self._conn.execute(select(self._t).where(self._t.c.id.in_(chunk))):
+            for r in self._conn.execute(self._q.transfers_in, {"q_ids": chunk}):
                 self._transfers[r.id] = _transfer_from_row(r)
                 if r.pending_state is not None:
                     self._pending[r.id] = PendingState(r.pending_state)
@@ -276,6 +289,7 @@ class SqlLedger:
         self.table_prefix = table_prefix
         self._metadata = MetaData()
         self._a, self._t = _define_tables(self._metadata, table_prefix)
+        self._q = _Statements(self._a, self._t, parsed.get_backend_name() != "sqlite")
         self._write_lock: AbstractContextManager[Any]
         if parsed.get_backend_name() == "sqlite":
             if parsed.database in (None, "", ":memory:"):
@@ -391,16 +405,15 @@ class SqlLedger:
 
     # -- queries -----------------------------------------------------------------------------
     def account(self, account_id: str) -> Account | None:
-        r = self._read_one(lambda conn: conn.execute(select(self._a).where(self._a.c.id == account_id)).first())
+        r = self._read_one(lambda conn: conn.execute(self._q.account, {"q_id": account_id}).first())
         return None if r is None else _account_from_row(r)
 
     def transfer(self, transfer_id: str) -> Transfer | None:
-        r = self._read_one(lambda conn: conn.execute(select(self._t).where(self._t.c.id == transfer_id)).first())
+        r = self._read_one(lambda conn: conn.execute(self._q.transfer, {"q_id": transfer_id}).first())
         return None if r is None else _transfer_from_row(r)
 
     def pending_state(self, transfer_id: str) -> PendingState | None:
-        state = self._read_one(lambda conn: conn.execute(
-            select(self._t.c.pending_state).where(self._t.c.id == transfer_id)).scalar())
+        state = self._read_one(lambda conn: conn.execute(self._q.pending_state, {"q_id": transfer_id}).scalar())
         return None if state is None else PendingState(state)
 
     def accounts(self) -> Iterator[Account]:
@@ -452,7 +465,7 @@ class SqlLedger:
 
     # -- transactions ------------------------------------------------------------------------
     def _view(self, conn: Connection) -> _BatchView:
-        return _BatchView(conn, self._a, self._t, self._lock_rows)
+        return _BatchView(conn, self._q)
 
     def _journal(self, conn: Connection) -> list[Transfer]:
         stmt = select(self._t).order_by(self._t.c.seq)
@@ -462,9 +475,7 @@ class SqlLedger:
         """Account ids of existing transfers; a transfer's accounts never change, so no lock."""
         found: set[str] = set()
         for chunk in _chunks(transfer_ids):
-            stmt = select(self._t.c.debit_account_id, self._t.c.credit_account_id).where(
-                self._t.c.id.in_(chunk))
-            for r in conn.execute(stmt):
+            for r in conn.execute(self._q.ends_in, {"q_ids": chunk}):
                 found.update((r.debit_account_id, r.credit_account_id))
         return found
 
@@ -507,31 +518,24 @@ class SqlLedger:
 
     def _persist(self, conn: Connection, st: Staging) -> None:
         """Write one batch's overlay: new accounts, balances, new transfers, hold states."""
-        a, t = self._a, self._t
+        q = self._q
         if st.new_accounts:
-            conn.execute(insert(a), [_account_row(x) for x in st.new_accounts.values()])
+            conn.execute(q.insert_accounts, [_account_row(x) for x in st.new_accounts.values()])
         if st.accounts:
             conn.execute(
-                update(a).where(a.c.id == bindparam("b_id")).values(
-                    debits_pending=bindparam("b_dp"), debits_posted=bindparam("b_dpo"),
-                    credits_pending=bindparam("b_cp"), credits_posted=bindparam("b_cpo"),
-                ),
+                q.update_balances,
                 [{"b_id": x.id, "b_dp": x.debits_pending, "b_dpo": x.debits_posted,
                   "b_cp": x.credits_pending, "b_cpo": x.credits_posted}
                  for x in st.accounts.values()],
             )
         if st.transfers:
             # Dict order is the engine's commit order, so seq follows it within the batch.
-            conn.execute(insert(t), [_transfer_row(x, st.pending.get(x.id))
-                                     for x in st.transfers.values()])
+            conn.execute(q.insert_transfers, [_transfer_row(x, st.pending.get(x.id))
+                                              for x in st.transfers.values()])
         changed = [{"b_id": pid, "b_state": s.value} for pid, s in st.pending.items()
                    if pid not in st.transfers]
         if changed:
-            conn.execute(
-                update(t).where(t.c.id == bindparam("b_id"))
-                .values(pending_state=bindparam("b_state")),
-                changed,
-            )
+            conn.execute(q.update_pending, changed)
         if self.unit is not None and (st.new_accounts or st.accounts or st.transfers or changed):
             self.unit.mark_written()
         hook: TransactionHook | None = getattr(self._hooks, "hook", None)

@@ -24,7 +24,7 @@ integrity endpoints.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, cast
@@ -42,13 +42,11 @@ from services.api.auth_middleware import AuthMiddleware
 from services.api.common import create_base_app, on_shutdown
 from services.api.fields import API_MODEL_CONFIG, AmountText, Identifier, Text, amount_in
 from services.api.idempotency import (
-    IDEMPOTENCY_HEADER,
-    REPLAYED_HEADER,
-    ClaimState,
     IdempotencyKey,
     IdempotencyStore,
-    request_fingerprint,
+    answer_hook,
     run_idempotent,
+    run_idempotent_async,
 )
 from services.api.ledger_schemas import InvariantsOut, ViolationOut
 from services.api.metrics import ApiMetrics
@@ -160,18 +158,30 @@ class PartyContext:
         """:meth:`locked` in a worker thread (the loop stays free)."""
         return await anyio.to_thread.run_sync(self.locked, fn, *args)
 
-    def command(self, fn: Callable[..., T], *args: Any, refused: Callable[[T], bool] | None = None) -> T:
-        """A change of the domain state: a logged, atomic command (:class:`Durable`)."""
+    def command(self, fn: Callable[..., T], *args: Any, refused: Callable[[T], bool] | None = None,
+                answers: bool = False) -> T:
+        """A change of the domain state: a logged, atomic command (:class:`Durable`). With
+        ``answers``, the command decides the answer of the idempotent request running here, and
+        commits it in its own transaction (:func:`services.api.idempotency.answer_hook`)."""
+        pending = answer_hook(self.keys) if answers else None
+        committed = False
         try:
-            return self.durable.command(fn, *args, refused=refused)
+            result = self.durable.command(fn, *args, refused=refused,
+                                          also=pending.hook() if pending is not None else None)
+            committed = True
+            return result
         except (SQLAlchemyError, DurabilityError) as exc:
             raise ProblemError(503, "this service's database is unavailable; retry with the same Idempotency-Key",
                                [FieldError(field="database", reason=str(exc).splitlines()[0][:200])],
                                slug="database-unavailable") from exc
+        finally:
+            if pending is not None:
+                pending.ended(committed)
 
-    async def run_command(self, fn: Callable[..., T], *args: Any, refused: Callable[[T], bool] | None = None) -> T:
+    async def run_command(self, fn: Callable[..., T], *args: Any, refused: Callable[[T], bool] | None = None,
+                          answers: bool = False) -> T:
         """:meth:`command` in a worker thread."""
-        return await anyio.to_thread.run_sync(lambda: self.command(fn, *args, refused=refused))
+        return await anyio.to_thread.run_sync(lambda: self.command(fn, *args, refused=refused, answers=answers))
 
     def url(self, party: Literal["exchange", "issuer", "network", "bank"]) -> str:
         url = str(getattr(self.settings, f"{party}_url"))
@@ -397,36 +407,6 @@ def json_response(status: int, body: BaseModel) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
 
-async def run_idempotent_async(
-    store: IdempotencyStore, key: str, request: Request, payload: Any, work: Callable[[], Awaitable[Response]],
-) -> Response:
-    """:func:`services.api.idempotency.run_idempotent` for handlers that wait on other services."""
-    fingerprint = request_fingerprint(request.method, request.url.path, payload)
-    claim = await anyio.to_thread.run_sync(store.claim, key, fingerprint)
-    errors = [FieldError(field=IDEMPOTENCY_HEADER, reason=f"key {key!r}")]
-    if claim.state is ClaimState.MISMATCH:
-        raise ProblemError(422, "this Idempotency-Key was used for another request", errors,
-                           slug="idempotency-key-reused")
-    if claim.state is ClaimState.IN_FLIGHT:
-        raise ProblemError(409, "a request with this Idempotency-Key is still running; retry later", errors,
-                           slug="idempotency-key-in-flight")
-    if claim.state is ClaimState.REPLAY:
-        return Response(claim.body, status_code=claim.status, media_type=claim.media_type,
-                        headers={REPLAYED_HEADER: "true"})
-    try:
-        response = await work()
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(store.release, key)
-        raise
-    if not 200 <= response.status_code < 300:
-        await anyio.to_thread.run_sync(store.release, key)
-        return response
-    await anyio.to_thread.run_sync(store.finish, key, response.status_code, bytes(response.body),
-                                   response.media_type or "")
-    return response
-
-
 # -- messages ------------------------------------------------------------------------------------
 
 PurposeName = Literal["proceeds", "rebuy", "card_load", "settlement_in", "settlement_out", "merchant_payout",
@@ -480,13 +460,19 @@ def inbox_router(ctx: PartyContext, handlers: Mapping[str, Handler]) -> APIRoute
         _check_sender(ctx, receiver, body, str(getattr(request.state, "role", "")))
         msg = body.to_message(ctx.assets)
 
+        def answer(acknowledged: bool) -> Response | None:
+            return json_response(200, AckOut(message_id=msg.id, receiver=receiver, acknowledged=True)) \
+                if acknowledged else None
+
         def work() -> Response:
-            if not handler(msg):
+            response = answer(handler(msg))
+            if response is None:
                 raise ProblemError(502, f"message {msg.id} was not acknowledged by {receiver} or a later hop",
                                    [FieldError(field="id", reason="not acknowledged")], slug="not-acknowledged")
-            return json_response(200, AckOut(message_id=msg.id, receiver=receiver, acknowledged=True))
+            return response
 
-        return run_idempotent(ctx.keys, key, request, body.model_dump(mode="json"), work)
+        # A handler that is one command (``answers=True``) commits the acknowledgement with it.
+        return run_idempotent(ctx.keys, key, request, body.model_dump(mode="json"), work, answer=answer)
 
     return router
 

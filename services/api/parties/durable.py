@@ -278,7 +278,8 @@ class Durable:
             thread.join()
 
     # -- commands ----------------------------------------------------------------------------
-    def command(self, fn: Callable[..., T], *args: Any, refused: Callable[[T], bool] | None = None) -> T:
+    def command(self, fn: Callable[..., T], *args: Any, refused: Callable[[T], bool] | None = None,
+                also: Callable[[T], Callable[[Any], None] | None] | None = None) -> T:
         """Run ``fn(*args)`` as a logged command (see the module docstring). ``fn`` is a bound
         method of a registered object. Inside a command, a nested command is a plain call (the
         outer one is what replay repeats).
@@ -286,7 +287,8 @@ class Durable:
         A *refusal* changes nothing, so it is not logged: a command that raises
         :class:`~services.api.problems.ProblemError`, or whose result ``refused(result)`` says is a
         refusal or a no-op (expiring no hold), and that wrote nothing to the books. (The domain checks before it changes
-        anything; bad input leaves every table as it was, the log included.)"""
+        anything; bad input leaves every table as it was, the log included.) ``also(result)`` of a logged
+        success may add a write to its transaction (the request's answer: ``idempotency.answer_hook``)."""
         with self.lock:
             if getattr(self._running, "depth", 0):
                 return fn(*args)
@@ -297,10 +299,11 @@ class Durable:
             if target is None or getattr(owner, method, None) is None:
                 raise TypeError(f"{fn!r} is not a method of a registered object; only those are commands")
             blob = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
-            return self._run(target, method, blob, lambda: fn(*args), refused)
+            return self._run(target, method, blob, lambda: fn(*args), refused, also=also)
 
     def _run(self, target: str, method: str, blob: bytes, call: Callable[[], T],
-             refused: Callable[[T], bool] | None = None) -> T:
+             refused: Callable[[T], bool] | None = None, *,
+             also: Callable[[T], Callable[[Any], None] | None] | None = None) -> T:
         self._running.depth = 1
         failure: Exception | None = None
         result: Any = None
@@ -325,6 +328,8 @@ class Durable:
                     conn.execute(insert(self._table), [row])
 
                 self.unit.before_commit(append)
+                if (extra := also(result) if also is not None and failure is None else None) is not None:
+                    self.unit.before_commit(extra)
         except SQLAlchemyError as exc:
             self.broken = True
             _log.error("command_not_committed", target=target, method=method, error=str(exc).splitlines()[0])

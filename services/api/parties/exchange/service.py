@@ -302,7 +302,7 @@ class ExchangeService(StatefulService):
             raise ProblemError(422, "the exchange receives only re-buys", [FieldError(field="purpose",
                                                                                         reason="not received here")])
 
-        return self.ctx.command(self._rebuy, msg)
+        return self.ctx.command(self._rebuy, msg, answers=True)  # the acknowledgement commits with it
 
     def _rebuy(self, msg: PaymentMessage) -> bool:
         sale = self.exchange.sale(msg.ref)

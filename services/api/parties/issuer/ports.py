@@ -55,7 +55,7 @@ class IssuerPorts:
 
     async def finalize(self, req: AuthorizationRequest, sale: SaleResult | None) -> AuthorizationResponse:
         svc = self.svc
-        return await svc.ctx.run_command(svc._finalize, req, sale)
+        return await svc.ctx.run_command(svc._finalize, req, sale, answers=True)  # the request's answer with it
 
     async def top_up_order(self, card_id: str) -> SellOrder | None:
         svc = self.svc

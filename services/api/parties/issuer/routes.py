@@ -69,11 +69,14 @@ def issuer_router(svc: IssuerService) -> APIRouter:
     async def authorize(body: AuthorizationIn, key: IdempotencyKey, request: Request) -> Response:
         req = body.to_request(ctx.assets, ctx.clock.now())
 
-        async def work() -> Response:
-            response = await svc.authorize(req)
+        def answer(response: AuthorizationResponse) -> Response:
             return json_response(200, AuthorizationOut.of(response, ctx.assets))
 
-        return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
+        async def work() -> Response:
+            return answer(await svc.authorize(req))
+
+        # The finalize step commits this answer with the authorization (IssuerPorts.finalize).
+        return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work, answer=answer)
 
     @router.get("/v1/authorizations/{auth_id}", responses=problem_responses(404))
     def get_authorization(auth_id: AuthId) -> AuthorizationStateOut:

@@ -260,7 +260,7 @@ class IssuerService(StatefulService):
 
     # -- messages ----------------------------------------------------------------------------
     def receive(self, msg: PaymentMessage) -> bool:
-        return self.ctx.command(self._handle, msg)
+        return self.ctx.command(self._handle, msg, answers=True)  # the acknowledgement commits with it
 
     def pay(self, msg: PaymentMessage) -> BookedOut:
         """Book the issuer's half of a payment it makes, then hand it to its bank."""

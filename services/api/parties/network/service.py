@@ -341,10 +341,10 @@ class NetworkService(StatefulService):
 
     # -- messages and integrity --------------------------------------------------------------
     def receive_network(self, msg: PaymentMessage) -> bool:
-        return self.ctx.command(self._handle, self.network.id, msg)
+        return self.ctx.command(self._handle, self.network.id, msg, answers=True)  # the acknowledgement with it
 
     def receiver(self, acquirer_id: str) -> Any:
-        return lambda msg: self.ctx.command(self._handle, acquirer_id, msg)
+        return lambda msg: self.ctx.command(self._handle, acquirer_id, msg, answers=True)
 
     def invariants(self) -> dict[str, list[Violation]]:
         out = {self.network.id: self.network_ledger.check_invariants()}

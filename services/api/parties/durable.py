@@ -48,6 +48,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from services.api.parties.resumed_ledger import ReplayMismatchError, ResumedLedger, compare_resumed, same
 from services.api.parties.snapshot_reads import SnapshotReads, snapshot_copy
 from services.api.parties.snapshots import (
+    FORK_ABOVE_BYTES,
     LedgerImage,
     Snapshot,
     SnapshotRefusedError,
@@ -228,6 +229,7 @@ class Durable:
         self._snapshotting = threading.Lock()
         self._snapshot_thread: threading.Thread | None = None
         self._reads: SnapshotReads | None = None
+        self._state_bytes: int | None = None  # the size of the last snapshot's domain objects, pickled
         self._owner: StateOwner | None = None
         self._pairs: list[tuple[SwitchLedger, SqlLedger]] = []
         self._assets: Any = None
@@ -432,6 +434,7 @@ class Durable:
             switch.target = image.restore(sql, (t.id for t in after), self._assets, self.clock)
             afters.append(after)
         targets, domain = load_state(snapshot.state, self._externals())
+        self._state_bytes = len(snapshot.state)
         assert self._owner is not None  # set by recover before this is called
         self._owner.restore_state(domain)
         self._targets.clear()
@@ -514,7 +517,9 @@ class Durable:
                     return None
                 conn = reads.pin()
                 try:
-                    pickled = dump_state_forked((self._targets, self._owner.capture_state()), self._externals())
+                    pickled = dump_state_forked((self._targets, self._owner.capture_state()), self._externals(),
+                                                fork=self._state_bytes is None
+                                                or self._state_bytes >= FORK_ABOVE_BYTES)
                 except BaseException:
                     conn.close()
                     raise
@@ -525,6 +530,7 @@ class Durable:
             except BaseException:
                 conn.close()
                 raise
+            self._state_bytes = len(state)
             t = self._table
             with reads.reading(conn):
                 log_seq = int(conn.execute(select(func.coalesce(func.max(t.c.seq), 0))).scalar_one())

@@ -46,8 +46,13 @@ from services.ledger import Account, Transfer
 from services.ledger.sql import SqlLedger
 from services.money import AssetRegistry
 
-__all__ = ["SNAPSHOT_FORMAT", "LedgerImage", "Snapshot", "SnapshotRefusedError", "SnapshotStore", "StateOwner",
-           "dump_state", "dump_state_forked", "load_state", "snapshot_table"]
+__all__ = ["FORK_ABOVE_BYTES", "SNAPSHOT_FORMAT", "LedgerImage", "Snapshot", "SnapshotRefusedError", "SnapshotStore",
+           "StateOwner", "dump_state", "dump_state_forked", "load_state", "snapshot_table"]
+
+# A state that pickled to fewer bytes last time is pickled under the lock (a few milliseconds): a
+# fork, its child and the pages it makes the parent copy cost more than that. One of unknown size
+# (the first snapshot after a replay of the whole log) is pickled in a forked child.
+FORK_ABOVE_BYTES: Final = 1 << 20
 
 # What the pickled domain objects look like. Raise it when a domain class changes its attributes:
 # older snapshots are then refused (and the whole log replayed) instead of loaded into new code.
@@ -146,32 +151,27 @@ def dump_state(obj: object, externals: Mapping[str, object]) -> bytes:
     return buffer.getvalue()
 
 
-def dump_state_forked(obj: object, externals: Mapping[str, object]) -> Callable[[], bytes]:
+def dump_state_forked(obj: object, externals: Mapping[str, object], *, fork: bool = True) -> Callable[[], bytes]:
     """:func:`dump_state` of ``obj`` as it is now, pickled after the call returns: what the
     returned function gives. Where the system can fork, the pickling runs in a forked child, on a
     copy-on-write image of this process taken at the call, and the bytes come back through a pipe;
-    so a caller holding the domain lock holds it only for the fork, not for the pickling.
+    so a caller holding the domain lock holds it only for the fork, not for the pickling. With
+    ``fork=False`` (or where the system cannot fork) it pickles now.
 
-    The child only pickles (with the cycle collector off, so no finalizer of the parent's objects
-    runs in it, such as one closing a database connection it shares), writes and leaves with
-    ``os._exit``: it touches nothing another thread of the parent may have held at the fork."""
-    if not hasattr(os, "fork"):
+    The child closes its copies of the parent's descriptors (sockets, database files) but the
+    pipe's, then only pickles (with the cycle collector off, so no finalizer of the parent's
+    objects runs in it), writes and leaves with ``os._exit``: it touches nothing another thread of
+    the parent may have held at the fork."""
+    if not fork or not hasattr(os, "fork"):  # a small state: pickling it costs less than a fork
         blob = dump_state(obj, externals)
         return lambda: blob
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover — the child (coverage does not follow it)
-        gc.disable()
-        os.close(read_fd)
         try:
-            out = b"\x00" + dump_state(obj, externals)
-        except BaseException as exc:
-            out = b"\x01" + repr(exc)[:2000].encode("utf-8", "replace")
-        try:
-            with os.fdopen(write_fd, "wb") as pipe:
-                pipe.write(out)
+            _pickle_in_child(obj, externals, write_fd)
         finally:
-            os._exit(0)
+            os._exit(0)  # never back into the parent's code, whatever happened
     os.close(write_fd)
 
     def wait() -> bytes:
@@ -183,6 +183,23 @@ def dump_state_forked(obj: object, externals: Mapping[str, object]) -> Callable[
         return out[1:]
 
     return wait
+
+
+def _pickle_in_child(obj: object, externals: Mapping[str, object], write_fd: int) -> None:  # pragma: no cover
+    gc.disable()
+    # Its copies of the parent's descriptors go first: a listening socket held here would keep the
+    # port of a parent killed meanwhile from its restart, and take connections no one answers.
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # nor the parent's output pipes, open after the parent is gone
+        os.dup2(null, fd)
+    os.closerange(3, write_fd)
+    os.closerange(write_fd + 1, max(os.sysconf("SC_OPEN_MAX"), write_fd + 1))
+    try:
+        out = b"\x00" + dump_state(obj, externals)
+    except BaseException as exc:
+        out = b"\x01" + repr(exc)[:2000].encode("utf-8", "replace")
+    with os.fdopen(write_fd, "wb") as pipe:
+        pipe.write(out)
 
 
 def load_state(blob: bytes, externals: Mapping[str, object]) -> Any:

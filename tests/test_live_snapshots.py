@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -149,4 +150,32 @@ async def test_snapshots_are_written_every_so_many_commands_and_replace_the_olde
     state = await _state(live, "issuer")
     assert state["snapshot_log_seq"] == rows[0].log_seq
     assert state["commands_replayed"] == len(durable) - rows[0].log_seq
+    await assert_clean(live)
+
+
+async def test_a_snapshot_holds_no_journal_and_one_that_differs_from_the_books_is_refused(live: Live) -> None:
+    """The snapshot keeps the accounts and the open holds, not the journal (the replay reads what
+    was booked before it from the database); a snapshot whose books differ from what the log after
+    it booked (here one account, with a valid digest) is refused and the whole log replayed."""
+    await _day(live)
+    durable = _durable(live, "issuer")
+    taken = await asyncio.to_thread(durable.take_snapshot)
+    await _tail(live)
+    before = await _observe(live)
+    snapshot = durable.snapshots.newest(durable._digest)
+    (image,) = snapshot.ledgers
+    assert not hasattr(image, "journal") and image.last_seq > 0 and image.transfers > len(image.held) > 0
+    sql = durable._pairs[0][1]
+    assert {t.id for t in image.held} < {t.id for t in sql.journal()}  # p2's open hold among them
+    touched = sql.journal_after(image.last_seq)[0][0].debit_account_id  # an account the tail changed
+    accounts = [replace(a, credits_posted=a.credits_posted + 1) if a.id == touched else a for a in image.accounts]
+    durable.snapshots.write(replace(snapshot, ledgers=[replace(image, accounts=accounts)]), durable._digest, 0.0)
+    logged = len(durable)
+    with capture_logs() as logs:
+        _restart(live, "issuer")
+    refused = [e for e in logs if e["event"] == "snapshot_refused"]
+    assert len(refused) == 1 and f"account {touched} differs after replay" in refused[0]["reason"], logs
+    state = await _state(live, "issuer")
+    assert state["snapshot_log_seq"] is None and state["commands_replayed"] == logged > logged - taken, state
+    assert await _observe(live) == before
     await assert_clean(live)

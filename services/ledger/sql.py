@@ -88,6 +88,7 @@ __all__ = ["SqlLedger", "TransactionHook", "UnitOfWork", "sqlite_engine"]
 
 T = TypeVar("T")
 
+_Found = tuple[Transfer, PendingState | None]
 TransactionHook = Callable[[Connection, Staging], None]
 """Extra rows for a batch's own transaction: called with the connection and the batch's overlay
 after the batch is written and before it commits (see :meth:`SqlLedger.also_in_transaction`)."""
@@ -437,6 +438,32 @@ class SqlLedger:
         def work(conn: Connection) -> tuple[list[Transfer], int]:
             rows = conn.execute(stmt).all()
             return [_transfer_from_row(r) for r in rows], (int(rows[-1].seq) if rows else seq)
+
+        return self._read(work)
+
+    def transfers_by_id(self, ids: Iterable[str], through_seq: int | None = None) -> dict[str, _Found]:
+        """The transfers with these ids and their hold states (``through_seq``: only those booked at
+        or before that journal position)."""
+        t = self._t
+        at_most = t.c.seq <= through_seq if through_seq is not None else t.c.seq > 0
+        return self._read(lambda conn: {r.id: (_transfer_from_row(r), None if r.pending_state is None else
+                                               PendingState(r.pending_state)) for chunk in _chunks(ids)
+                                        for r in conn.execute(select(t).where(t.c.id.in_(chunk), at_most))})
+
+    def accounts_by_id(self, ids: Iterable[str]) -> dict[str, Account]:
+        """The accounts with these ids."""
+        a = self._a
+        return self._read(lambda conn: {r.id: _account_from_row(r) for chunk in _chunks(ids)
+                                        for r in conn.execute(select(a).where(a.c.id.in_(chunk)))})
+
+    def extent(self) -> tuple[int, int, int]:
+        """How many accounts and transfers the books hold, and the journal position of the last one."""
+        a, t = self._a, self._t
+
+        def work(conn: Connection) -> tuple[int, int, int]:
+            stmt = select(func.count(), func.coalesce(func.max(t.c.seq), 0)).select_from(t)
+            transfers, last = conn.execute(stmt).one()
+            return int(conn.execute(select(func.count()).select_from(a)).scalar_one()), int(transfers), int(last)
 
         return self._read(work)
 

@@ -45,14 +45,16 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from services.api.parties.resumed_ledger import ReplayMismatchError, ResumedLedger, compare_resumed, same
 from services.api.parties.snapshot_reads import SnapshotReads, snapshot_copy
 from services.api.parties.snapshots import (
+    FORK_ABOVE_BYTES,
     LedgerImage,
     Snapshot,
     SnapshotRefusedError,
     SnapshotStore,
     StateOwner,
-    dump_state,
+    dump_state_forked,
     load_state,
     snapshot_table,
 )
@@ -227,11 +229,11 @@ class Durable:
         self._snapshotting = threading.Lock()
         self._snapshot_thread: threading.Thread | None = None
         self._reads: SnapshotReads | None = None
+        self._state_bytes: int | None = None  # the size of the last snapshot's domain objects, pickled
         self._owner: StateOwner | None = None
         self._pairs: list[tuple[SwitchLedger, SqlLedger]] = []
         self._assets: Any = None
         self._digest = ""
-        self._images: list[LedgerImage] | None = None  # the books of the last snapshot written or loaded
         self._targets: dict[str, object] = {}
         self._names: dict[int, str] = {}
         self._running = threading.local()
@@ -431,9 +433,13 @@ class Durable:
             return None
         if [image.name for image in snapshot.ledgers] != [sql.name for _, sql in ledgers]:
             raise SnapshotRefusedError("the snapshot's ledgers are not this service's")
-        for (switch, _), image in zip(ledgers, snapshot.ledgers, strict=True):
-            switch.target = image.restore(self._assets, self.clock)
+        afters = []
+        for (switch, sql), image in zip(ledgers, snapshot.ledgers, strict=True):
+            after, _ = sql.journal_after(image.last_seq)  # what the replay must book again
+            switch.target = image.restore(sql, (t.id for t in after), self._assets, self.clock)
+            afters.append(after)
         targets, domain = load_state(snapshot.state, self._externals())
+        self._state_bytes = len(snapshot.state)
         assert self._owner is not None  # set by recover before this is called
         self._owner.restore_state(domain)
         self._targets.clear()
@@ -442,37 +448,41 @@ class Durable:
             self.register(name, obj)
         report.snapshot_log_seq = snapshot.log_seq
         rows = self.rows(after_seq=snapshot.log_seq)
-        self._replay_rows(rows, seed, digest, ledgers, report, images=snapshot.ledgers)
-        self._images = snapshot.ledgers
+        self._replay_rows(rows, seed, digest)
+        for (switch, sql), after in zip(ledgers, afters, strict=True):
+            mem = switch.target
+            assert isinstance(mem, ResumedLedger)  # the replay's books
+            try:
+                transfers, accounts = compare_resumed(mem, sql, after)
+            except ReplayMismatchError as exc:
+                raise DurabilityError(str(exc)) from None
+            report.transfers_verified += transfers
+            report.accounts_verified += accounts
         return len(rows)
 
     def _replay_all(self, seed: Callable[[], None], digest: str, ledgers: Sequence[tuple[SwitchLedger, SqlLedger]],
                     report: ReplayReport) -> int:
         report.transfers_verified = report.accounts_verified = 0
-        self._images = None
         for switch, sql in ledgers:
             switch.target = InMemoryLedger(self._assets, clock=self.clock, name=sql.name)
         rows = self.rows()
-        self._replay_rows(rows, seed, digest, ledgers, report)
+        self._replay_rows(rows, seed, digest)
+        for switch, sql in ledgers:
+            mem = switch.target
+            assert isinstance(mem, InMemoryLedger)  # the replay's books
+            transfers, accounts = _compare(mem, sql)
+            report.transfers_verified += transfers
+            report.accounts_verified += accounts
         return len(rows)
 
-    def _replay_rows(self, rows: Sequence[_Row], seed: Callable[[], None], digest: str,
-                     ledgers: Sequence[tuple[SwitchLedger, SqlLedger]], report: ReplayReport, *,
-                     images: Sequence[LedgerImage] | None = None) -> None:
-        """Replay ``rows`` on the in-memory ledgers the switches hold, then compare with the books
-        (after a snapshot's ``images``: the accounts, the pending states and the journal after them)."""
+    def _replay_rows(self, rows: Sequence[_Row], seed: Callable[[], None], digest: str) -> None:
+        """Replay ``rows`` on the in-memory ledgers the switches hold."""
         try:
             for row in rows:
                 self.clock.replay_at(row.at_s)
                 self._replay(row, seed, digest)
         finally:
             self.clock.replay_at(None)
-        for i, (switch, sql) in enumerate(ledgers):
-            mem = switch.target
-            assert isinstance(mem, InMemoryLedger)  # the replay's books
-            transfers, accounts = _compare(mem, sql) if images is None else _compare_after(mem, sql, images[i])
-            report.transfers_verified += transfers
-            report.accounts_verified += accounts
 
     # -- snapshots ---------------------------------------------------------------------------
     def _externals(self) -> dict[str, object]:
@@ -512,20 +522,25 @@ class Durable:
                     return None
                 conn = reads.pin()
                 try:
-                    state = dump_state((self._targets, self._owner.capture_state()), self._externals())
+                    pickled = dump_state_forked((self._targets, self._owner.capture_state()), self._externals(),
+                                                fork=self._state_bytes is None
+                                                or self._state_bytes >= FORK_ABOVE_BYTES)
                 except BaseException:
                     conn.close()
                     raise
                 self._since_snapshot = 0
-                bases = self._images
             held_s = time.perf_counter() - locked
+            try:
+                state = pickled()
+            except BaseException:
+                conn.close()
+                raise
+            self._state_bytes = len(state)
             t = self._table
             with reads.reading(conn):
                 log_seq = int(conn.execute(select(func.coalesce(func.max(t.c.seq), 0))).scalar_one())
-                images = [LedgerImage.of(sql, bases[i] if bases is not None else None)
-                          for i, (_, sql) in enumerate(self._pairs)]
+                images = [LedgerImage.of(sql) for _, sql in self._pairs]
             size = self.snapshots.write(Snapshot(log_seq, state, images), self._digest, self.clock.base.now())
-            self._images = images
         _log.info("snapshot_written", log_seq=log_seq, bytes=size, lock_held_s=round(held_s, 3),
                   seconds=round(time.perf_counter() - started, 3))
         return log_seq
@@ -559,32 +574,12 @@ class Durable:
 
 def _compare(mem: InMemoryLedger, sql: SqlLedger) -> tuple[int, int]:
     """The replayed books equal the database's, or :class:`DurabilityError` names the difference."""
-    transfers = _same(sql.name, "transfer", {t.id: t for t in sql.journal()}, {t.id: t for t in mem.journal()})
-    accounts = _same(sql.name, "account", {a.id: a for a in sql.accounts()}, {a.id: a for a in mem.accounts()})
+    try:
+        transfers = same(sql.name, "transfer", {t.id: t for t in sql.journal()}, {t.id: t for t in mem.journal()})
+        accounts = same(sql.name, "account", {a.id: a for a in sql.accounts()}, {a.id: a for a in mem.accounts()})
+    except ReplayMismatchError as exc:
+        raise DurabilityError(str(exc)) from None
     return transfers, accounts
-
-
-def _compare_after(mem: InMemoryLedger, sql: SqlLedger, image: LedgerImage) -> tuple[int, int]:
-    """:func:`_compare` after a snapshot, whose journal was read from these books: a booked
-    transfer never changes but for its pending state, so the journal after the snapshot, every
-    pending state, every account and the journal's length are what can differ."""
-    after, _ = sql.journal_after(image.last_seq)
-    replayed = list(mem.journal())
-    if len(replayed) != len(image.journal) + len(after):
-        raise DurabilityError(f"{sql.name}: {len(replayed)} transfers after replay, "
-                              f"{len(image.journal) + len(after)} in the database")
-    _same(sql.name, "transfer", {t.id: t for t in after}, {t.id: t for t in replayed[len(image.journal):]})
-    _same(sql.name, "pending state of", dict(sql.pending_states()), dict(mem.pending_states()))
-    accounts = _same(sql.name, "account", {a.id: a for a in sql.accounts()}, {a.id: a for a in mem.accounts()})
-    return len(after), accounts
-
-
-def _same(ledger: str, kind: str, want: dict[str, object], got: dict[str, object]) -> int:
-    for key in sorted(want.keys() | got.keys()):
-        if want.get(key) != got.get(key):
-            raise DurabilityError(f"{ledger}: {kind} {key} differs after replay: in the database "
-                                  f"{want.get(key)!r}, replayed {got.get(key)!r}")
-    return len(want)
 
 
 def seed_digest(*parts: bytes | str) -> str:

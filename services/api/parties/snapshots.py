@@ -3,14 +3,20 @@
 A party rebuilds its state at start-up by replaying its command log (:mod:`.durable`); after a
 day of load that is tens of thousands of commands. So every so many commands the party writes a
 **snapshot**: its domain objects (pickled), its books as of the same instant (each ledger's
-accounts, journal and pending states) and the **log position** they stand for, in one row of
-``<prefix>snapshots``. A restart loads the newest snapshot, replays only the commands after its
-position, and compares the result with the books in the database as a full replay does.
+accounts and the holds pending then, :class:`LedgerImage`) and the **log position** they stand
+for, in one row of ``<prefix>snapshots``. The journal is not in it: it is in the database, where a
+transfer never changes once booked but for a hold's state, which is final once the hold is no
+longer pending. A restart loads the newest snapshot, replays only the commands after its
+position on books that read a transfer booked before it from the database
+(:mod:`.resumed_ledger`), and compares with the books what the replay can have changed: the
+transfers after the snapshot, the holds' states, the accounts they touched.
 
 How a snapshot is taken without stalling payments: under the domain lock (no command is half
-done then) the party pins a read transaction on the database and pickles its domain objects;
-the lock is released, and the books and the log position are read on the pinned snapshot, so
-they are of the instant the objects were pickled. Only the pickling holds the lock.
+done then) the party pins a read transaction on the database and forks (:func:`dump_state_forked`:
+the child pickles the domain objects from its copy-on-write image of the process, the parent
+reads the bytes from a pipe); the lock is released as soon as the child exists, and the books and
+the log position are read on the pinned snapshot, so they are of the instant of the fork. Where
+the system cannot fork, the pickling itself holds the lock.
 
 Why a snapshot can be trusted: it is written in one transaction (a torn write leaves no row, and
 the row before it stays until the new one commits) with the SHA-256 of its content; one whose
@@ -22,27 +28,35 @@ never reads it.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
+import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from sqlalchemy import Column, Engine, Float, Integer, LargeBinary, MetaData, String, Table, delete, insert, select
 
+from services.api.parties.resumed_ledger import ResumedLedger
 from services.clock import Clock
 from services.errors import CcsimError
-from services.ledger import Account, InMemoryLedger, PendingState, Transfer
+from services.ledger import Account, Transfer
 from services.ledger.sql import SqlLedger
 from services.money import AssetRegistry
 
-__all__ = ["SNAPSHOT_FORMAT", "LedgerImage", "Snapshot", "SnapshotRefusedError", "SnapshotStore", "StateOwner",
-           "dump_state", "load_state", "snapshot_table"]
+__all__ = ["FORK_ABOVE_BYTES", "SNAPSHOT_FORMAT", "LedgerImage", "Snapshot", "SnapshotRefusedError", "SnapshotStore",
+           "StateOwner", "dump_state", "dump_state_forked", "load_state", "snapshot_table"]
+
+# A state that pickled to fewer bytes last time is pickled under the lock (a few milliseconds): a
+# fork, its child and the pages it makes the parent copy cost more than that. One of unknown size
+# (the first snapshot after a replay of the whole log) is pickled in a forked child.
+FORK_ABOVE_BYTES: Final = 1 << 20
 
 # What the pickled domain objects look like. Raise it when a domain class changes its attributes:
 # older snapshots are then refused (and the whole log replayed) instead of loaded into new code.
-SNAPSHOT_FORMAT: Final = 2
+SNAPSHOT_FORMAT: Final = 3
 
 
 class SnapshotRefusedError(CcsimError, ValueError):
@@ -76,26 +90,27 @@ def snapshot_table(metadata: MetaData, prefix: str) -> Table:
 
 @dataclass(frozen=True)
 class LedgerImage:
-    """One ledger's books at an instant: what :meth:`InMemoryLedger.restored` rebuilds."""
+    """One ledger's books at an instant, without their journal (the database keeps it): its
+    accounts, the holds pending then, how many transfers it held and the journal position of the
+    last one. :meth:`restore` gives a :class:`.resumed_ledger.ResumedLedger` that reads a transfer
+    booked before that position from the database when a replay asks for it."""
 
     name: str
     accounts: list[Account]
-    journal: list[Transfer]
-    pending: dict[str, PendingState]
-    last_seq: int  # the database's journal position of the last transfer in ``journal``
+    held: list[Transfer]
+    transfers: int
+    last_seq: int  # the database's journal position of the last transfer at the snapshot
 
     @classmethod
-    def of(cls, ledger: SqlLedger, base: LedgerImage | None = None) -> LedgerImage:
-        """Read on the caller's pinned snapshot (``UnitOfWork.reading``) when there is one. With
-        ``base`` (the previous image of the same ledger) only the journal after it is read: a
-        transfer never changes once booked, except its pending state, which is read whole."""
-        after, last = ledger.journal_after(base.last_seq if base is not None else 0)
-        journal = [*base.journal, *after] if base is not None else after
-        return cls(ledger.name, list(ledger.accounts()), journal, ledger.pending_states(), last)
+    def of(cls, ledger: SqlLedger) -> LedgerImage:
+        """Read on the caller's pinned snapshot (``UnitOfWork.reading``)."""
+        _, transfers, last_seq = ledger.extent()
+        return cls(ledger.name, list(ledger.accounts()), list(ledger.pending_transfers()), transfers, last_seq)
 
-    def restore(self, assets: AssetRegistry, clock: Clock) -> InMemoryLedger:
-        return InMemoryLedger.restored(self.accounts, self.journal, self.pending, assets=assets, clock=clock,
-                                       name=self.name)
+    def restore(self, sql: SqlLedger, after: Iterable[str], assets: AssetRegistry, clock: Clock) -> ResumedLedger:
+        """The books at the snapshot, on ``sql``'s journal (``after``: the ids it booked since)."""
+        return ResumedLedger(self.name, self.accounts, self.held, transfers=self.transfers, through_seq=self.last_seq,
+                             sql=sql, after=after, assets=assets, clock=clock)
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,57 @@ def dump_state(obj: object, externals: Mapping[str, object]) -> bytes:
     buffer = io.BytesIO()
     _Pickler(buffer, {id(v): k for k, v in externals.items()}).dump(obj)
     return buffer.getvalue()
+
+
+def dump_state_forked(obj: object, externals: Mapping[str, object], *, fork: bool = True) -> Callable[[], bytes]:
+    """:func:`dump_state` of ``obj`` as it is now, pickled after the call returns: what the
+    returned function gives. Where the system can fork, the pickling runs in a forked child, on a
+    copy-on-write image of this process taken at the call, and the bytes come back through a pipe;
+    so a caller holding the domain lock holds it only for the fork, not for the pickling. With
+    ``fork=False`` (or where the system cannot fork) it pickles now.
+
+    The child closes its copies of the parent's descriptors (sockets, database files) but the
+    pipe's, then only pickles (with the cycle collector off, so no finalizer of the parent's
+    objects runs in it), writes and leaves with ``os._exit``: it touches nothing another thread of
+    the parent may have held at the fork."""
+    if not fork or not hasattr(os, "fork"):  # a small state: pickling it costs less than a fork
+        blob = dump_state(obj, externals)
+        return lambda: blob
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover — the child (coverage does not follow it)
+        try:
+            _pickle_in_child(obj, externals, write_fd)
+        finally:
+            os._exit(0)  # never back into the parent's code, whatever happened
+    os.close(write_fd)
+
+    def wait() -> bytes:
+        with os.fdopen(read_fd, "rb") as pipe:
+            out = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0 or not out or out[:1] != b"\x00":
+            raise RuntimeError(f"pickling the state failed in its forked child: {out[1:].decode(errors='replace')!r}")
+        return out[1:]
+
+    return wait
+
+
+def _pickle_in_child(obj: object, externals: Mapping[str, object], write_fd: int) -> None:  # pragma: no cover
+    gc.disable()
+    # Its copies of the parent's descriptors go first: a listening socket held here would keep the
+    # port of a parent killed meanwhile from its restart, and take connections no one answers.
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # nor the parent's output pipes, open after the parent is gone
+        os.dup2(null, fd)
+    os.closerange(3, write_fd)
+    os.closerange(write_fd + 1, max(os.sysconf("SC_OPEN_MAX"), write_fd + 1))
+    try:
+        out = b"\x00" + dump_state(obj, externals)
+    except BaseException as exc:
+        out = b"\x01" + repr(exc)[:2000].encode("utf-8", "replace")
+    with os.fdopen(write_fd, "wb") as pipe:
+        pipe.write(out)
 
 
 def load_state(blob: bytes, externals: Mapping[str, object]) -> Any:

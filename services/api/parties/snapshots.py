@@ -33,6 +33,7 @@ import hashlib
 import io
 import os
 import pickle
+import signal
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -53,6 +54,7 @@ __all__ = ["FORK_ABOVE_BYTES", "SNAPSHOT_FORMAT", "LedgerImage", "Snapshot", "Sn
 # fork, its child and the pages it makes the parent copy cost more than that. One of unknown size
 # (the first snapshot after a replay of the whole log) is pickled in a forked child.
 FORK_ABOVE_BYTES: Final = 1 << 20
+_CHILD_SECONDS_MAX: Final = 300  # a forked pickling child that runs longer is ended
 
 # What the pickled domain objects look like. Raise it when a domain class changes its attributes:
 # older snapshots are then refused (and the whole log replayed) instead of loaded into new code.
@@ -186,6 +188,10 @@ def dump_state_forked(obj: object, externals: Mapping[str, object], *, fork: boo
 
 
 def _pickle_in_child(obj: object, externals: Mapping[str, object], write_fd: int) -> None:  # pragma: no cover
+    # A limit on everything: a child that hangs (a lock some other thread held at the fork) is
+    # ended by the kernel, and the parent's read sees the pipe close: that snapshot fails, no other.
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(_CHILD_SECONDS_MAX)
     gc.disable()
     # Its copies of the parent's descriptors go first: a listening socket held here would keep the
     # port of a parent killed meanwhile from its restart, and take connections no one answers.

@@ -74,7 +74,8 @@ report-docs: install
 scenario-reference: install
 	$(BIN)/python -m sim.scenario_reference > docs/scenario-reference.md
 
-# Fault injection (docs/reliability.md): the tests/faults suite (short bank check, proxy, short
+# Fault injection (docs/reliability.md): the tests/faults suite with every short run on both databases
+# (CCSIM_FAULTS_ALL=1; make test makes each kind of fault once, tests/faults/scope.py: short bank check, proxy, short
 # party faults), then the long Jepsen-style bank check on SQLite and PostgreSQL with SIGKILLs of the
 # ledger service, then the party faults on both databases (>= 30 kills each, a PostgreSQL crash, a
 # partition, proxy chaos, clock jumps), then the supervised kills on both databases (a real ccsim serve
@@ -89,7 +90,7 @@ SUPERVISED_DURATION_S ?= 240
 SUPERVISED_KILLS ?= 32
 .PHONY: faults
 faults: install
-	$(BIN)/pytest -q tests/faults
+	CCSIM_FAULTS_ALL=1 $(BIN)/pytest -q tests/faults
 	$(BIN)/python -m tests.faults.bank_check --duration-s $(FAULTS_DURATION_S) --kills $(FAULTS_KILLS)
 	$(BIN)/python -m tests.faults.party_faults --db both --duration-s $(PARTY_FAULTS_DURATION_S) \
 	  --kills $(PARTY_FAULTS_KILLS)

@@ -1,6 +1,8 @@
 """A short run of the supervised-kill harness (tests/faults/supervised.py): a real ``ccsim serve``
 whose children are SIGKILLed under load and restarted by its supervisor, with the hostile probes of
-issue 15 (F1–F6) sent between kills. The long run (>= 30 kills per database) is ``make faults``.
+issue 15 (F1–F6) sent between kills. The long run (>= 30 kills per database) is ``make faults``,
+which also makes the short run on PostgreSQL; ``make test`` makes the SQLite one
+(``tests/faults/scope.py``).
 
 Asserts what docs/reliability.md promises: every kill answered by the supervisor (a new process
 on the same port, on its books), 0 violations, 0 reconciliation breaks, nothing lost or doubled,
@@ -17,6 +19,7 @@ import pytest
 from sim.live.restarts import RESTARTS_MAX
 
 from .party_cluster import PARTIES, PgServer
+from .scope import skip_unless_every_run
 from .supervised import SupervisedConfig, restarts_allowed, run_supervised_faults
 
 pytestmark = pytest.mark.slow
@@ -28,6 +31,8 @@ SHORT = SupervisedConfig(duration_s=24.0, kills=4, probes_every=2, settle_every_
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_the_supervisor_restarts_every_killed_child_and_nothing_is_lost(db: str, tmp_path: Path) -> None:
     if db == "postgresql":
+        skip_unless_every_run("the supervised run on PostgreSQL",
+                              "the SQLite supervised run and the PostgreSQL party-fault run")
         if os.environ.get("CCSIM_FAULTS_POSTGRES") == "0":
             pytest.skip("CCSIM_FAULTS_POSTGRES=0: the PostgreSQL fault runs are switched off")
         if reason := PgServer.unavailable("private"):

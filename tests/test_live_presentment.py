@@ -8,6 +8,7 @@ before it starts, and its relay completes a row left pending (services/api/parti
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -54,4 +55,32 @@ async def test_a_refused_presentment_is_not_owed(live: Live) -> None:
     assert r.status_code == 422, r.text  # beyond the padding: the issuer's refusal, passed on
     assert network.outbox.state("presentment:k2") is None  # a definite refusal: nothing owed, no row left
     assert await network.relay.run_once(force=True) == []
+    await assert_clean(live)
+
+
+async def test_a_relay_pass_completes_a_presentment_whose_advice_it_still_owes(live: Live) -> None:
+    """After a restart the network knows a stand-in's advice only as an outbox row. A presentment
+    of that payment, completed by the relay, must deliver the advice first, without waiting on the
+    relay pass it runs in (that pass would never end: nothing would be delivered again)."""
+    network = live.apps["network"].state
+    svc = network.network_service
+    svc.ctx.settings.issuer_url = "http://issuer-down"
+    paid = await live.post("http://network/v1/payments", pay_body("p1", card="c2", amount="3000.00"), "k1")
+    assert paid.json()["stand_in"] and paid.json()["approved"]
+    await asyncio.gather(*svc._advice_tasks)  # its in-line tries gave up: the issuer is down
+    svc._advices.clear()  # as after a restart: the advice is its outbox row only
+    capture = {"kind": "capture", "auth_id": "p1", "amount": "3000.00"}
+    held = await live.post("http://network/v1/presentments", capture, "k2")
+    assert held.status_code == 503 and held.json()["type"].endswith("advice-pending"), held.text
+    assert network.outbox.state("presentment:k2") == "pending"
+
+    svc.ctx.settings.issuer_url = "http://issuer"
+    now = asyncio.get_running_loop().time()
+    network.relay._next_at.update({"advice:p1": now + 3_600.0, "presentment:k2": 0.0})  # the presentment first
+    # Bounded only so that a relapse fails instead of hanging the suite.
+    assert await asyncio.wait_for(network.relay.run_once(), 120.0) == ["advice:p1"]
+    assert network.outbox.state("presentment:k2") == "delivered"
+    assert network.outbox.state("advice:p1") == "delivered"  # delivered by the presentment, before it
+    auth = (await live.client.get("http://issuer/v1/authorizations/p1")).json()
+    assert auth["stand_in"] and auth["state"] == "captured", auth
     await assert_clean(live)

@@ -189,6 +189,13 @@ class Outbox:
             return [OutboxEntry(r.id, r.kind, r.target, r.path, r.key, json.loads(r.body), r.attempts)
                     for r in conn.execute(stmt)]
 
+    def entry(self, row_id: str) -> OutboxEntry | None:
+        """The row ``row_id`` if it is still pending."""
+        t = self.table
+        with self._reader.connect() as conn:
+            r = conn.execute(select(t).where(t.c.id == row_id, t.c.state == PENDING)).first()
+        return None if r is None else OutboxEntry(r.id, r.kind, r.target, r.path, r.key, json.loads(r.body), r.attempts)
+
     def state(self, row_id: str) -> str | None:
         with self._reader.connect() as conn:
             value = conn.execute(select(self.table.c.state).where(self.table.c.id == row_id)).scalar()
@@ -311,6 +318,20 @@ class Relay:
                     self._next_at[entry.id] = now + pause_s
                     left.append(entry.id)
             return sorted(left)
+
+    async def deliver_now(self, row_id: str) -> bool:
+        """Try one row now, outside the relay's passes; ``True`` when it is no longer owed. A step
+        the relay itself is completing may call this (a pass would wait for the pass it runs in)."""
+        entry = await anyio.to_thread.run_sync(self.outbox.entry, row_id)
+        if entry is None:
+            return True
+        ok = await self._attempt(entry)
+        await anyio.to_thread.run_sync(functools.partial(self.outbox.mark, row_id, delivered=ok))
+        if ok:
+            self.delivered += 1
+            if self.report is not None:
+                self.report.resolved(row_id)
+        return ok
 
     def _left_by_earlier_run(self, row_id: str) -> bool:
         return self.report is not None and row_id in self.report.found_ids

@@ -282,8 +282,8 @@ class NetworkService(StatefulService):
             return
         if auth_id in self._advices:
             await self.advise_once(auth_id)
-        else:  # advised before a restart: the relay holds the row
-            await self.relay.run_once(force=True)
+        else:  # advised before a restart: the row is the advice (this may run inside a relay pass)
+            await self.relay.deliver_now(row)
         if await anyio.to_thread.run_sync(self.outbox.state, row) == PENDING:
             raise ProblemError(503, f"the issuer has not yet applied the network's stand-in advice for {auth_id}; "
                                "retry with the same Idempotency-Key",

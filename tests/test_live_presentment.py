@@ -9,11 +9,14 @@ before it starts, and its relay completes a row left pending (services/api/parti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
 from test_live_parties import Live, assert_clean, pay_body
 from test_live_parties import live as live  # noqa: PLC0414 — the fixture (SQLite and PostgreSQL), re-exported
+
+from services.api.outbox import RecoveryReport
 
 
 async def test_the_relay_completes_a_capture_whose_acquirer_half_did_not_happen(
@@ -83,4 +86,23 @@ async def test_a_relay_pass_completes_a_presentment_whose_advice_it_still_owes(l
     assert network.outbox.state("advice:p1") == "delivered"  # delivered by the presentment, before it
     auth = (await live.client.get("http://issuer/v1/authorizations/p1")).json()
     assert auth["stand_in"] and auth["state"] == "captured", auth
+    await assert_clean(live)
+
+
+async def test_a_row_in_doubt_ended_by_its_presenter_s_retry_counts_as_resolved(
+        live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a restart the network reports its outbox rows in doubt until each is no longer owed,
+    whoever ends it: here the presenter's retry completes the presentment in its own request."""
+    await live.post("http://network/v1/payments", pay_body("p1", card="c2"), "k1")
+    network = live.apps["network"].state
+    capture = {"kind": "capture", "auth_id": "p1", "amount": "5000.00"}
+    with monkeypatch.context() as patch:
+        patch.setattr(network.network_service.ctx, "run_command", lambda *_a, **_k: 1 / 0)  # dies mid-way
+        with contextlib.suppress(ZeroDivisionError):
+            await live.post("http://network/v1/presentments", capture, "k2")
+    report = RecoveryReport(service="network", outbox_found=network.outbox.undelivered())  # as at a restart
+    assert report.as_dict(network.outbox)["in_doubt_left"] == 1
+    retry = await live.post("http://network/v1/presentments", capture, "k2")
+    assert retry.status_code == 201, retry.text
+    assert report.as_dict(network.outbox)["in_doubt_left"] == 0
     await assert_clean(live)

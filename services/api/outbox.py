@@ -245,7 +245,11 @@ class RecoveryReport:
                           left=len(self.found_ids) - len(self.outbox_resolved))
 
     def as_dict(self, outbox: Outbox) -> dict[str, Any]:
+        # A row in doubt is resolved when it is no longer pending, whoever ended it: the relay, a
+        # request that sent it in line (a presenter's retry, an advice), or a refusal that removed it.
+        pending = set(outbox.undelivered())
         with self._lock:
+            self.outbox_resolved.update(self.found_ids - pending)
             found, resolved = list(self.outbox_found), sorted(self.outbox_resolved)
         counts = outbox.counts()
         return {"service": self.service, "in_doubt_found": len(found), "in_doubt_resolved": len(resolved),

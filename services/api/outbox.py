@@ -186,7 +186,7 @@ class Outbox:
         t = self.table
         stmt = select(t).where(t.c.state == PENDING).order_by(t.c.created_at, t.c.id).limit(limit)
         with self._reader.connect() as conn:
-            return [OutboxEntry(r.id, r.kind, r.target, r.path, r.key, json.loads(r.body), r.attempts)
+            return [_entry(r)
                     for r in conn.execute(stmt)]
 
     def entry(self, row_id: str) -> OutboxEntry | None:
@@ -194,7 +194,7 @@ class Outbox:
         t = self.table
         with self._reader.connect() as conn:
             r = conn.execute(select(t).where(t.c.id == row_id, t.c.state == PENDING)).first()
-        return None if r is None else OutboxEntry(r.id, r.kind, r.target, r.path, r.key, json.loads(r.body), r.attempts)
+        return None if r is None else _entry(r)
 
     def state(self, row_id: str) -> str | None:
         with self._reader.connect() as conn:
@@ -310,12 +310,9 @@ class Relay:
                     left.append(entry.id)
                     continue
                 ok = await self._attempt(entry)
-                await anyio.to_thread.run_sync(functools.partial(self.outbox.mark, entry.id, delivered=ok))
+                await self._record(entry.id, ok)
                 if ok:
-                    self.delivered += 1
                     self._next_at.pop(entry.id, None)
-                    if self.report is not None:
-                        self.report.resolved(entry.id)
                 else:
                     self.failed_attempts += 1
                     pause_s = min(self.backoff_max_s, self.interval_s * 2 ** min(entry.attempts, 10))
@@ -330,12 +327,16 @@ class Relay:
         if entry is None:
             return True
         ok = await self._attempt(entry)
+        await self._record(row_id, ok)
+        return ok
+
+    async def _record(self, row_id: str, ok: bool) -> None:
+        """An attempt's outcome: the row marked (delivered, or one attempt more) and counted."""
         await anyio.to_thread.run_sync(functools.partial(self.outbox.mark, row_id, delivered=ok))
         if ok:
             self.delivered += 1
             if self.report is not None:
                 self.report.resolved(row_id)
-        return ok
 
     def _left_by_earlier_run(self, row_id: str) -> bool:
         return self.report is not None and row_id in self.report.found_ids
@@ -375,6 +376,10 @@ def transport_deliverer(transport: HttpTransport, base_url: Callable[[str], str]
         return response is not None and response.status_code in (200, 201)
 
     return deliver
+
+
+def _entry(r: Any) -> OutboxEntry:
+    return OutboxEntry(r.id, r.kind, r.target, r.path, r.key, json.loads(r.body), r.attempts)
 
 
 def _engine(url: Any) -> Engine:

@@ -5,13 +5,9 @@ under uvicorn, without sockets). Bad inputs get a 4xx problem and write nothing.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import shutil
-import sqlite3
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,7 @@ import httpx
 import pytest
 from conftest import SQL_BACKENDS, require_postgres
 from fastapi import FastAPI
+from live_schema import StartParties, empty_schema, pg_copies
 from signing import RoleAuth
 
 from services.api import close_app
@@ -86,36 +83,14 @@ class Router(httpx.AsyncBaseTransport):
         return response
 
 
-# Seed file text → a data directory holding the four parties' SQLite databases with every table at
-# its newest revision and empty (``empty_schema``), made once per process.
-_SCHEMAS: dict[str, Path] = {}
-
-
-def empty_schema(seed_path: Path) -> Path:
-    """The SQLite data directory the four parties of ``seed_path`` make at their first start, with
-    every row deleted but the schema versions: what a first start finds after ``--reset`` dropped
-    nothing but the rows. Starting on a copy skips the migrations (about half of a start's CPU),
-    and only them: the parties still open every store, find it empty and seed it, as on a fresh
-    directory. The migrations themselves are tested in ``tests/test_migrations.py``, and every start
-    on PostgreSQL, and every module's first start on SQLite, still runs them."""
-    text = seed_path.read_text(encoding="utf-8")
-    if text in _SCHEMAS:
-        return _SCHEMAS[text]
-    root = Path(tempfile.mkdtemp(prefix="ccsim-live-schema-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    (root / "seed.json").write_text(text, encoding="utf-8")
-    for party in PARTIES:
-        close_app(FACTORIES[party](PartySettings(party=party, seed_file=root / "seed.json", data_dir=root / "data",
-                                                 **URLS)))
-    for db in sorted((root / "data").glob("*.db")):
-        with closing(sqlite3.connect(db)) as conn:
-            names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND "
-                                                "name NOT LIKE 'sqlite_%'") if not n.endswith("alembic_version")]
-            for name in names:
-                conn.execute(f'DELETE FROM "{name}"')
-            conn.commit()
-    _SCHEMAS[text] = root / "data"
-    return _SCHEMAS[text]
+def start_parties(seed_path: Path) -> StartParties:
+    """Starts and closes the four parties of ``seed_path`` on the database settings it is given (a
+    ``table_prefix`` is the set's: each party's tables go under ``<prefix><party>_``, as in ``Live``)."""
+    def start(db: dict[str, Any]) -> None:
+        for party in PARTIES:
+            own = {**db, "table_prefix": f"{db['table_prefix']}{party}_"} if "table_prefix" in db else db
+            close_app(FACTORIES[party](PartySettings(**{"party": party, "seed_file": seed_path, **URLS, **own})))
+    return start
 
 
 class Live:
@@ -130,14 +105,21 @@ class Live:
         self.seed_path = tmp_path / "seed.json"
         write_seed(seed, self.seed_path)
         if backend == "sqlite" and not fresh_schema and not (tmp_path / "data").exists():
-            shutil.copytree(empty_schema(self.seed_path), tmp_path / "data")
+            shutil.copytree(empty_schema(self.seed_path, start_parties(self.seed_path)), tmp_path / "data")
         self.router = Router()
         self.outbound = httpx.AsyncClient(transport=self.router)
         self.client = httpx.AsyncClient(transport=self.router, auth=RoleAuth())
         self.apps: dict[str, FastAPI] = {}
         self.tmp_path = tmp_path
-        self.pg = require_postgres() if backend == "postgres" else ""
-        self.prefix = f"t_{uuid.uuid4().hex[:10]}_"
+        # On PostgreSQL a database of its own, a copy of the migrated template (``tests/live_schema.py``).
+        self.pg, self.prefix, self._database = "", f"t_{uuid.uuid4().hex[:10]}_", ""
+        if backend == "postgres":
+            copies = pg_copies(require_postgres())
+            template = None
+            if not fresh_schema:
+                template, self.prefix = copies.template(self.seed_path, start_parties(self.seed_path))
+            self._database = copies.copy(template)
+            self.pg = copies.url_of(self._database)
         for party in PARTIES:
             self.apps[party] = FACTORIES[party](self.settings(party, **settings), http_client=self.outbound,
                                                 clock=clock)
@@ -176,26 +158,9 @@ class Live:
         await self.client.aclose()
         await self.outbound.aclose()
         for app in self.apps.values():
-            if self.pg:
-                for ledger in self.ledgers_of(app):
-                    ledger.drop_tables()
-                app.state.party.keys.drop_table()
-                app.state.party.durable.drop_table()
-                outbox = getattr(app.state, "outbox", None)  # the bank keeps none
-                if outbox is not None:
-                    outbox.drop_table()
             close_app(app)
-
-    @staticmethod
-    def ledgers_of(app: FastAPI) -> list[Any]:
-        st = app.state
-        if hasattr(st, "exchange_service"):  # the exchange's books and the zone merchants' (direct rail)
-            return [st.exchange_service.sql_ledger, st.exchange_service.merchants_sql]
-        if hasattr(st, "issuer_service"):
-            return [st.issuer_service.sql_ledger]
-        if hasattr(st, "network_service"):
-            return list(st.network_service.ledgers)
-        return list(st.bank_service.ledgers.values())
+        if self._database:  # its tables go with it
+            pg_copies(require_postgres()).drop(self._database)
 
 
 @pytest.fixture(params=SQL_BACKENDS)

@@ -54,18 +54,10 @@ class CountingRouter(httpx.AsyncBaseTransport):
 
 
 class RecoveryLive(Live):
-    """:class:`Live` whose outbound calls are counted, and which also drops the outboxes."""
+    """:class:`Live` whose outbound calls are counted."""
 
     def __init__(self, backend: str, tmp_path: Path) -> None:
         super().__init__(backend, tmp_path, make_seed())
-
-    async def close(self) -> None:
-        if self.pg:
-            for app in self.apps.values():
-                outbox = getattr(app.state, "outbox", None)
-                if outbox is not None:
-                    outbox.drop_table()
-        await super().close()
 
 
 @pytest.fixture(params=SQL_BACKENDS)

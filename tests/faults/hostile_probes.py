@@ -18,7 +18,7 @@ may move money (the harness checks the books at the end of the run):
 from __future__ import annotations
 
 import socket
-import time
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -132,17 +132,30 @@ def run_probes(urls: dict[str, str], credentials: Credentials, seed: PartySeed, 
             _disconnects(bank)
         except OSError as exc:
             out.append(Probe("F4", "ten mid-body disconnects", 0, (200,), False, f"could not connect: {exc!r}"))
-        t0 = time.monotonic()
-        check("F4", "healthz after ten mid-body disconnects", (200,), lambda: c.get(f"{bank}/healthz"),
-              also=lambda _r: "" if time.monotonic() - t0 < 5.0 else f"took {time.monotonic() - t0:.1f} s")
+        # Answered at all (within the client's timeout) is the check: how soon depends on the machine.
+        check("F4", "healthz after ten mid-body disconnects", (200,), lambda: c.get(f"{bank}/healthz"))
         # The burst arrives at once (BURST_SENDERS connections): sent one after another, each answer
         # slowed by a busy machine would let the bucket refill, and the limit would never be reached.
+        # Each sender has a client of its own: one pool shared by 32 threads handed a connection the
+        # server had closed to a second thread ("Bad file descriptor").
+        senders = threading.local()
+
+        def metrics(_: int) -> httpx.Response:
+            if not hasattr(senders, "client"):
+                senders.client = httpx.Client(timeout=30.0)
+                opened.append(senders.client)
+            return senders.client.get(f"{network}/metrics")
+
+        opened: list[httpx.Client] = []
         try:
             with ThreadPoolExecutor(BURST_SENDERS) as pool:
-                answers = list(pool.map(lambda _: c.get(f"{network}/metrics"), range(BURST)))
+                answers = list(pool.map(metrics, range(BURST)))
         except httpx.HTTPError as exc:
             out.append(Probe("F6", "a burst of /metrics", 0, (429,), False, f"no answer: {exc!r}"))
             return out
+        finally:
+            for client in opened:
+                client.close()
         limited = next((r for r in answers if r.status_code == 429), None)
         out.append(Probe("F6", "a burst of /metrics", limited.status_code if limited else answers[-1].status_code,
                          (429,), limited is not None and int(limited.headers.get("retry-after", "0")) >= 1

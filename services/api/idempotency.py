@@ -86,6 +86,7 @@ __all__ = [
     "IdempotencyKey",
     "IdempotencyStore",
     "answer_hook",
+    "answer_in",
     "answering",
     "request_fingerprint",
     "run_idempotent",
@@ -420,6 +421,23 @@ def answer_hook(store: IdempotencyStore) -> Answering | None:
     if pending is None or pending.store is not store or pending.committed:
         return None
     return pending
+
+
+@contextmanager
+def answer_in(store: IdempotencyStore, result: Any) -> Iterator[Callable[[Connection], None] | None]:
+    """The ``done`` row of the request running here, for the one transaction the block commits
+    (``None`` when no request's answer is pending, or ``result`` is ``None``): ``result`` is
+    rendered into the answer as :func:`answer_hook` does. The block ending without an exception
+    means that transaction committed, and the answer with it."""
+    pending = answer_hook(store) if result is not None else None
+    write = pending.hook()(result) if pending is not None else None
+    committed = False
+    try:
+        yield write
+        committed = True
+    finally:
+        if pending is not None:
+            pending.ended(committed)
 
 
 @contextmanager

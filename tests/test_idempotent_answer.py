@@ -106,3 +106,33 @@ async def test_an_answer_whose_transaction_fails_is_not_remembered(live: Live) -
                             "k2")).json()["approved"]  # the next payment rebuilds the state first and runs
     assert idempotency_key("auth", "p2") in _rows(keys)
     await assert_clean(live)
+
+
+async def test_a_sales_answer_commits_with_its_proceeds_mark(live: Live) -> None:
+    """The exchange's answer to a sale says whether the proceeds were delivered, so it is known
+    only after their send: it commits with the outbox row's mark, not in a transaction of its
+    own. A retry of the sale after the exchange restarts is the first answer, with no second sale
+    and no second payout."""
+    exchange = live.apps["exchange"]
+    _crash_on_finish(exchange.state.party.keys)  # a separate commit of the key would fail
+    recording = Recording(live.router)
+    live.outbound._transport = recording
+    first = await live.post("http://network/v1/payments", pay_body("p1"), "k1")
+    assert first.status_code == 200 and first.json()["approved"], first.text
+
+    sell_key = idempotency_key("sell", "p1:sale")
+    row = _rows(exchange.state.party.keys)[sell_key]
+    assert row.state == "done" and row.status == 201 and '"proceeds_delivered":true' in row.body
+    sent = next(r for r in recording.sent if r.url.path == "/v1/sells")
+    sizes = live.journal_sizes()
+
+    close_app(exchange)
+    restarted = FACTORIES["exchange"](live.settings("exchange", resume=True), http_client=live.outbound)
+    live.apps["exchange"] = restarted
+    live.router.apps["exchange"] = httpx.ASGITransport(app=restarted)
+    again = await live.client.post("http://exchange/v1/sells", content=sent.content,
+                                   headers={"Idempotency-Key": sell_key, "Content-Type": "application/json"})
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.content == row.body.encode()
+    assert live.journal_sizes() == sizes  # no second sale, payout or credit
+    await assert_clean(live)

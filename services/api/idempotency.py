@@ -43,7 +43,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -86,6 +86,7 @@ __all__ = [
     "IdempotencyKey",
     "IdempotencyStore",
     "answer_hook",
+    "answer_in",
     "answering",
     "request_fingerprint",
     "run_idempotent",
@@ -98,6 +99,7 @@ IDEMPOTENCY_KEY_PATTERN: Final = r"^[\x21-\x7e]{1,128}$"  # visible ASCII: no sp
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 
 _log = get_logger(__name__)
+T = TypeVar("T")
 
 
 class ClaimState(StrEnum):
@@ -157,6 +159,11 @@ class IdempotencyStore:
         self._insert = insert(self.table)
         self._engine = _engine(parsed)
         self._reader = _reader(parsed, self._engine)
+        # Local claims on a SQLite file: a claim is a one-row read, a release is memory, a finish
+        # one short write on the file's writer lock. An event loop makes these calls in line: a
+        # worker thread would cost more to wake than the call does, and under the GIL its time is
+        # the loop's anyway (:func:`run_idempotent_async`). Over a network (PostgreSQL) they hop.
+        self.in_line = local_claims and parsed.get_backend_name() == "sqlite"
         self._table_prefix = table_prefix
         upgrade_schema(self._engine, "idempotency", table_prefix)  # Alembic revisions (services/migrations)
 
@@ -358,7 +365,7 @@ def _reader(url: Any, engine: Engine) -> Engine:
     return sqlite_engine(url, begin="", pool_size=8, max_overflow=8)
 
 
-def _idempotency_key(
+async def _idempotency_key(  # async: FastAPI runs a sync dependency in a worker thread (a hop per request)
     key: Annotated[str, Header(
         alias=IDEMPOTENCY_HEADER, min_length=1, max_length=IDEMPOTENCY_KEY_LENGTH_MAX,
         pattern=IDEMPOTENCY_KEY_PATTERN,
@@ -414,6 +421,23 @@ def answer_hook(store: IdempotencyStore) -> Answering | None:
     if pending is None or pending.store is not store or pending.committed:
         return None
     return pending
+
+
+@contextmanager
+def answer_in(store: IdempotencyStore, result: Any) -> Iterator[Callable[[Connection], None] | None]:
+    """The ``done`` row of the request running here, for the one transaction the block commits
+    (``None`` when no request's answer is pending, or ``result`` is ``None``): ``result`` is
+    rendered into the answer as :func:`answer_hook` does. The block ending without an exception
+    means that transaction committed, and the answer with it."""
+    pending = answer_hook(store) if result is not None else None
+    write = pending.hook()(result) if pending is not None else None
+    committed = False
+    try:
+        yield write
+        committed = True
+    finally:
+        if pending is not None:
+            pending.ended(committed)
 
 
 @contextmanager
@@ -485,9 +509,10 @@ async def run_idempotent_async(
     store: IdempotencyStore, key: str, request: Request, payload: Any, work: Callable[[], Awaitable[Response]],
     *, answer: Callable[[Any], Response | None] | None = None,
 ) -> Response:
-    """:func:`run_idempotent` for handlers that wait on other services."""
-    claim = await anyio.to_thread.run_sync(store.claim, key,
-                                           request_fingerprint(request.method, request.url.path, payload))
+    """:func:`run_idempotent` for handlers that wait on other services. The store's own calls run in
+    line when it says they are quick (:attr:`IdempotencyStore.in_line`), else in a worker thread."""
+    claim = await _store_call(store, store.claim, key,
+                              request_fingerprint(request.method, request.url.path, payload))
     if (replay := _replay_or_refuse(claim, key)) is not None:
         return replay
     with answering(store, key, answer) as pending:
@@ -495,13 +520,19 @@ async def run_idempotent_async(
             response = await work()
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(store.release, key)
+                await _store_call(store, store.release, key)
             raise
     if _answered_in_transaction(store, key, pending):
         return response
     if not 200 <= response.status_code < 300:
-        await anyio.to_thread.run_sync(store.release, key)
+        await _store_call(store, store.release, key)
         return response
-    await anyio.to_thread.run_sync(store.finish, key, response.status_code, bytes(response.body),
-                                   response.media_type or "")
+    await _store_call(store, store.finish, key, response.status_code, bytes(response.body),
+                      response.media_type or "")
     return response
+
+
+async def _store_call(store: IdempotencyStore, fn: Callable[..., T], *args: Any) -> T:
+    if store.in_line or (store.local_claims and fn == store.release):  # a local release is memory only
+        return fn(*args)
+    return await anyio.to_thread.run_sync(fn, *args)

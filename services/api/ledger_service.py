@@ -266,7 +266,7 @@ def _json(status: int, body: BaseModel) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
 
-def _service(request: Request) -> LedgerService:
+async def _service(request: Request) -> LedgerService:  # async: a sync dependency costs a worker-thread hop
     return cast(LedgerService, request.app.state.ledger_service)
 
 

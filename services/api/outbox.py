@@ -212,9 +212,13 @@ class Outbox:
         out.update({str(state): int(n) for state, n in rows})
         return out
 
-    def mark(self, row_id: str, *, delivered: bool) -> None:
+    def mark(self, row_id: str, *, delivered: bool, also: Callable[[Connection], None] | None = None) -> None:
+        """Record a delivery attempt (and the delivery, if it was one); ``also`` adds a write of the
+        caller's to the same transaction (a request's answer)."""
         t = self.table
         with self._engine.begin() as conn:
+            if also is not None:
+                also(conn)
             if delivered:
                 conn.execute(update(t).where(t.c.id == row_id, t.c.state == PENDING).values(
                     state=DELIVERED, delivered_at=self.clock.now(), attempts=t.c.attempts + 1))

@@ -73,8 +73,9 @@ def exchange_router(svc: ExchangeService) -> APIRouter:
     @router.post("/v1/sells", status_code=201, response_model=SaleOut,
                  responses={**replayed(SaleOut), **problem_responses(404, 409)})
     def sell(body: SellOrderIn, key: IdempotencyKey, request: Request) -> Response:
+        # The sale's answer commits with its proceeds' outbox mark (ExchangeService._pay_proceeds).
         return run_idempotent(keys, key, request, body.model_dump(mode="json"),
-                              lambda: json_response(*svc.sell(body)))
+                              lambda: json_response(*svc.sell(body)), answer=lambda result: json_response(*result))
 
     @router.get("/v1/sells/{sale_id}", responses=problem_responses(404))
     def get_sale(sale_id: HolderId) -> SaleOut:

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from services.api.fields import amount_in
+from services.api.idempotency import answer_in
 from services.api.outbox import PENDING, Outbox, Relay
 from services.api.parties.base import (
     PartyContext,
@@ -161,8 +162,12 @@ class ExchangeService(StatefulService):
             raise _refused(SaleReason(sale.reason))
         if new:
             self.sales_total.labels(self.ctx.settings.party, "ok").inc()
-        delivered = self._pay_proceeds(sale)
-        return (201 if new else 200), SaleOut.of(sale, self.ctx.assets, delivered=delivered)
+        status = 201 if new else 200
+
+        def answer(delivered: bool) -> tuple[int, SaleOut]:
+            return status, SaleOut.of(sale, self.ctx.assets, delivered=delivered)
+
+        return answer(self._pay_proceeds(sale, answer))
 
     def _proceeds(self, sale_id: str, auth_id: str, net_kzt: int) -> PaymentMessage:
         cfg = self.ctx.seed.config
@@ -173,15 +178,20 @@ class ExchangeService(StatefulService):
         """Stage the proceeds message in the transaction that writes the sale's payout transfer."""
         return stage_payout_message(self.outbox, sale_id, lambda net: self._proceeds(sale_id, auth_id, net))
 
-    def _pay_proceeds(self, sale: SaleResult) -> bool:
+    def _pay_proceeds(self, sale: SaleResult, answer: Callable[[bool], Any] | None = None) -> bool:
         """Try to deliver the sale's outbox row now (outside the domain lock: it may take a
-        while); the relay keeps trying if this fails. ``True`` when nothing is owed any more."""
+        while); the relay keeps trying if this fails. ``True`` when nothing is owed any more.
+
+        The sale's answer (``answer(delivered)``, the request's result) is known once the send
+        is: its ``done`` row commits with the row's mark, one write transaction for both
+        (:func:`services.api.idempotency.answer_hook`)."""
         if sale.net_kzt <= 0 or self.outbox.state(sale.id) != PENDING:
             return True
         msg = self._proceeds(sale.id, sale.auth_id, sale.net_kzt)
         with self.outbox.sending_in_line(msg.id):
             ok = self.ctx.transport.send(msg.payer_bank, msg)
-            self.outbox.mark(msg.id, delivered=ok)
+            with answer_in(self.ctx.keys, answer(ok) if answer is not None else None) as also:
+                self.outbox.mark(msg.id, delivered=ok, also=also)
         return ok
 
     def undelivered(self) -> list[str]:

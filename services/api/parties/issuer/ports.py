@@ -27,6 +27,14 @@ __all__ = ["IssuerPorts"]
 _STANDING = (AuthState.HELD, AuthState.CAPTURED)
 
 
+def _no_sale(screening: Screening) -> bool:
+    return screening.sell is None
+
+
+def _no_order(order: SellOrder | None) -> bool:
+    return order is None
+
+
 class IssuerPorts:
     """Authorization, advice and orphaned-sale ports of :class:`~services.api.parties.issuer.IssuerService`.
 
@@ -51,7 +59,9 @@ class IssuerPorts:
     # -- the issuer's steps --------------------------------------------------------------------
     async def screen(self, req: AuthorizationRequest) -> Screening:
         svc = self.svc
-        return await svc.ctx.run_command(svc._screen, req)
+        # A screening that orders no sale changed nothing (a decline now, or the card's tenge
+        # suffices): not a command for the log, and no write transaction.
+        return await svc.ctx.run_command(svc._screen, req, refused=_no_sale)
 
     async def finalize(self, req: AuthorizationRequest, sale: SaleResult | None) -> AuthorizationResponse:
         svc = self.svc
@@ -59,7 +69,10 @@ class IssuerPorts:
 
     async def top_up_order(self, card_id: str) -> SellOrder | None:
         svc = self.svc
-        return await svc.ctx.run_command(svc._top_up_order, card_id)
+        card = svc.issuer.cards.get(card_id)  # a card's rule is set when it opens and never changes
+        if card is not None and card.top_up is None:  # no rule (a JIT card): nothing to order, nothing to log
+            return None
+        return await svc.ctx.run_command(svc._top_up_order, card_id, refused=_no_order)
 
     # -- the advice ----------------------------------------------------------------------------
     async def advice_seen(self, auth_id: str) -> bool:

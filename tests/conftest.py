@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import structlog
 from faults.bank_check import postgres_unreachable
+from live_schema import close_pg_copies
 from scheduling import LongestFirstScheduling, UnitTimes
 from signing import CREDENTIALS_ENV, write_session_credentials
 from sqlalchemy import create_engine, text
@@ -245,6 +246,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    close_pg_copies()
     times = session.config.pluginmanager.get_plugin(UNIT_TIMES)
     if isinstance(times, UnitTimes):
         times.save(session.config)

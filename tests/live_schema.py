@@ -34,12 +34,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-__all__ = ["PgCopies", "empty_schema", "pg_copies"]
+__all__ = ["PgCopies", "close_pg_copies", "empty_schema", "pg_copies"]
 
 # A party set: builds the four apps on the given settings' database and closes them.
 StartParties = Callable[[dict[str, Any]], None]
 
 _SCHEMAS: dict[str, Path] = {}
+_opened: set[str] = set()  # the urls pg_copies made a PgCopies for
 
 
 def _is_version_table(name: str) -> bool:
@@ -73,6 +74,7 @@ class PgCopies:
     which has a database of its own, has templates and copies of its own)."""
 
     def __init__(self, url: str) -> None:
+        _opened.add(url)
         self._url = make_url(url)
         self._base = self._url.database or "test"
         self._admin = create_engine(self._url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
@@ -148,3 +150,13 @@ class PgCopies:
 def pg_copies(url: str) -> PgCopies:
     """The one :class:`PgCopies` of this process for the server and database of ``url``."""
     return PgCopies(url)
+
+
+def close_pg_copies() -> None:
+    """Drop this process's copies and templates (at the end of a pytest session: a pytest-xdist
+    worker may end without running ``atexit`` handlers)."""
+    if pg_copies.cache_info().currsize:
+        for url in list(_opened):
+            pg_copies(url).close()
+        pg_copies.cache_clear()
+        _opened.clear()

@@ -19,7 +19,6 @@ as they do at a first start after ``ccsim serve --reset``.
 from __future__ import annotations
 
 import atexit
-import functools
 import hashlib
 import shutil
 import sqlite3
@@ -40,7 +39,7 @@ __all__ = ["PgCopies", "close_pg_copies", "empty_schema", "pg_copies"]
 StartParties = Callable[[dict[str, Any]], None]
 
 _SCHEMAS: dict[str, Path] = {}
-_opened: set[str] = set()  # the urls pg_copies made a PgCopies for
+_COPIES: dict[str, PgCopies] = {}  # database url -> this process's PgCopies for it
 
 
 def _is_version_table(name: str) -> bool:
@@ -74,14 +73,12 @@ class PgCopies:
     which has a database of its own, has templates and copies of its own)."""
 
     def __init__(self, url: str) -> None:
-        _opened.add(url)
         self._url = make_url(url)
         self._base = self._url.database or "test"
         self._admin = create_engine(self._url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
         self._templates: dict[str, tuple[str, str]] = {}  # seed text -> (template name, table prefix)
         self._copies: set[str] = set()
         self._drop_leftovers()
-        atexit.register(self.close)
 
     def url_of(self, database: str) -> str:
         return self._url.set(database=database).render_as_string(hide_password=False)
@@ -96,11 +93,8 @@ class PgCopies:
 
     def _drop_leftovers(self) -> None:
         """Copies and templates a process of this worker left when it was killed before its end."""
-        for (name,) in self._execute("SELECT datname FROM pg_database WHERE starts_with(datname, :p)",
-                                     p=f"{self._base}_c_"):
-            self._drop(name)
-        for (name,) in self._execute("SELECT datname FROM pg_database WHERE starts_with(datname, :p)",
-                                     p=f"{self._base}_tpl_"):
+        for (name,) in self._execute("SELECT datname FROM pg_database WHERE starts_with(datname, :c) "
+                                     "OR starts_with(datname, :t)", c=f"{self._base}_c_", t=f"{self._base}_tpl_"):
             self._drop(name)
 
     def template(self, seed_path: Path, start: StartParties) -> tuple[str, str]:
@@ -146,17 +140,17 @@ class PgCopies:
         self._admin.dispose()
 
 
-@functools.cache
 def pg_copies(url: str) -> PgCopies:
     """The one :class:`PgCopies` of this process for the server and database of ``url``."""
-    return PgCopies(url)
+    if url not in _COPIES:
+        _COPIES[url] = PgCopies(url)
+    return _COPIES[url]
 
 
 def close_pg_copies() -> None:
-    """Drop this process's copies and templates (at the end of a pytest session: a pytest-xdist
-    worker may end without running ``atexit`` handlers)."""
-    if pg_copies.cache_info().currsize:
-        for url in list(_opened):
-            pg_copies(url).close()
-        pg_copies.cache_clear()
-        _opened.clear()
+    """Drop this process's copies and templates, at the end of its pytest session (``tests/conftest.py``;
+    a pytest-xdist worker may end without running ``atexit`` handlers). What a killed process
+    leaves is dropped by the next one (:meth:`PgCopies._drop_leftovers`)."""
+    for copies in _COPIES.values():
+        copies.close()
+    _COPIES.clear()

@@ -47,6 +47,14 @@ def _rows(store: IdempotencyStore) -> dict[str, Any]:
         return {r.key: r for r in conn.execute(select(store.table))}
 
 
+def _restart(live: Live, party: str) -> None:
+    """``party``'s process gone (its database stays) and started again on its books."""
+    close_app(live.apps[party])
+    restarted = FACTORIES[party](live.settings(party, resume=True), http_client=live.outbound)
+    live.apps[party] = restarted
+    live.router.apps[party] = httpx.ASGITransport(app=restarted)
+
+
 async def test_a_retry_after_a_crash_is_the_first_answer_with_one_effect(live: Live) -> None:
     issuer = live.apps["issuer"]
     _crash_on_finish(issuer.state.party.keys)
@@ -62,10 +70,7 @@ async def test_a_retry_after_a_crash_is_the_first_answer_with_one_effect(live: L
     sent = next(r for r in recording.sent if r.url.path == "/v1/authorizations")
     sizes = live.journal_sizes()
 
-    close_app(issuer)  # the process is gone; its database stays
-    restarted = FACTORIES["issuer"](live.settings("issuer", resume=True), http_client=live.outbound)
-    live.apps["issuer"] = restarted
-    live.router.apps["issuer"] = httpx.ASGITransport(app=restarted)
+    _restart(live, "issuer")
     again = await live.client.post("http://issuer/v1/authorizations", content=sent.content,
                                    headers={"Idempotency-Key": auth_key, "Content-Type": "application/json"})
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
@@ -126,10 +131,7 @@ async def test_a_sales_answer_commits_with_its_proceeds_mark(live: Live) -> None
     sent = next(r for r in recording.sent if r.url.path == "/v1/sells")
     sizes = live.journal_sizes()
 
-    close_app(exchange)
-    restarted = FACTORIES["exchange"](live.settings("exchange", resume=True), http_client=live.outbound)
-    live.apps["exchange"] = restarted
-    live.router.apps["exchange"] = httpx.ASGITransport(app=restarted)
+    _restart(live, "exchange")
     again = await live.client.post("http://exchange/v1/sells", content=sent.content,
                                    headers={"Idempotency-Key": sell_key, "Content-Type": "application/json"})
     assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"

@@ -12,13 +12,10 @@ the test opens.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
-import pytest
-from conftest import SQL_BACKENDS
-from test_live_parties import Live, assert_clean, make_seed, pay_body
+from test_live_parties import Live, assert_clean, pay_body
+from test_live_parties import live as live  # noqa: PLC0414 — the fixture (SQLite and PostgreSQL), re-exported
 
 from services.api.parties.network.service import ADVICES_IN_FLIGHT_MAX
 
@@ -48,15 +45,6 @@ class GatedAdvices(httpx.AsyncBaseTransport):
             return await self.inner.handle_async_request(request)
         finally:
             self.in_flight -= 1
-
-
-@pytest.fixture(params=SQL_BACKENDS)
-async def live(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Live]:
-    parties = Live(request.param, tmp_path, make_seed())
-    try:
-        yield parties
-    finally:
-        await parties.close()
 
 
 async def test_a_burst_of_stand_ins_sends_a_bounded_number_of_advices_at_once(live: Live) -> None:

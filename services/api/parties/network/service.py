@@ -280,15 +280,23 @@ class NetworkService(StatefulService):
     async def _advice_applied(self, auth_id: str) -> None:
         """A presentment of a payment the network stood in for waits until the issuer has applied
         the advice: before that, the issuer holds nothing for it (or its own decline) and would
-        refuse the capture for good. One delivery attempt now; if the issuer still has not applied
-        it, a retryable 503 (the presenter retries with the same key)."""
+        refuse the capture for good. One delivery attempt now (none while the advice is being sent
+        or all ``ADVICES_IN_FLIGHT_MAX`` are in flight); if the issuer still has not applied it, a
+        retryable 503 (the presenter retries with the same key)."""
         row = f"advice:{auth_id}"
         if await anyio.to_thread.run_sync(self.outbox.state, row) != PENDING:
             return
-        if auth_id in self._advices:
-            await self.advise_once(auth_id)
-        else:  # advised before a restart: the row is the advice (this may run inside a relay pass)
-            await self.relay.deliver_now(row)
+        # The attempt takes one of the advices' slots, and is not made while the advice is being
+        # sent already or every slot is taken: the presenter's retries must not add advices to a
+        # burst the issuer is already behind on (a loaded fault run: tens of thousands of advice
+        # sends, most of them from presentments, each missing its timeout).
+        if not self.outbox.is_in_line(row) and not self._advice_slots.locked():
+            async with self._advice_slots:
+                if auth_id in self._advices:
+                    await self.advise_once(auth_id)
+                else:  # advised before a restart: the row is the advice (this may run inside a relay pass)
+                    with self.outbox.sending_in_line(row):
+                        await self.relay.deliver_now(row)
         if await anyio.to_thread.run_sync(self.outbox.state, row) == PENDING:
             raise ProblemError(503, f"the issuer has not yet applied the network's stand-in advice for {auth_id}; "
                                "retry with the same Idempotency-Key",

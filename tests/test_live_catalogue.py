@@ -52,7 +52,7 @@ from services.api.auth import Principal, sign_headers, sign_request
 from services.api.auth_routes import PUBLIC, roles_for
 from services.api.fields import AMOUNT_UNITS_MAX, amount_in
 from services.api.problems import ProblemError
-from services.api.rate_limit import RateLimit
+from services.api.rate_limit import RateLimit, RateLimitMiddleware
 from services.logging import configure_logging
 from services.money import AssetRegistry
 
@@ -958,16 +958,30 @@ LIMITED: Final = [
 BURST: Final = 2
 
 
-@pytest.fixture(params=SQL_BACKENDS)
-async def tight(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Live]:
-    """The four parties with every limit at a burst of 2 and (for the test's length) no refill."""
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=SQL_BACKENDS)
+async def tight_set(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
+    """The four parties with every limit at a burst of 2 and (for the module's length) no refill;
+    one set per database for the module's limit cases (starting a set per case was 44 starts)."""
     limits = {name: RateLimit(per_s=0.0001, burst=BURST) for name in ("health", "metrics", "docs", "checks",
                                                                         "operations")}
-    live = Live(request.param, tmp_path, make_seed(), rate_limits=limits)
+    live = Live(request.param, tmp_path_factory.mktemp(f"limits-{request.param}"), make_seed(), rate_limits=limits)
     try:
         yield live
     finally:
         await live.close()
+
+
+@pytest.fixture
+def tight(tight_set: Live) -> Live:
+    """The module's set with every caller's buckets full again, as a set just started has them."""
+    for app in tight_set.apps.values():
+        node: Any = app.middleware_stack  # None until the app's first request: nothing spent yet
+        while node is not None:
+            if isinstance(node, RateLimitMiddleware):
+                for buckets in node.buckets.values():
+                    buckets._buckets.clear()
+            node = getattr(node, "app", None)
+    return tight_set
 
 
 async def _call(live: Live, party: str, method: str, path: str, *, peer: str = "10.0.0.1",
@@ -991,6 +1005,7 @@ class _As(httpx.Auth):
         yield request
 
 
+@in_world_loop
 @pytest.mark.parametrize(("party", "method", "path", "limit"), LIMITED, ids=[f"{p}{m} {x}" for p, m, x, _ in LIMITED])
 async def test_a_caller_past_its_limit_is_a_429_naming_the_limit_and_changes_no_row(
         tight: Live, party: str, method: str, path: str, limit: str) -> None:
@@ -1015,6 +1030,7 @@ async def test_a_caller_past_its_limit_is_a_429_naming_the_limit_and_changes_no_
         assert (await _call(tight, party, method, path, principal="gateway")).status_code == 200
 
 
+@in_world_loop
 async def test_the_chains_own_traffic_is_not_limited(tight: Live) -> None:
     """With every limit spent, payments, their messages and sales go on: none of them is limited."""
     for _ in range(BURST + 1):

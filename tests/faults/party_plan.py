@@ -28,6 +28,9 @@ class FaultsConfig:
     seed: int = 8
     start_timeout_s: float = 120.0
     recovery_timeout_s: float = 90.0  # a fault not recovered within this is a failure
+    # Rows in doubt after a restart may take longer on a loaded machine: the wait goes on while they
+    # keep being resolved, and fails after recovery_timeout_s without one resolved, or at this cap.
+    in_doubt_cap_s: float = 900.0
     min_up_s: float = 1.0  # load flows at least this long between two faults
     idempotency_lease_s: float = 15.0  # a key held by a killed process is free again after this
     outbound_timeout_s: float = 2.0

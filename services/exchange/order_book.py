@@ -18,6 +18,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from services.exchange.config import BPS, BookConfig, SaleReason
+from services.frozen import quick_init
 from services.money import Asset
 
 __all__ = ["OrderBook", "Quote", "fee_for_gross", "gross_for_net"]
@@ -52,6 +53,7 @@ def _to_decimal(x: Fraction) -> Decimal:
     return Decimal(x.numerator) / Decimal(x.denominator)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Quote:
     """A priced market sell against one book, valid while the book's mid does not move.

@@ -94,7 +94,9 @@ class Quote:
 
     @property
     def avg_price_kzt(self) -> Decimal:
-        return _to_decimal(self.avg_price_exact)
+        # One correctly rounded Decimal division of the unreduced ratio: the same value and digits
+        # as through the reduced Fraction (read for every executed leg; a Fraction costs a gcd).
+        return Decimal(self.gross_kzt * self.units[0]) / Decimal(self.quantity_minor * self.units[1])
 
     @property
     def slippage_exact_bps(self) -> Fraction:

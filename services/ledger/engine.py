@@ -160,7 +160,7 @@ def apply_accounts(
         if result is AccountResult.OK:
             staging.new_accounts[acc.id] = Account(
                 id=acc.id, asset=acc.asset, owner=acc.owner, kind=acc.kind,
-                flags=AccountFlags(acc.flags), timestamp=now,
+                flags=acc.flags if type(acc.flags) is AccountFlags else AccountFlags(acc.flags), timestamp=now,
             )
         results.append(result)
     return results, staging

@@ -16,6 +16,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
+from services.frozen import quick_init
 from services.ledger.model import Violation
 
 __all__ = [
@@ -147,6 +148,7 @@ class MerchantSpec:
     cryptocity: bool = False  # in the pilot zone: may take digital assets directly
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AuthorizationRequest:
     auth_id: str  # the network's id for this authorization; idempotency key end to end
@@ -158,6 +160,7 @@ class AuthorizationRequest:
     at_s: float = 0.0  # when the POS sent it
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SellOrder:
     """Issuer → exchange: sell enough of the holder's crypto to net ``net_kzt`` after fees."""
@@ -183,6 +186,7 @@ class SaleLeg:
     pit_kzt: int = 0
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SaleResult:
     id: str
@@ -198,6 +202,7 @@ class SaleResult:
         return sum(leg.fee_kzt for leg in self.legs)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Screening:
     """The issuer's first look: decline now, approve from the card balance, or sell first."""
@@ -207,6 +212,7 @@ class Screening:
     sell: SellOrder | None = None  # set when the card's tenge does not cover the amount (JIT)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AuthorizationResponse:
     auth_id: str
@@ -220,6 +226,7 @@ class AuthorizationResponse:
         return self.code is ReasonCode.APPROVED
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ClearingResult:
     auth_id: str

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from services.frozen import quick_init
 from services.ledger import LedgerRepository, Transfer
 
 __all__ = [
@@ -44,6 +45,7 @@ class Purpose(StrEnum):
     DIRECT_REFUND = "direct_refund"  # merchant's wallet → holder's wallet: a direct payment refunded
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PaymentMessage:
     """One payment order; ``id`` is the idempotency key at every hop, ``ref`` what it pays for."""

@@ -22,6 +22,7 @@ from services.exchange import accounts as acc
 from services.exchange.config import ExchangeConfig, SaleReason
 from services.exchange.order_book import OrderBook, Quote, fee_for_gross, gross_for_net
 from services.exchange.quotes import expired, expires_at
+from services.frozen import quick_init
 from services.ids import Step, transfer_id
 from services.ledger import (
     LedgerRepository,
@@ -42,6 +43,7 @@ _LINK = TransferFlags.LINKED
 _ZERO = D(0)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PlannedLeg:
     """One asset's part of a planned sale: the book quote and the PIT withheld from it."""

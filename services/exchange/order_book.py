@@ -18,6 +18,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from services.exchange.config import BPS, BookConfig, SaleReason
+from services.frozen import quick_init
 from services.money import Asset
 
 __all__ = ["OrderBook", "Quote", "fee_for_gross", "gross_for_net"]
@@ -52,6 +53,7 @@ def _to_decimal(x: Fraction) -> Decimal:
     return Decimal(x.numerator) / Decimal(x.denominator)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Quote:
     """A priced market sell against one book, valid while the book's mid does not move.
@@ -92,7 +94,9 @@ class Quote:
 
     @property
     def avg_price_kzt(self) -> Decimal:
-        return _to_decimal(self.avg_price_exact)
+        # One correctly rounded Decimal division of the unreduced ratio: the same value and digits
+        # as through the reduced Fraction (read for every executed leg; a Fraction costs a gcd).
+        return Decimal(self.gross_kzt * self.units[0]) / Decimal(self.quantity_minor * self.units[1])
 
     @property
     def slippage_exact_bps(self) -> Fraction:

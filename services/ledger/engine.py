@@ -160,7 +160,7 @@ def apply_accounts(
         if result is AccountResult.OK:
             staging.new_accounts[acc.id] = Account(
                 id=acc.id, asset=acc.asset, owner=acc.owner, kind=acc.kind,
-                flags=AccountFlags(acc.flags), timestamp=now,
+                flags=acc.flags if type(acc.flags) is AccountFlags else AccountFlags(acc.flags), timestamp=now,
             )
         results.append(result)
     return results, staging
@@ -173,14 +173,15 @@ def _check_account(
         return AccountResult.ID_MUST_NOT_BE_EMPTY
     if len(acc.id) > ID_LENGTH_MAX:
         return AccountResult.ID_TOO_LONG
-    if acc.flags & _DNEC and acc.flags & _CNED:
+    flags = int(acc.flags)  # IntFlag arithmetic builds a new enum member per operation
+    if flags & _DNEC and flags & _CNED:
         return AccountResult.FLAGS_ARE_MUTUALLY_EXCLUSIVE
     if not asset_known(acc.asset):
         return AccountResult.ASSET_UNKNOWN
     existing = view.account(acc.id)
     if existing is None:
         return AccountResult.OK
-    if existing.flags != acc.flags:
+    if existing.flags != flags:
         return AccountResult.EXISTS_WITH_DIFFERENT_FLAGS
     if existing.asset != acc.asset:
         return AccountResult.EXISTS_WITH_DIFFERENT_ASSET

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from services.frozen import quick_init
 from services.ledger import Transfer, TransferFlags
 
 __all__ = ["Leg", "Presentment", "PresentmentKind", "linked_legs"]
@@ -38,6 +39,7 @@ class PresentmentKind(StrEnum):
     CHARGEBACK = "chargeback"  # the issuer takes money back from the merchant (a dispute)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Presentment:
     """One cleared payment or return. ``id`` is ``auth_id`` for a capture and

@@ -38,7 +38,9 @@ _NOW = float("-inf")  # the time of a first lot added without one; later untimed
 
 def tiyn_per_minor(price_kzt: Decimal, asset: Asset) -> Fraction:
     """Exact tiyn per minor unit of ``asset`` at ``price_kzt`` KZT per major unit."""
-    return Fraction(price_kzt) * 100 / asset.unit
+    # One Fraction from the exact ratio (Fraction(price) * 100 / unit builds three, same value).
+    num, den = price_kzt.as_integer_ratio()
+    return Fraction(num * 100, den * asset.unit)
 
 
 Basis = tuple[int, int]  # an exact amount of tiyn as (numerator, denominator > 0)

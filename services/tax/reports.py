@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.contracts import Residency
+from services.frozen import quick_init
 
 __all__ = ["AuthoritySummary", "HolderStatement", "Realization", "SaleRecord"]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Realization:
     """The tax outcome of one sale leg.
@@ -25,6 +27,7 @@ class Realization:
     proceeds_kzt: int = 0
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SaleRecord:
     """One realized sale leg as the holder's statement lists it."""

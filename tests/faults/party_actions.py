@@ -167,7 +167,7 @@ class FaultRun:
         progress, not by the machine's speed: it goes on while rows keep being resolved, and the
         fault is unrecovered once ``recovery_timeout_s`` pass with none resolved (a stall), or at
         ``in_doubt_cap_s``. (A run beside two busy loops found 145 rows in doubt after a kill of
-        the network and was resolving them steadily when a flat 90 s ran out.)"""
+        the network and had resolved 15 of them when a flat 90 s ran out.)"""
         timeout = self.cfg.recovery_timeout_s
         stall_at, cap_at = t0 + timeout, t0 + max(timeout, self.cfg.in_doubt_cap_s)
         fewest: int | None = None

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from services.frozen import quick_init
-from services.ledger.model import Transfer
+from services.ledger.model import Transfer, TransferFlags
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -18,8 +18,12 @@ class Plain:
     c: tuple[int, ...] = ()
 
 
-Quick = quick_init(dataclasses.dataclass(frozen=True, slots=True)(type("Quick", (), {
-    "__annotations__": {"a": "int", "b": "str", "c": "tuple[int, ...]"}, "b": "x", "c": ()})))
+@quick_init
+@dataclasses.dataclass(frozen=True, slots=True)
+class Quick:
+    a: int
+    b: str = "x"
+    c: tuple[int, ...] = ()
 
 
 def test_the_quick_constructor_builds_what_the_dataclass_builds() -> None:
@@ -36,9 +40,13 @@ def test_the_quick_constructor_builds_what_the_dataclass_builds() -> None:
         Quick(1, "y", (), 9)  # no more positional arguments than fields
 
 
-def test_a_ledger_transfer_is_still_a_dataclass_with_its_fields() -> None:
-    names = [f.name for f in dataclasses.fields(Transfer)]
-    assert names[0] == "id" and len(names) == len(Transfer.__slots__)
+def test_a_ledger_transfer_gets_its_fields_defaults_and_arguments() -> None:
+    t = Transfer("t1", "a", "b", 5, "KZT")
+    assert (t.id, t.debit_account_id, t.credit_account_id, t.amount, t.asset) == ("t1", "a", "b", 5, "KZT")
+    for f in dataclasses.fields(Transfer)[5:]:
+        assert getattr(t, f.name) == f.default, f.name
+    assert Transfer("t1", "a", "b", 5, "KZT", code="x", flags=TransferFlags.LINKED) == \
+        dataclasses.replace(t, code="x", flags=TransferFlags.LINKED)
 
 
 @pytest.mark.parametrize("make", [

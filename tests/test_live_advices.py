@@ -12,6 +12,7 @@ the test opens.
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 import httpx
 from test_live_parties import Live, assert_clean, pay_body
@@ -49,22 +50,37 @@ class GatedAdvices(httpx.AsyncBaseTransport):
             self.in_flight -= 1
 
 
+class QueuedSlots(asyncio.Semaphore):
+    """The network's advice slots, setting ``all_queued`` once ``queued`` senders found none free."""
+
+    def __init__(self, value: int, *, queued: int) -> None:
+        super().__init__(value)
+        self.queued = queued
+        self.waiting = 0
+        self.all_queued = asyncio.Event()
+
+    async def acquire(self) -> Literal[True]:
+        if self.locked():
+            self.waiting += 1
+            if self.waiting >= self.queued:
+                self.all_queued.set()
+        return await super().acquire()
+
+
 async def _burst(live: Live) -> tuple[GatedAdvices, NetworkService]:
     """``BURST`` stand-ins, their advices started and ``ADVICES_IN_FLIGHT_MAX`` of them held."""
     gated = GatedAdvices(live.router.apps["issuer"])
     live.router.apps["issuer"] = gated  # type: ignore[assignment]
     live.router.unreachable.add("issuer/v1/authorizations")
     network = live.apps["network"].state.network_service
+    slots = network._advice_slots = QueuedSlots(ADVICES_IN_FLIGHT_MAX, queued=BURST - ADVICES_IN_FLIGHT_MAX)
     answers = await asyncio.gather(*(live.post("http://network/v1/payments",
                                                pay_body(f"p{i}", card="c2", amount="100.00"), f"k{i}")
                                      for i in range(BURST)))
     assert all(r.status_code == 200 and r.json()["stand_in"] for r in answers), [r.text for r in answers]
     assert len(network._advices) == BURST
-    await asyncio.wait_for(gated.reached.wait(), timeout=60.0)
-    # Every advice task has been started; let each run as far as it can (no thread or timer is
-    # between a task's start and the gate: these are turns of the event loop, not time).
-    for _ in range(200):
-        await asyncio.sleep(0)
+    # Every advice task is either held at the gate or queued for a slot: nothing is left to run.
+    await asyncio.wait_for(asyncio.gather(gated.reached.wait(), slots.all_queued.wait()), timeout=60.0)
     assert gated.in_flight == ADVICES_IN_FLIGHT_MAX
     return gated, network
 

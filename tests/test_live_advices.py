@@ -15,9 +15,11 @@ import asyncio
 from typing import Literal
 
 import httpx
+import pytest
 from test_live_parties import Live, assert_clean, pay_body
 from test_live_parties import live as live  # noqa: PLC0414 — the fixture (SQLite and PostgreSQL), re-exported
 
+from services.api.parties.network import service as network_service
 from services.api.parties.network.service import ADVICES_IN_FLIGHT_MAX, NetworkService
 
 BURST = 3 * ADVICES_IN_FLIGHT_MAX
@@ -51,19 +53,23 @@ class GatedAdvices(httpx.AsyncBaseTransport):
 
 
 class QueuedSlots(asyncio.Semaphore):
-    """The network's advice slots, setting ``all_queued`` once ``queued`` senders found none free."""
+    """The network's advice slots, setting ``all_queued`` once ``queued`` senders found none free
+    (and ``also_queued`` once one more did)."""
 
     def __init__(self, value: int, *, queued: int) -> None:
         super().__init__(value)
         self.queued = queued
         self.waiting = 0
         self.all_queued = asyncio.Event()
+        self.also_queued = asyncio.Event()
 
     async def acquire(self) -> Literal[True]:
         if self.locked():
             self.waiting += 1
             if self.waiting >= self.queued:
                 self.all_queued.set()
+            if self.waiting > self.queued:
+                self.also_queued.set()
         return await super().acquire()
 
 
@@ -124,5 +130,57 @@ async def test_presentments_of_stand_ins_add_no_advice_to_a_burst(live: Live) ->
                             {"kind": "capture", "auth_id": auth_id, "amount": "100.00"}, f"cap-{auth_id}")
         assert r.status_code == 201, r.text
     assert gated.sent == BURST  # each advice applied with one request: none was sent twice
+    live.router.unreachable.clear()
+    await assert_clean(live)
+
+
+async def test_the_operators_retry_waits_its_turn_for_a_slot(live: Live) -> None:
+    """``POST /v1/advices/retry`` during a burst sends nothing past the bound: it waits for a slot,
+    leaves the advices being sent to their sender, and no advice reaches the issuer twice."""
+    gated, network = await _burst(live)
+    slots = network._advice_slots
+    assert isinstance(slots, QueuedSlots)
+    retry = asyncio.create_task(live.post("http://network/v1/advices/retry", {}))
+    await asyncio.wait_for(slots.also_queued.wait(), timeout=60.0)  # the retry is in line for a slot
+    assert not retry.done() and gated.sent == ADVICES_IN_FLIGHT_MAX
+
+    gated.gate.set()
+    assert (await retry).status_code == 200
+    await asyncio.gather(*network._advice_tasks)
+    assert network._advices == {}
+    assert gated.most == ADVICES_IN_FLIGHT_MAX
+    assert gated.sent == BURST  # each advice applied with one request: none was sent twice
+    assert (await live.post("http://network/v1/advices/retry", {})).json()["pending"] == []
+    live.router.unreachable.clear()
+    await assert_clean(live)
+
+
+async def test_the_operators_retry_attempts_a_bounded_number_per_call(live: Live,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backlog of advices is retried ``ADVICE_RETRIES_PER_CALL`` at a time; the answer lists the
+    rest, and calling again goes on with them."""
+    per_call = 5
+    monkeypatch.setattr(network_service, "ADVICE_RETRIES_PER_CALL", per_call)
+    monkeypatch.setattr(network_service, "_ADVICE_ROUNDS_MAX", 1)  # the background gives up at once
+    network = live.apps["network"].state.network_service
+    network.ctx.transport.retries_max = 0
+    live.router.unreachable |= {"issuer/v1/authorizations", "issuer/v1/advices"}
+    answers = await asyncio.gather(*(live.post("http://network/v1/payments",
+                                               pay_body(f"p{i}", card="c2", amount="100.00"), f"k{i}")
+                                     for i in range(BURST)))
+    assert all(r.status_code == 200 and r.json()["stand_in"] for r in answers), [r.text for r in answers]
+    await asyncio.gather(*network._advice_tasks)  # each made its one attempt and gave up
+    assert len(network._advices) == BURST
+
+    live.router.unreachable.discard("issuer/v1/advices")
+    counted = GatedAdvices(live.router.apps["issuer"])
+    counted.gate.set()
+    live.router.apps["issuer"] = counted  # type: ignore[assignment]
+    left = BURST
+    while left:
+        pending = (await live.post("http://network/v1/advices/retry", {})).json()["pending"]
+        assert len(pending) == max(left - per_call, 0)
+        left = len(pending)
+    assert counted.sent == BURST
     live.router.unreachable.clear()
     await assert_clean(live)

@@ -44,6 +44,9 @@ _ADVICE_PAUSE_S = 0.5
 # made each one miss its timeout and be sent again, so the issuer spent its time on advices and the
 # network stood in for ever more payments (a fault run: 162,409 advice attempts in 25 minutes).
 ADVICES_IN_FLIGHT_MAX = 4
+# Advices the operator's retry (``POST /v1/advices/retry``) attempts per call: each waits for a slot,
+# so a backlog of thousands would hold the request for as long; the answer lists what is left.
+ADVICE_RETRIES_PER_CALL = 32
 
 
 PRESENT_STEP = "presentment"  # the outbox's local step that completes a presentment (complete_presentment)
@@ -201,13 +204,31 @@ class NetworkService(StatefulService):
 
     async def _send_advice(self, auth_id: str) -> None:
         for _ in range(_ADVICE_ROUNDS_MAX):
-            async with self._advice_slots:  # waiting here is not a round: the issuer is not asked
-                if await self.advise_once(auth_id):
-                    return
+            if await self.advise_in_slot(auth_id, wait=True):  # waiting for a slot is not a round
+                return
             await asyncio.sleep(_ADVICE_PAUSE_S)
         _log.warning("advice_pending", auth_id=auth_id)
 
-    async def advise_once(self, auth_id: str) -> bool:
+    async def advise_in_slot(self, auth_id: str, *, wait: bool) -> bool:
+        """One attempt to deliver ``auth_id``'s advice, in one of the ``ADVICES_IN_FLIGHT_MAX``
+        slots. Every sender comes here: the advice's own background task, a capture of the
+        stood-in payment, the operator's retry (and the relay, one row at a time, beside them).
+        ``wait`` waits for a free slot; without it no attempt is made while every slot is taken.
+        No attempt is made while another sender has the advice in line: the issuer would get it
+        twice at once. ``True`` once the issuer has applied it."""
+        row = f"advice:{auth_id}"
+        if self.outbox.is_in_line(row) or (not wait and self._advice_slots.locked()):
+            return False
+        async with self._advice_slots:
+            if self.outbox.is_in_line(row):  # taken by another sender while this one waited
+                return False
+            if auth_id in self._advices:
+                return await self._advise_once(auth_id)
+            # Advised before a restart: the outbox row is the advice (this may run inside a relay pass).
+            with self.outbox.sending_in_line(row):
+                return await self.relay.deliver_now(row)
+
+    async def _advise_once(self, auth_id: str) -> bool:
         pending = self._advices.get(auth_id)
         if pending is None:
             return True
@@ -223,8 +244,10 @@ class NetworkService(StatefulService):
         return False
 
     async def retry_advices(self) -> list[str]:
-        for auth_id in list(self._advices):
-            await self.advise_once(auth_id)
+        """The operator's retry: up to ``ADVICE_RETRIES_PER_CALL`` pending advices, each in its turn
+        for a slot (advices being sent already are left to their sender); what is still pending."""
+        for auth_id in sorted(self._advices)[:ADVICE_RETRIES_PER_CALL]:
+            await self.advise_in_slot(auth_id, wait=True)
         return sorted(self._advices)
 
     async def reverse(self, auth_id: str, key: str) -> ClearingOut:
@@ -286,17 +309,10 @@ class NetworkService(StatefulService):
         row = f"advice:{auth_id}"
         if await anyio.to_thread.run_sync(self.outbox.state, row) != PENDING:
             return
-        # The attempt takes one of the advices' slots, and is not made while the advice is being
-        # sent already or every slot is taken: the presenter's retries must not add advices to a
-        # burst the issuer is already behind on (a loaded fault run: tens of thousands of advice
-        # sends, most of them from presentments, each missing its timeout).
-        if not self.outbox.is_in_line(row) and not self._advice_slots.locked():
-            async with self._advice_slots:
-                if auth_id in self._advices:
-                    await self.advise_once(auth_id)
-                else:  # advised before a restart: the row is the advice (this may run inside a relay pass)
-                    with self.outbox.sending_in_line(row):
-                        await self.relay.deliver_now(row)
+        # No wait for a slot: the presenter's retries must not add advices to a burst the issuer is
+        # already behind on (a loaded fault run: tens of thousands of advice sends, most of them
+        # from presentments, each missing its timeout).
+        await self.advise_in_slot(auth_id, wait=False)
         if await anyio.to_thread.run_sync(self.outbox.state, row) == PENDING:
             raise ProblemError(503, f"the issuer has not yet applied the network's stand-in advice for {auth_id}; "
                                "retry with the same Idempotency-Key",

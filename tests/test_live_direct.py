@@ -5,16 +5,18 @@ entering the merchant's books only from the bank service; a restart on the books
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from conftest import SQL_BACKENDS
 from test_auth import signed_as
 from test_differential_direct import make_seed
-from test_live_parties import FACTORIES, Live, assert_clean
+from test_live_parties import FACTORIES, Live, assert_clean, started
 
 from services.api import close_app
 from services.money import D
@@ -22,11 +24,16 @@ from services.money import D
 
 @pytest.fixture(params=SQL_BACKENDS)
 async def live(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Live]:
-    parties = Live(request.param, tmp_path, make_seed())
-    try:
+    async with started(request.param, tmp_path, make_seed()) as parties:
         yield parties
-    finally:
-        await parties.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=SQL_BACKENDS)
+async def unchanged_live(request: pytest.FixtureRequest,
+                         tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
+    """One set per database for the bad-input cases: each must change nothing, and checks it."""
+    async with started(request.param, tmp_path_factory.mktemp(f"unchanged-{request.param}"), make_seed()) as parties:
+        yield parties
 
 
 def invoice(inv: str, amount: str = "60000.00", holder: str = "h1", merchant: str = "z1",
@@ -118,11 +125,13 @@ async def test_a_decline_names_its_reason_and_changes_nothing(live: Live) -> Non
     ("conversions", {"merchant_id": "z1", "asset": "BTC", "quantity": "0.001"}, 422, "quantity"),  # holds none
     ("conversions", {"merchant_id": "z1", "asset": "DOGE", "quantity": "1"}, 422, "asset"),
 ])
+@pytest.mark.asyncio(loop_scope="module")
 async def test_bad_input_is_a_4xx_naming_the_field_and_writes_nothing(
-    live: Live, path: str, body: dict[str, Any], status: int, field: str,
+    unchanged_live: Live, path: str, body: dict[str, Any], status: int, field: str,
 ) -> None:
+    live = unchanged_live
     before = sizes(live)
-    r = await live.post(f"http://exchange/v1/direct/{path}", body, "k-bad")
+    r = await live.post(f"http://exchange/v1/direct/{path}", body, f"k-bad-{uuid.uuid4().hex[:8]}")
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["errors"][0]["field"] == field

@@ -12,11 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 from conftest import SQL_BACKENDS
 from test_auth import signed_as
 from test_differential_direct import make_seed
-from test_live_parties import FACTORIES, Live, assert_clean, started
+from test_live_parties import FACTORIES, Live, assert_clean, started, unchanged_live_fixture
 
 from services.api import close_app
 from services.money import D
@@ -28,12 +27,7 @@ async def live(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         yield parties
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module", params=SQL_BACKENDS)
-async def unchanged_live(request: pytest.FixtureRequest,
-                         tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
-    """One set per database for the bad-input cases: each must change nothing, and checks it."""
-    async with started(request.param, tmp_path_factory.mktemp(f"unchanged-{request.param}"), make_seed()) as parties:
-        yield parties
+unchanged_live = unchanged_live_fixture(make_seed)  # the bad-input cases: each checks it changed nothing
 
 
 def invoice(inv: str, amount: str = "60000.00", holder: str = "h1", merchant: str = "z1",

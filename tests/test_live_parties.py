@@ -180,14 +180,18 @@ async def live(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         yield parties
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module", params=SQL_BACKENDS)
-async def unchanged_live(request: pytest.FixtureRequest,
-                         tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
-    """One set per database for a module's cases that must change nothing, and check that they did
-    not (a set per case was a start and a teardown each); such a test runs in the module's loop
-    (``@pytest.mark.asyncio(loop_scope="module")``)."""
-    async with started(request.param, tmp_path_factory.mktemp(f"unchanged-{request.param}"), make_seed()) as parties:
-        yield parties
+def unchanged_live_fixture(seed: Callable[[], PartySeed]) -> Any:
+    """A module's ``unchanged_live`` fixture: one set of ``seed`` per database for the module's cases
+    that must change nothing, and check that they did not (a set per case was a start and a
+    teardown each); such a test runs in the module's loop (``@pytest.mark.asyncio(loop_scope="module")``)."""
+    @pytest_asyncio.fixture(scope="module", loop_scope="module", params=SQL_BACKENDS, name="unchanged_live")
+    async def fixture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
+        async with started(request.param, tmp_path_factory.mktemp(f"unchanged-{request.param}"), seed()) as parties:
+            yield parties
+    return fixture
+
+
+unchanged_live = unchanged_live_fixture(make_seed)
 
 
 async def assert_clean(live: Live) -> None:

@@ -18,6 +18,7 @@ import pytest
 from signing import principal_for, session_credentials
 from test_live_parties import FACTORIES, PARTIES, Live, assert_clean, pay_body
 from test_live_parties import live as live  # noqa: PLC0414 — the fixture (SQLite and PostgreSQL), re-exported
+from test_live_parties import unchanged_live as unchanged_live  # noqa: PLC0414 — one set per database for the module
 
 from services.api.auth import (
     AuthError,
@@ -169,8 +170,10 @@ async def test_an_unsigned_call_is_refused_before_its_body_is_read(live: Live) -
      "k-dc"),  # a merchant's conversion is its POS's or the operator's
     ("pos", "http://exchange/v1/direct/merchants/m1", None, ""),  # the merchants' books: gateway and operator
 ])
-async def test_a_role_that_may_not_call_a_route_is_refused_403(live: Live, who: str, url: str, body: Any,
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_role_that_may_not_call_a_route_is_refused_403(unchanged_live: Live, who: str, url: str, body: Any,
                                                                key: str) -> None:
+    live = unchanged_live
     sizes = live.journal_sizes()
     method = "GET" if body is None else "POST"
     raw, headers = signed_as(who, method, url, body, key)

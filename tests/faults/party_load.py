@@ -40,6 +40,10 @@ _KZT: Final = DEFAULT_ASSETS[0]
 RETRY: Final = "retry"
 
 
+# A capture answered 503 with one of these was recorded by the network first (an outbox row of
+# its own): the issuer had not applied the stand-in advice yet, or did not answer.
+_PRESENTMENT_RECORDED: Final = ("advice-pending", "issuer-unavailable")
+
 @dataclass(frozen=True)
 class LoadConfig:
     rate_per_s: float = 4.0
@@ -75,6 +79,9 @@ class Payment:
     clearing: str = ""  # captured | reversed | refused:<status>:<slug> | gave_up
     clearing_attempts: int = 0
     clearing_unknown_auth: int = 0  # 404 answers while a stand-in advice was still on its way
+    # The network answered a capture 503 after recording it (_PRESENTMENT_RECORDED): its relay
+    # completes the presentment, whether or not the presenter is still retrying.
+    presentment_recorded: bool = False
     clearing_done_s: float = math.nan
 
     @property
@@ -311,6 +318,8 @@ class OpenLoopLoad:
             answer = await self._post(session, path, body, key)
             unknown = answer.status == 404 and p.outcome == "stand_in_approved"  # the advice is on its way
             p.clearing_unknown_auth += unknown
+            p.presentment_recorded |= (p.end_action == "capture" and answer.status == 503
+                                       and answer.reason in _PRESENTMENT_RECORDED)
             if answer.status == ok:
                 p.clearing = "captured" if ok == 201 else "reversed"
                 break

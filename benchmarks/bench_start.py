@@ -11,6 +11,9 @@ two checkouts in the same run (``--against``), on a shared, noisy machine.
     python -m benchmarks start [--sets 15] [--db sqlite|postgresql|both] [--pg-url URL]
                                [--against WORKTREE] [--pairs 3]
 
+``--db both`` (the default) measures SQLite only when PostgreSQL (``--pg-url``, by default
+``$CCSIM_TEST_PG_URL``) cannot be reached.
+
 With ``--against``, this benchmark runs on the other checkout's code (its ``.venv``) and on this
 one in turn, each in a fresh process, ``--pairs`` times; the ratio (this over that) of each pair
 and their median are reported.
@@ -35,6 +38,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from benchmarks.bench_direct import FACTORIES, _Router, _seed
@@ -135,6 +139,17 @@ def _measure(db: str, sets: int, pg_url: str) -> dict[str, Any]:
             "load_average_before": load_before, "load_average_after": _load_average(), "all_ms": ms}
 
 
+def _reachable(url: str) -> bool:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect():
+            return True
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
 def _run_in(worktree: Path, args: argparse.Namespace, db: str) -> dict[str, Any]:
     """This benchmark on ``worktree``'s code, in its interpreter (``.venv``), in a process of its
     own; the result it printed. The checkout needs ``benchmarks/bench_direct.py``, not this file."""
@@ -157,6 +172,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     dbs = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
+    if args.db == "both" and not _reachable(args.pg_url):  # make bench on a machine without PostgreSQL
+        print(f"PostgreSQL at {args.pg_url} is not reachable: SQLite only", file=sys.stderr)
+        dbs = ["sqlite"]
     if args.json_only:  # one line for --against of another checkout
         print(json.dumps([_measure(db, args.sets, args.pg_url) for db in dbs]))
         return

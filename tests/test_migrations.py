@@ -33,6 +33,7 @@ from conftest import SQL_BACKENDS, require_postgres
 import services.api.idempotency as idempotency_module
 import services.api.outbox as outbox_module
 import services.ledger.sql as sql_module
+import services.ledger.sql_schema as sql_schema_module
 from services import migrations
 from services.api.idempotency import ClaimState, IdempotencyStore
 from services.api.outbox import Outbox
@@ -268,7 +269,7 @@ def test_incomplete_tables_are_refused_and_nothing_is_changed(db: Db) -> None:
     engine = engine_for(db.url)
     try:
         metadata = sa.MetaData()
-        sql_module._define_tables(metadata, prefix)
+        sql_schema_module._define_tables(metadata, prefix)
         metadata.tables[f"{prefix}accounts"].create(engine)
         with pytest.raises(SchemaError, match=rf"{prefix}accounts exist, {prefix}transfers do not"):
             SqlLedger(db.url, table_prefix=prefix)

@@ -10,8 +10,8 @@
 - an OpenAPI document in which every operation lists the problems it can answer, so schema-driven
   tests (schemathesis) check the error bodies too.
 
-A party service adds its routes with ``APIRouter(route_class=StrictJsonRoute)`` and registers what
-it must close on shutdown with :func:`on_shutdown`.
+A party service adds its routes with :class:`services.api.routing.Routes` (on the app's own
+router, so each is built once) and registers what it must close on shutdown with :func:`on_shutdown`.
 """
 
 from __future__ import annotations

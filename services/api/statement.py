@@ -1,7 +1,8 @@
 """Account statements: one account's journal lines, a page at a time, read from the ledger's tables.
 
 ``SqlLedger`` answers for whole journals; a statement needs the lines of one account after a cursor.
-This read model reflects the ledger's ``<prefix>transfers`` table (it never writes it) and adds two
+This read model names the columns of the ledger's ``<prefix>transfers`` table it reads (it never
+writes it; reflecting the table cost a bank a third of its start-up on PostgreSQL) and adds two
 indexes, (debit account, seq) and (credit account, seq), so a page costs a range scan, not a scan
 of the journal. ``seq`` is the journal order, so it is also the cursor.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, Index, MetaData, Table, create_engine, or_, select
+from sqlalchemy import Engine, column, create_engine, or_, select, table, text
 from sqlalchemy.engine import make_url
 
 from services.ledger import TransferFlags
@@ -44,6 +45,10 @@ def _minor(value: Any) -> int:
     return int(str(value))
 
 
+_COLUMNS = ("seq", "id", "debit_account_id", "credit_account_id", "amount", "asset", "flags", "pending_id", "code",
+            "user_data", "timestamp")
+
+
 class StatementReader:
     """Pages of one account's journal lines from a ledger's database (created by ``SqlLedger``)."""
 
@@ -53,11 +58,13 @@ class StatementReader:
             parsed = parsed.set(drivername="postgresql+psycopg")
         connect_args = {"timeout": 30} if parsed.get_backend_name() == "sqlite" else {}
         self._engine: Engine = create_engine(parsed, connect_args=connect_args)
-        metadata = MetaData()
-        self._t = Table(f"{table_prefix}transfers", metadata, autoload_with=self._engine)
-        for side in ("debit", "credit"):
-            Index(f"{table_prefix}transfers_{side}_seq", self._t.c[f"{side}_account_id"],
-                  self._t.c.seq).create(self._engine, checkfirst=True)
+        name = f"{table_prefix}transfers"
+        self._t = table(name, *(column(c) for c in _COLUMNS))
+        quote = self._engine.dialect.identifier_preparer.quote
+        with self._engine.begin() as conn:
+            for side in ("debit", "credit"):
+                conn.execute(text(f"CREATE INDEX IF NOT EXISTS {quote(f'{name}_{side}_seq')} "
+                                  f"ON {quote(name)} ({side}_account_id, seq)"))
 
     def close(self) -> None:
         self._engine.dispose()
@@ -66,8 +73,7 @@ class StatementReader:
         """Up to ``limit`` lines of ``account_id`` with ``seq > after_seq``, in journal order."""
         t = self._t
         stmt = (
-            select(t.c.seq, t.c.id, t.c.debit_account_id, t.c.credit_account_id, t.c.amount,
-                   t.c.asset, t.c.flags, t.c.pending_id, t.c.code, t.c.user_data, t.c.timestamp)
+            select(*(t.c[c] for c in _COLUMNS))
             .where(or_(t.c.debit_account_id == account_id, t.c.credit_account_id == account_id),
                    t.c.seq > after_seq)
             .order_by(t.c.seq).limit(limit)

@@ -32,38 +32,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Connection,
-    Dialect,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    Numeric,
     Row,
-    String,
-    Table,
-    Text,
-    bindparam,
     create_engine,
     func,
-    insert,
     select,
-    update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from services.clock import Clock, SystemClock
 from services.database import UnitOfWork, sqlite_engine
 from services.ledger.engine import (
-    ID_LENGTH_MAX,
     Staging,
     apply_accounts,
     apply_expiry,
@@ -80,6 +63,7 @@ from services.ledger.model import (
     TransferResult,
     Violation,
 )
+from services.ledger.sql_schema import LedgerStatements, ledger_schema
 from services.migrations import drop as drop_schema
 from services.migrations import upgrade as upgrade_schema
 from services.money import AssetRegistry
@@ -93,75 +77,9 @@ TransactionHook = Callable[[Connection, Staging], None]
 """Extra rows for a batch's own transaction: called with the connection and the batch's overlay
 after the batch is written and before it commits (see :meth:`SqlLedger.also_in_transaction`)."""
 
-_ID_COLUMN_LENGTH = ID_LENGTH_MAX + 32  # room for the ledger's own "<hold id>#expired[#n]" ids
 _IN_CHUNK = 500  # ids per IN (...) list: well below SQLite's bound-parameter limit
 _EXPIRE_CHUNK = 1000  # holds released per expiry transaction
 _RETRY_SQLSTATES = frozenset({"40001", "40P01", "23505"})  # serialization, deadlock, unique race
-
-
-class _Amount(TypeDecorator[int]):
-    """An ``int`` of minor units: NUMERIC(38, 0), or exact decimal text on SQLite (module doc)."""
-
-    impl = Numeric(38, 0)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(String(40))
-        return dialect.type_descriptor(Numeric(38, 0, asdecimal=True))
-
-    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"amounts are int minor units, got {type(value).__name__}")
-        return str(value) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, float):
-            raise TypeError("the database returned a float amount; the column type is wrong")
-        if isinstance(value, Decimal) and value != value.to_integral_value():
-            raise TypeError(f"the database returned a fractional amount {value}")
-        return int(value)
-
-
-def _define_tables(metadata: MetaData, prefix: str) -> tuple[Table, Table]:
-    accounts = Table(
-        f"{prefix}accounts", metadata,
-        Column("id", String(_ID_COLUMN_LENGTH), primary_key=True),
-        Column("asset", String(16), nullable=False),
-        Column("owner", Text, nullable=False),
-        Column("kind", Text, nullable=False),
-        Column("flags", Integer, nullable=False),
-        Column("debits_pending", _Amount, nullable=False),
-        Column("debits_posted", _Amount, nullable=False),
-        Column("credits_pending", _Amount, nullable=False),
-        Column("credits_posted", _Amount, nullable=False),
-        Column("timestamp", Float, nullable=False),
-    )
-    transfers = Table(
-        f"{prefix}transfers", metadata,
-        # seq orders the journal: a resolution always commits after the hold it resolves.
-        Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
-               autoincrement=True),
-        Column("id", String(_ID_COLUMN_LENGTH), nullable=False, unique=True),
-        Column("debit_account_id", String(_ID_COLUMN_LENGTH), nullable=False),
-        Column("credit_account_id", String(_ID_COLUMN_LENGTH), nullable=False),
-        Column("amount", _Amount, nullable=False),
-        Column("asset", String(16), nullable=False),
-        Column("code", Text, nullable=False),
-        Column("flags", Integer, nullable=False),
-        Column("pending_id", String(_ID_COLUMN_LENGTH), nullable=False),
-        Column("timeout_s", Float, nullable=False),
-        Column("user_data", Text, nullable=False),
-        Column("timestamp", Float, nullable=False),
-        Column("expires_at", Float, nullable=True),  # holds with a timeout only
-        Column("pending_state", String(8), nullable=True),  # holds only
-        Index(f"{prefix}transfers_due", "pending_state", "expires_at"),
-    )
-    return accounts, transfers
 
 
 def _account_from_row(r: Row[Any]) -> Account:
@@ -187,26 +105,6 @@ def _chunks(ids: Iterable[str]) -> Iterator[list[str]]:
         yield ordered[i:i + _IN_CHUNK]
 
 
-class _Statements:
-    """A ledger's statements, built once with bound parameters: SQLAlchemy then reuses each one's
-    cache key and compiled form instead of building and keying a new statement per call."""
-
-    def __init__(self, a: Table, t: Table, lock_rows: bool) -> None:
-        ids: Any = bindparam("q_ids", expanding=True)
-        accounts = select(a).where(a.c.id.in_(ids)).order_by(a.c.id)
-        self.accounts_in = accounts.with_for_update() if lock_rows else accounts
-        self.transfers_in = select(t).where(t.c.id.in_(ids))
-        self.ends_in = select(t.c.debit_account_id, t.c.credit_account_id).where(t.c.id.in_(ids))
-        self.account = select(a).where(a.c.id == bindparam("q_id"))
-        self.transfer = select(t).where(t.c.id == bindparam("q_id"))
-        self.pending_state = select(t.c.pending_state).where(t.c.id == bindparam("q_id"))
-        self.insert_accounts, self.insert_transfers = insert(a), insert(t)
-        self.update_balances = update(a).where(a.c.id == bindparam("b_id")).values(
-            debits_pending=bindparam("b_dp"), debits_posted=bindparam("b_dpo"),
-            credits_pending=bindparam("b_cp"), credits_posted=bindparam("b_cpo"))
-        self.update_pending = update(t).where(t.c.id == bindparam("b_id")).values(pending_state=bindparam("b_state"))
-
-
 class _BatchView:
     """What one batch may read, loaded inside its transaction (the engine's ``LedgerView``).
 
@@ -214,7 +112,7 @@ class _BatchView:
     a view never answers "not found" for a row that exists.
     """
 
-    def __init__(self, conn: Connection, statements: _Statements) -> None:
+    def __init__(self, conn: Connection, statements: LedgerStatements) -> None:
         self._conn = conn
         self._q = statements
         self._accounts: dict[str, Account | None] = {}
@@ -288,9 +186,8 @@ class SqlLedger:
             parsed = parsed.set(drivername="postgresql+psycopg")
         self.url = parsed.render_as_string(hide_password=False)
         self.table_prefix = table_prefix
-        self._metadata = MetaData()
-        self._a, self._t = _define_tables(self._metadata, table_prefix)
-        self._q = _Statements(self._a, self._t, parsed.get_backend_name() != "sqlite")
+        self._metadata, self._q = ledger_schema(table_prefix, parsed.get_backend_name() != "sqlite")
+        self._a, self._t = self._q.accounts_table, self._q.transfers_table
         self._write_lock: AbstractContextManager[Any]
         if parsed.get_backend_name() == "sqlite":
             if parsed.database in (None, "", ":memory:"):

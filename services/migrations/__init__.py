@@ -40,7 +40,6 @@ from typing import Any, Final, Literal
 
 from alembic import command, context
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy import (
     Connection,
@@ -56,7 +55,7 @@ from sqlalchemy import (
     table,
     text,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Inspector, make_url
 from sqlalchemy.pool import NullPool
 
 from services.database import sqlite_engine
@@ -151,9 +150,30 @@ def _script() -> ScriptDirectory:
     return script
 
 
+@dataclass(frozen=True, slots=True)
+class _Catalog:
+    """What the upgrade of every store reads from the revisions, worked out once per script directory."""
+
+    kinds: tuple[str, ...]
+    heads: dict[str, str]
+    known: frozenset[str]
+
+
+@functools.lru_cache(maxsize=4)
+def _catalog(script: ScriptDirectory) -> _Catalog:
+    """Keyed by the script directory itself: a fresh one (``_script.cache_clear()``) is read anew."""
+    kinds = tuple(sorted(_kind_of(base) for base in script.get_bases()))
+    heads: dict[str, str] = {}
+    for kind in kinds:
+        rev = script.get_revision(f"{kind}@head")
+        assert rev is not None  # every kind is a branch with a head
+        heads[kind] = rev.revision
+    return _Catalog(kinds, heads, frozenset(r.revision for r in script.walk_revisions()))
+
+
 def kinds() -> tuple[str, ...]:
     """The kinds with revisions, sorted: the first revision of each names it (``<kind>_0001``)."""
-    return tuple(sorted(_kind_of(base) for base in _script().get_bases()))
+    return _catalog(_script()).kinds
 
 
 def _kind_of(revision: str) -> str:
@@ -169,10 +189,7 @@ def _check_kind(kind: str) -> None:
 
 
 def _head(kind: str) -> str:
-    script = _script()
-    rev = script.get_revision(f"{kind}@head")
-    assert rev is not None  # _check_kind: the branch exists
-    return rev.revision
+    return _catalog(_script()).heads[kind]  # _check_kind: the branch exists
 
 
 def _first_tables(kind: str) -> tuple[str, ...]:
@@ -205,8 +222,14 @@ def _lock(conn: Connection, prefix: str) -> None:
                      {"key": int.from_bytes(digest[:8], "big", signed=True)})
 
 
-def _versions(conn: Connection, prefix: str) -> tuple[str, ...]:
-    return MigrationContext.configure(conn, opts={"version_table": version_table(prefix)}).get_current_heads()
+def _versions(conn: Connection, prefix: str, inspector: Inspector | None = None) -> tuple[str, ...]:
+    """The revisions in the version table of ``prefix`` (none without the table): what Alembic's
+    ``MigrationContext.get_current_heads`` reads, without configuring a migration context for it
+    (most stores open on tables at the head already, and that read is all their upgrade does)."""
+    name = version_table(prefix)
+    if not (inspector or inspect(conn)).has_table(name):
+        return ()
+    return tuple(conn.execute(select(column("version_num")).select_from(table(name))).scalars())
 
 
 def _revision_of(versions: Iterable[str], kind: str) -> str | None:
@@ -217,7 +240,7 @@ def _revision_of(versions: Iterable[str], kind: str) -> str | None:
 
 
 def _known(revision: str) -> bool:
-    return revision in {r.revision for r in _script().walk_revisions()}
+    return revision in _catalog(_script()).known
 
 
 def upgrade(bind: Engine | str, kind: str, table_prefix: str = "") -> Upgrade:
@@ -239,12 +262,12 @@ def upgrade(bind: Engine | str, kind: str, table_prefix: str = "") -> Upgrade:
 
 def _upgrade(conn: Connection, kind: str, prefix: str) -> Upgrade:
     head = _head(kind)
-    before = _revision_of(_versions(conn, prefix), kind)
+    inspector = inspect(conn)
+    before = _revision_of(_versions(conn, prefix, inspector), kind)
     if before is not None and not _known(before):
         raise SchemaError(f"the {kind} tables {prefix}* are at revision {before}, which this version of "
                           f"ccsim does not have (its newest is {head}): the database is newer than the code")
     names = [prefix + t for t in _first_tables(kind)]
-    inspector = inspect(conn)
     present = [n for n in names if inspector.has_table(n)]
     if before is not None and not present:
         # The tables were dropped (drop_all) and the version row kept: the row no longer describes

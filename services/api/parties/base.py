@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal, TypeVar, cast
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, FastAPI, Path, Request, Response
+from fastapi import FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
@@ -62,7 +62,7 @@ from services.api.parties.durable import (
 from services.api.parties.seed import PartySeed, read_seed, seed_json, seed_topology
 from services.api.parties.settings import PartySettings
 from services.api.problems import FieldError, ProblemError, problem_response, problem_responses
-from services.api.routing import StrictJsonRoute
+from services.api.routing import Routes
 from services.api.transport_http import HttpTransport
 from services.clock import Clock, SystemClock
 from services.errors import CcsimError
@@ -85,13 +85,13 @@ __all__ = [
     "ServiceInvariantsOut",
     "StartupError",
     "create_party_base",
-    "integrity_router",
+    "integrity_routes",
     "json_response",
     "open_ledger",
     "open_outbox",
-    "outbox_router",
+    "outbox_routes",
     "problem",
-    "recovery_router",
+    "recovery_routes",
     "replayed",
     "run_idempotent_async",
     "send_staged",
@@ -368,29 +368,27 @@ class RetryOut(BaseModel):
     undelivered: list[str]
 
 
-def outbox_router(relay: Relay, undelivered: Callable[[], list[str]] | None = None) -> APIRouter:
+def outbox_routes(app: FastAPI, relay: Relay, undelivered: Callable[[], list[str]] | None = None) -> None:
     """``POST /v1/outbox/retry``: one relay pass now, ignoring the backoff. ``undelivered`` says
     what is still owed (default: what the pass left)."""
-    router = APIRouter(route_class=StrictJsonRoute, tags=["integrity"])
+    routes = Routes(app, "integrity")
 
-    @router.post("/v1/outbox/retry")
+    @routes.post("/v1/outbox/retry")
     async def retry_outbox() -> RetryOut:
         """One relay pass now, ignoring the backoff; what is still undelivered."""
         left = await relay.run_once(force=True)
         return RetryOut(undelivered=left if undelivered is None else await anyio.to_thread.run_sync(undelivered))
 
-    return router
 
 
-def recovery_router(ctx: PartyContext, report: Callable[[], dict[str, Any]]) -> APIRouter:
-    router = APIRouter(route_class=StrictJsonRoute, tags=["integrity"])
+def recovery_routes(app: FastAPI, ctx: PartyContext, report: Callable[[], dict[str, Any]]) -> None:
+    routes = Routes(app, "integrity")
 
-    @router.get("/v1/recovery")
+    @routes.get("/v1/recovery")
     def get_recovery() -> dict[str, Any]:
         """What the start-up recovery pass found in doubt (left by an earlier run) and has resolved."""
         return {**report(), "state": ctx.durable.report.as_dict()}
 
-    return router
 
 
 def replayed(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
@@ -442,16 +440,16 @@ class AckOut(BaseModel):
 ReceiverName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 
-def inbox_router(ctx: PartyContext, handlers: Mapping[str, Handler]) -> APIRouter:
+def inbox_routes(app: FastAPI, ctx: PartyContext, handlers: Mapping[str, Handler]) -> None:
     """``POST /v1/inbox/{receiver}``: book this receiver's half and pass the message on.
 
     200 when the receiver and every later hop acknowledged it; 502 when not (the key is released,
     so the sender's retry runs again and books only what is missing); 404 for a receiver this
     service does not host.
     """
-    router = APIRouter(route_class=StrictJsonRoute, tags=["messages"])
+    routes = Routes(app, "messages")
 
-    @router.post("/v1/inbox/{receiver}", response_model=AckOut, responses=problem_responses(404, 409, 502))
+    @routes.post("/v1/inbox/{receiver}", response_model=AckOut, responses=problem_responses(404, 409, 502))
     def inbox(receiver: ReceiverName, body: MessageIn, key: IdempotencyKey, request: Request) -> Response:
         handler = handlers.get(receiver)
         if handler is None:
@@ -474,7 +472,6 @@ def inbox_router(ctx: PartyContext, handlers: Mapping[str, Handler]) -> APIRoute
         # A handler that is one command (``answers=True``) commits the acknowledgement with it.
         return run_idempotent(ctx.keys, key, request, body.model_dump(mode="json"), work, answer=answer)
 
-    return router
 
 
 def _service_of(ctx: PartyContext, party: str) -> str:
@@ -531,21 +528,22 @@ class HalvesOut(BaseModel):
     in_transit: list[str]
 
 
-def integrity_router(
+def integrity_routes(
+    app: FastAPI,
     ctx: PartyContext,
     invariants: Callable[..., Mapping[str, list[Violation]]],
     halves: Callable[[], Iterable[Half]],
     in_transit: Callable[[], Iterable[str]] = tuple,
     *,
     state: Callable[[], object] | None = None,
-) -> APIRouter:
+) -> None:
     """``GET /v1/ledger/invariants`` and ``/v1/ledger/halves``, read on a snapshot of the books.
 
     ``state`` names the domain object whose memory the party's own rules compare with its books
     (the exchange's running totals): it is copied at the pin (:func:`snapshot_copy`) and
     ``invariants(copy)`` is called, so books and memory are of one instant. Without it,
     ``invariants()`` reads the books only."""
-    router = APIRouter(route_class=StrictJsonRoute, tags=["integrity"])
+    routes = Routes(app, "integrity")
     service = ctx.settings.party
 
     def check() -> Mapping[str, list[Violation]]:
@@ -555,7 +553,7 @@ def integrity_router(
         found, _ = ctx.on_snapshot(lambda: invariants(frozen[0]), lambda: frozen.append(snapshot_copy(state())))
         return found
 
-    @router.get("/v1/ledger/invariants")
+    @routes.get("/v1/ledger/invariants")
     def get_invariants() -> ServiceInvariantsOut:
         """Each of this service's ledgers checked over a consistent snapshot, plus the party's own rules."""
         try:
@@ -569,7 +567,7 @@ def integrity_router(
                    for p, v in found.items()]
         return ServiceInvariantsOut(service=service, ok=all(p.ok for p in parties), parties=parties)
 
-    @router.get("/v1/ledger/halves")
+    @routes.get("/v1/ledger/halves")
     def get_halves() -> HalvesOut:
         """The halves of cross-party messages, read from the journals (the books, not a side list)."""
         got, transit = ctx.on_snapshot(lambda: list(halves()), lambda: list(in_transit()))
@@ -577,4 +575,3 @@ def integrity_router(
             HalfOut(message_id=h.message_id, purpose=h.purpose, side=h.side, party=h.party,
                     amount=ctx.assets.format(h.amount_kzt, "KZT")) for h in got])
 
-    return router

@@ -7,14 +7,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from services.api.common import on_shutdown
-from services.api.parties.bank.routes import bank_router
+from services.api.parties.bank.routes import bank_routes
 from services.api.parties.bank.service import BankService
 from services.api.parties.bank.zone import zone_merchant_receivers
 from services.api.parties.base import (
     create_party_base,
-    inbox_router,
-    integrity_router,
-    recovery_router,
+    inbox_routes,
+    integrity_routes,
+    recovery_routes,
 )
 from services.api.parties.settings import PartySettings
 from services.clock import Clock
@@ -29,15 +29,15 @@ def create_bank_app(settings: PartySettings, *, clock: Clock | None = None, http
         on_shutdown(app, ledger.close)
         on_shutdown(app, svc.readers[bank_id].close)
     app.state.bank_service = svc
-    app.include_router(bank_router(svc))
-    app.include_router(inbox_router(ctx, {b: svc.handler(bank) for b, bank in svc.banks.items()}))
-    app.include_router(integrity_router(ctx, svc.invariants, svc.halves))
+    bank_routes(app, svc)
+    inbox_routes(app, ctx, {b: svc.handler(bank) for b, bank in svc.banks.items()})
+    integrity_routes(app, ctx, svc.invariants, svc.halves)
     resumed = svc.resumed_transfers
-    app.include_router(recovery_router(ctx, lambda: {
+    recovery_routes(app, ctx, lambda: {
         "service": ctx.settings.party, "in_doubt_found": 0, "in_doubt_resolved": 0, "in_doubt_left": 0,
         "outbox_pending": 0, "outbox_delivered": 0, "found": [], "resolved": [],
         "notes": [f"started on {resumed} transfers an earlier run booked" if resumed else "started on empty books",
-                  "no outbox: a message not passed on is answered 502 and stays in its sender's outbox"]}))
+                  "no outbox: a message not passed on is answered 502 and stays in its sender's outbox"]})
     return app
 
 

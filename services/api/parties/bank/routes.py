@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import FastAPI, Query
 
 from services.api.ledger_schemas import StatementLine, StatementOut, flag_names
 from services.api.parties.bank.schemas import BalanceOut, PartyName
@@ -13,23 +13,23 @@ from services.api.parties.base import (
     problem,
 )
 from services.api.problems import problem_responses
-from services.api.routing import StrictJsonRoute
+from services.api.routing import Routes
 from services.bank import deposit_account
 from services.ledger import TransferFlags
 
 
-def bank_router(svc: BankService) -> APIRouter:
-    router = APIRouter(route_class=StrictJsonRoute, tags=["banks"])
+def bank_routes(app: FastAPI, svc: BankService) -> None:
+    routes = Routes(app, "banks")
     assets = svc.ctx.assets
 
-    @router.get("/v1/banks/{bank_id}/customers/{party}", responses=problem_responses(404))
+    @routes.get("/v1/banks/{bank_id}/customers/{party}", responses=problem_responses(404))
     def get_balance(bank_id: PartyName, party: PartyName) -> BalanceOut:
         bank = svc.bank(bank_id)
         if not bank.has_customer(party):
             raise problem(404, f"{party} has no account at {bank_id}", "party", "not found")
         return BalanceOut(bank_id=bank_id, party=party, balance=assets.format(bank.balance_kzt(party), "KZT"))
 
-    @router.get("/v1/banks/{bank_id}/customers/{party}/statement", responses=problem_responses(404))
+    @routes.get("/v1/banks/{bank_id}/customers/{party}/statement", responses=problem_responses(404))
     def get_statement(
         bank_id: PartyName, party: PartyName,
         after_seq: Annotated[int, Query(ge=0, le=2**62)] = 0,
@@ -53,4 +53,3 @@ def bank_router(svc: BankService) -> APIRouter:
                                 flags=flag_names(int(x.flags), TransferFlags), pending_id=x.pending_id, code=x.code,
                                 user_data=x.user_data, timestamp=x.timestamp) for x in lines])
 
-    return router

@@ -9,15 +9,15 @@ from fastapi import FastAPI
 from services.api.common import on_shutdown
 from services.api.parties.base import (
     create_party_base,
-    inbox_router,
-    integrity_router,
+    inbox_routes,
+    integrity_routes,
     open_outbox,
-    outbox_router,
-    recovery_router,
+    outbox_routes,
+    recovery_routes,
 )
-from services.api.parties.exchange.direct_routes import direct_router
+from services.api.parties.exchange.direct_routes import direct_routes
 from services.api.parties.exchange.direct_service import DirectExchangeService
-from services.api.parties.exchange.routes import exchange_router
+from services.api.parties.exchange.routes import exchange_routes
 from services.api.parties.settings import PartySettings
 from services.clock import Clock
 from services.reconciliation import exchange_halves
@@ -33,16 +33,16 @@ def create_exchange_app(settings: PartySettings, *, clock: Clock | None = None,
     on_shutdown(app, svc.merchants_sql.close)
     app.state.exchange_service = svc
     cfg = ctx.seed.config
-    app.include_router(exchange_router(svc))
-    app.include_router(direct_router(svc))
-    app.include_router(inbox_router(ctx, {cfg.exchange_id: svc.receive, **svc.merchant_receivers()}))
-    app.include_router(integrity_router(  # the running totals are copied at the snapshot's instant
+    exchange_routes(app, svc)
+    direct_routes(app, svc)
+    inbox_routes(app, ctx, {cfg.exchange_id: svc.receive, **svc.merchant_receivers()})
+    integrity_routes(app,  # the running totals are copied at the snapshot's instant
         ctx, lambda exchange: {cfg.exchange_id: exchange.check_invariants(),
                                svc.books.name: svc.merchants_invariants(exchange)},
         lambda: [*exchange_halves(cfg.exchange_id, svc.ledger.journal()), *svc.merchants_halves()],
-        state=lambda: svc.exchange))
-    app.include_router(outbox_router(svc.relay))
-    app.include_router(recovery_router(ctx, lambda: report.as_dict(outbox)))
+        state=lambda: svc.exchange)
+    outbox_routes(app, svc.relay)
+    recovery_routes(app, ctx, lambda: report.as_dict(outbox))
     return app
 
 

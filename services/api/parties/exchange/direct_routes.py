@@ -12,7 +12,7 @@ Endpoints (``Idempotency-Key`` on every POST; who may call each: ``services.api.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import FastAPI, Request, Response
 
 from services.api.idempotency import IdempotencyKey, run_idempotent
 from services.api.parties.base import json_response, replayed
@@ -29,16 +29,16 @@ from services.api.parties.exchange.direct_schemas import (
 )
 from services.api.parties.exchange.direct_service import DirectExchangeService
 from services.api.problems import problem_responses
-from services.api.routing import StrictJsonRoute
+from services.api.routing import Routes
 
-__all__ = ["direct_router"]
+__all__ = ["direct_routes"]
 
 
-def direct_router(svc: DirectExchangeService) -> APIRouter:
-    router = APIRouter(route_class=StrictJsonRoute, tags=["direct rail"])
+def direct_routes(app: FastAPI, svc: DirectExchangeService) -> None:
+    routes = Routes(app, "direct rail")
     keys = svc.ctx.keys
 
-    @router.post("/v1/direct/quotes", status_code=201, response_model=QuoteOut,
+    @routes.post("/v1/direct/quotes", status_code=201, response_model=QuoteOut,
                  responses=problem_responses(404, 409, 503))
     def quote(body: InvoiceIn, key: IdempotencyKey, request: Request) -> Response:
         """Screen the holder (the card's KYC-tier and AML rules) and quote the invoice in the first
@@ -47,7 +47,7 @@ def direct_router(svc: DirectExchangeService) -> APIRouter:
         return run_idempotent(keys, key, request, body.model_dump(mode="json"),
                               lambda: json_response(*svc.direct_quote(body)))
 
-    @router.post("/v1/direct/payments", status_code=201, response_model=DirectPaymentOut,
+    @routes.post("/v1/direct/payments", status_code=201, response_model=DirectPaymentOut,
                  responses={**replayed(DirectPaymentOut), **problem_responses(404, 503)})
     def pay(body: PaymentIn, key: IdempotencyKey, request: Request) -> Response:
         """Accept the open quote: the crypto moves from the holder's wallet to the merchant's, the
@@ -55,18 +55,18 @@ def direct_router(svc: DirectExchangeService) -> APIRouter:
         return run_idempotent(keys, key, request, body.model_dump(mode="json"),
                               lambda: json_response(*svc.direct_accept(body)))
 
-    @router.get("/v1/direct/payments/{invoice_id}", responses=problem_responses(404))
+    @routes.get("/v1/direct/payments/{invoice_id}", responses=problem_responses(404))
     def get_payment(invoice_id: InvoiceRef) -> DirectPaymentOut:
         return svc.direct_payment(invoice_id)
 
-    @router.post("/v1/direct/refunds", status_code=201, response_model=DirectPaymentOut,
+    @routes.post("/v1/direct/refunds", status_code=201, response_model=DirectPaymentOut,
                  responses={**replayed(DirectPaymentOut), **problem_responses(404, 409)})
     def refund(body: RefundIn, key: IdempotencyKey, request: Request) -> Response:
         """Refund (part of) a direct payment in crypto at the original quantity, pro rata."""
         return run_idempotent(keys, key, request, body.model_dump(mode="json"),
                               lambda: json_response(*svc.direct_refund(body)))
 
-    @router.post("/v1/direct/conversions", status_code=201, response_model=ConversionOut,
+    @routes.post("/v1/direct/conversions", status_code=201, response_model=ConversionOut,
                  responses=problem_responses(404))
     def conversion(body: ConversionIn, key: IdempotencyKey, request: Request) -> Response:
         """Sell (or redeem) a zone merchant's crypto through the order book; the tenge goes to its
@@ -74,8 +74,7 @@ def direct_router(svc: DirectExchangeService) -> APIRouter:
         return run_idempotent(keys, key, request, body.model_dump(mode="json"),
                               lambda: json_response(*svc.direct_convert(body)))
 
-    @router.get("/v1/direct/merchants/{merchant_id}", responses=problem_responses(404))
+    @routes.get("/v1/direct/merchants/{merchant_id}", responses=problem_responses(404))
     def get_merchant(merchant_id: InvoiceRef) -> MerchantOut:
         return svc.merchant(merchant_id)
 
-    return router

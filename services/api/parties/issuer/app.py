@@ -9,13 +9,13 @@ from fastapi import FastAPI
 from services.api.common import on_shutdown
 from services.api.parties.base import (
     create_party_base,
-    inbox_router,
-    integrity_router,
+    inbox_routes,
+    integrity_routes,
     open_outbox,
-    outbox_router,
-    recovery_router,
+    outbox_routes,
+    recovery_routes,
 )
-from services.api.parties.issuer.routes import issuer_router
+from services.api.parties.issuer.routes import issuer_routes
 from services.api.parties.issuer.service import IssuerService
 from services.api.parties.settings import PartySettings
 from services.clock import Clock
@@ -31,15 +31,15 @@ def create_issuer_app(settings: PartySettings, *, clock: Clock | None = None,
     on_shutdown(app, svc.sql_ledger.close)
     app.state.issuer_service = svc
     issuer_id = ctx.seed.config.issuer_id
-    app.include_router(issuer_router(svc))
-    app.include_router(inbox_router(ctx, {issuer_id: svc.receive}))
-    app.include_router(integrity_router(
+    issuer_routes(app, svc)
+    inbox_routes(app, ctx, {issuer_id: svc.receive})
+    integrity_routes(app,
         ctx, lambda: {issuer_id: svc.ledger.check_invariants()},
-        lambda: party_halves(issuer_id, "issuer", svc.ledger.journal())))
-    app.include_router(outbox_router(svc.relay))
-    app.include_router(recovery_router(ctx, lambda: {**report.as_dict(outbox), "breakers": {
+        lambda: party_halves(issuer_id, "issuer", svc.ledger.journal()))
+    outbox_routes(app, svc.relay)
+    recovery_routes(app, ctx, lambda: {**report.as_dict(outbox), "breakers": {
         "exchange": {"state": svc.exchange_breaker.state.name.lower(), "opened": svc.exchange_breaker.opened,
-                     "rejected": svc.exchange_breaker.rejected}}}))
+                     "rejected": svc.exchange_breaker.rejected}}})
     return app
 
 

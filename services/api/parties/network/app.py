@@ -9,13 +9,13 @@ from fastapi import FastAPI
 from services.api.common import on_shutdown
 from services.api.parties.base import (
     create_party_base,
-    inbox_router,
-    integrity_router,
+    inbox_routes,
+    integrity_routes,
     open_outbox,
-    outbox_router,
-    recovery_router,
+    outbox_routes,
+    recovery_routes,
 )
-from services.api.parties.network.routes import network_router
+from services.api.parties.network.routes import network_routes
 from services.api.parties.network.service import PRESENT_STEP, NetworkService
 from services.api.parties.settings import PartySettings
 from services.clock import Clock
@@ -33,11 +33,11 @@ def create_network_app(settings: PartySettings, *, clock: Clock | None = None,
     app.state.network_service = svc
     handlers = {svc.network.id: svc.receive_network}
     handlers.update({a: svc.receiver(a) for a in svc.acquirers})
-    app.include_router(network_router(svc))
-    app.include_router(inbox_router(ctx, handlers))
-    app.include_router(integrity_router(ctx, svc.invariants, svc.halves, svc.in_transit))
-    app.include_router(outbox_router(svc.relay, svc.undelivered))
-    app.include_router(recovery_router(ctx, lambda: report.as_dict(outbox)))
+    network_routes(app, svc)
+    inbox_routes(app, ctx, handlers)
+    integrity_routes(app, ctx, svc.invariants, svc.halves, svc.in_transit)
+    outbox_routes(app, svc.relay, svc.undelivered)
+    recovery_routes(app, ctx, lambda: report.as_dict(outbox))
     return app
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import FastAPI, Request, Response
 
 from services.api.idempotency import IdempotencyKey, run_idempotent
 from services.api.parties.base import (
@@ -24,15 +24,15 @@ from services.api.parties.network.schemas import (
 from services.api.parties.network.service import NetworkService
 from services.api.parties.schemas import ClearingOut
 from services.api.problems import problem_responses
-from services.api.routing import StrictJsonRoute
+from services.api.routing import Routes
 
 
-def network_router(svc: NetworkService) -> APIRouter:
-    router = APIRouter(route_class=StrictJsonRoute, tags=["network"])
+def network_routes(app: FastAPI, svc: NetworkService) -> None:
+    routes = Routes(app, "network")
     ctx = svc.ctx
     keys = ctx.keys
 
-    @router.post("/v1/payments", response_model=PaymentOut, responses=problem_responses(404, 409, 503))
+    @routes.post("/v1/payments", response_model=PaymentOut, responses=problem_responses(404, 409, 503))
     async def pay(body: PaymentIn, key: IdempotencyKey, request: Request) -> Response:
         """Authorize a payment with the issuer (or stand in when it is late). At capacity, a payment
         that could not start within a quarter of the deadline is refused at once: 503 with ``Retry-After``,
@@ -43,22 +43,22 @@ def network_router(svc: NetworkService) -> APIRouter:
 
             return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
 
-    @router.post("/v1/payments/{auth_id}/reverse", response_model=ClearingOut, responses=problem_responses(404, 409))
+    @routes.post("/v1/payments/{auth_id}/reverse", response_model=ClearingOut, responses=problem_responses(404, 409))
     async def reverse(auth_id: AuthId, body: EmptyIn, key: IdempotencyKey, request: Request) -> Response:
         async def work() -> Response:
             return json_response(200, await svc.reverse(auth_id, key))
 
         return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
 
-    @router.get("/v1/advices/pending")
+    @routes.get("/v1/advices/pending")
     def pending_advices() -> PendingAdvicesOut:
         return PendingAdvicesOut(pending=sorted(svc._advices))
 
-    @router.post("/v1/advices/retry")
+    @routes.post("/v1/advices/retry")
     async def retry_advices() -> PendingAdvicesOut:
         return PendingAdvicesOut(pending=await svc.retry_advices())
 
-    @router.post("/v1/presentments", status_code=201, response_model=PresentmentOut,
+    @routes.post("/v1/presentments", status_code=201, response_model=PresentmentOut,
                  responses=problem_responses(404, 409))
     async def present(body: PresentmentIn, key: IdempotencyKey, request: Request) -> Response:
         async def work() -> Response:
@@ -66,16 +66,15 @@ def network_router(svc: NetworkService) -> APIRouter:
 
         return await run_idempotent_async(keys, key, request, body.model_dump(mode="json"), work)
 
-    @router.post("/v1/settlements", status_code=201, response_model=SettlementOut)
+    @routes.post("/v1/settlements", status_code=201, response_model=SettlementOut)
     def settle(body: SettlementIn, key: IdempotencyKey, request: Request) -> Response:
         return run_idempotent(keys, key, request, body.model_dump(mode="json"),
                               lambda: json_response(201, svc.settlement_out(svc.settle(body.window_id))))
 
-    @router.get("/v1/settlements/{window_id}", responses=problem_responses(404))
+    @routes.get("/v1/settlements/{window_id}", responses=problem_responses(404))
     def get_settlement(window_id: AuthId) -> SettlementOut:
         report = svc._settled.get(window_id)
         if report is None:
             raise problem(404, f"no settled window {window_id}", "window_id", "not found")
         return svc.settlement_out(report)
 
-    return router

@@ -38,9 +38,14 @@ from sim.sweep.cli import add_parsers as add_sweep_parsers
 __all__ = ["main"]
 
 EXIT_BROKEN_PIPE = 141  # the reader went away (128 + SIGPIPE, as a shell reports it)
+# The commands this module's imports serve. A command line that starts with one of them gets a
+# parser without the live and database commands (load, calibrate, serve, db): importing those
+# modules (the services, aiohttp, Alembic) costs more CPU than parsing and is never used by it.
+_SIMULATION_COMMANDS = frozenset({"validate", "run", "report", "compare", "export", "sweep", "capacity",
+                                  "verify", "bundle"})
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(*, live: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ccsim", description="Crypto-card payment settlement simulator",
         **_help("ccsim run scenarios/jit.yaml --seed 7 && ccsim verify runs/jit-7"))
@@ -73,9 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", choices=("csv", "parquet"), required=True)
     exp.add_argument("--out", type=Path, default=None, help="directory for the files (default: RUN_DIR/export/)")
     add_sweep_parsers(sub)  # sweep and capacity (sim/sweep/cli.py; exit 130 when interrupted)
-    importlib.import_module("sim.live.cli_ops").add_live_ops_commands(sub, _COMMANDS)  # load, calibrate
-    importlib.import_module("sim.live.cli").add_serve_command(sub, _COMMANDS)  # serve (docs/live-mode.md)
-    importlib.import_module("sim.db_cli").add_db_command(sub, _COMMANDS)  # db current|upgrade|revision
+    if live:
+        importlib.import_module("sim.live.cli_ops").add_live_ops_commands(sub, _COMMANDS)  # load, calibrate
+        importlib.import_module("sim.live.cli").add_serve_command(sub, _COMMANDS)  # serve (docs/live-mode.md)
+        importlib.import_module("sim.db_cli").add_db_command(sub, _COMMANDS)  # db current|upgrade|revision
     importlib.import_module("sim.verify_cli").add_verify_commands(sub, _COMMANDS)  # verify, bundle
     return parser
 
@@ -200,9 +206,11 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    live = not words or words[0] not in _SIMULATION_COMMANDS
     try:
         try:
-            args = _parser().parse_args(argv)
+            args = _parser(live=live).parse_args(argv)
         except SystemExit:  # --help, --version or a usage error: printed; flushed here, not at exit
             sys.stdout.flush()
             raise

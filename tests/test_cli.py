@@ -4,6 +4,7 @@ warning, and exports that are shareable (0644) with 18-decimal amounts kept whol
 
 from __future__ import annotations
 
+import argparse
 import csv
 import subprocess
 import sys
@@ -92,3 +93,22 @@ def test_exports_are_0644_and_keep_18_decimal_amounts_whole(tmp_path: Path) -> N
     for row in rows:
         assert Decimal(row["crypto_amount"]) * 10**18 == int(row["crypto_minor"])
         assert len(row["crypto_amount"].split(".")[1]) == 18
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(found) == 1
+    return dict(found[0].choices)
+
+
+def test_a_simulation_command_line_parses_as_with_every_command() -> None:
+    """``ccsim run …`` (and the other simulation commands) get a parser without the live and
+    database commands, whose modules are not imported for them: each of its commands parses and
+    helps exactly as in the full parser, and those are the only ones it leaves out."""
+    full, light = _subparsers(cli._parser()), _subparsers(cli._parser(live=False))
+    assert set(light) == set(cli._SIMULATION_COMMANDS)
+    assert set(full) - set(light) == {"load", "calibrate", "serve", "db"}
+    for name, sub in light.items():
+        assert sub.format_help() == full[name].format_help(), name
+    argv = ["run", "scenarios/jit.yaml", "--seed", "7", "--set", "duration_s=60", "--quiet"]
+    assert cli._parser(live=False).parse_args(argv) == cli._parser().parse_args(argv)

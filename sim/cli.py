@@ -24,7 +24,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sim.cli_help import command_help as _help
 from sim.progress import print_headline, progress_display
@@ -41,12 +41,25 @@ EXIT_BROKEN_PIPE = 141  # the reader went away (128 + SIGPIPE, as a shell report
 # The commands this module's imports serve. A command line that starts with one of them gets a
 # parser without the live and database commands (load, calibrate, serve, db): importing those
 # modules (the services, aiohttp, Alembic) costs more CPU than parsing and is never used by it.
+# A usage error leaves its message to the full parser: its usage line names every command.
 _SIMULATION_COMMANDS = frozenset({"validate", "run", "report", "compare", "export", "sweep", "capacity",
                                   "verify", "bundle"})
 
 
+class _UsageError(Exception):
+    """A simulation command line the parser without the live commands refused."""
+
+
+class _SimulationParser(argparse.ArgumentParser):
+    """The parser (and subparsers) of a simulation command line: a usage error is raised, not
+    printed, so that the full parser words it."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
 def _parser(*, live: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = (argparse.ArgumentParser if live else _SimulationParser)(
         prog="ccsim", description="Crypto-card payment settlement simulator",
         **_help("ccsim run scenarios/jit.yaml --seed 7 && ccsim verify runs/jit-7"))
     parser.add_argument("--version", action="version", version=f"ccsim {ccsim_version()}")
@@ -205,12 +218,20 @@ def _quiet_stdout() -> None:
     os.close(devnull)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     words = sys.argv[1:] if argv is None else argv
-    live = not words or words[0] not in _SIMULATION_COMMANDS
+    if words and words[0] in _SIMULATION_COMMANDS:
+        try:
+            return _parser(live=False).parse_args(argv)
+        except _UsageError:
+            pass  # the full parser words the error (exit 2)
+    return _parser().parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
-            args = _parser(live=live).parse_args(argv)
+            args = _parse(argv)
         except SystemExit:  # --help, --version or a usage error: printed; flushed here, not at exit
             sys.stdout.flush()
             raise

@@ -112,3 +112,17 @@ def test_a_simulation_command_line_parses_as_with_every_command() -> None:
         assert sub.format_help() == full[name].format_help(), name
     argv = ["run", "scenarios/jit.yaml", "--seed", "7", "--set", "duration_s=60", "--quiet"]
     assert cli._parser(live=False).parse_args(argv) == cli._parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("argv", [["run", "scenarios/jit.yaml", "--bogus"],
+                                  ["run", "scenarios/jit.yaml", "--seed", "x"], ["validate"], ["verify"]])
+def test_a_simulation_command_lines_usage_error_is_the_full_parsers(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as full:
+        cli._parser().parse_args(argv)
+    expected = capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        cli.main(argv)
+    assert done.value.code == full.value.code == 2
+    assert capsys.readouterr() == expected
+    assert "load,calibrate,serve,db" in expected.err or argv[0] in expected.err.splitlines()[0]

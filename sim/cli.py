@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from services.errors import CcsimError
 from sim.cli_help import command_help as _help
 from sim.progress import print_headline, progress_display
 from sim.run_dir import RunDirError
@@ -46,7 +47,7 @@ _SIMULATION_COMMANDS = frozenset({"validate", "run", "report", "compare", "expor
                                   "verify", "bundle"})
 
 
-class _UsageError(Exception):
+class _UsageError(CcsimError):
     """A simulation command line the parser without the live commands refused."""
 
 

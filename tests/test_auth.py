@@ -18,7 +18,7 @@ import pytest
 from signing import principal_for, session_credentials
 from test_live_parties import FACTORIES, PARTIES, Live, assert_clean, pay_body
 from test_live_parties import live as live  # noqa: PLC0414 — the fixture (SQLite and PostgreSQL), re-exported
-from test_live_parties import unchanged_live as unchanged_live  # noqa: PLC0414 — one set per database for the module
+from test_live_parties import unchanged_live as unchanged_live  # noqa: PLC0414 — one set per database for a class
 
 from services.api.auth import (
     AuthError,
@@ -156,30 +156,33 @@ async def test_an_unsigned_call_is_refused_before_its_body_is_read(live: Live) -
     assert (await live.client.get("http://exchange/healthz", auth=None)).status_code == 200  # public
 
 
-@pytest.mark.parametrize(("who", "url", "body", "key"), [
-    ("pos", "http://exchange/v1/prices", PRICE, ""),  # F2: only the market feed sets prices
-    ("operator", "http://exchange/v1/halts", {"asset": "BTC", "halted": True}, ""),
-    ("pos", "http://issuer/v1/advices", ADVICE, "k-adv"),  # F2: only the network advises
-    ("exchange", "http://issuer/v1/authorizations/p1/capture", {"amount": "1.00"}, "k-cap"),
-    ("pos", "http://issuer/v1/cards/c1/status", {"status": "blocked"}, ""),  # F2: blocks are the operator's
-    ("pos", "http://bank/v1/inbox/bank-1", PAYOUT, "k-payout"),  # F2: only a party service posts messages
-    ("market", "http://network/v1/payments", pay_body("p-market"), "k-pm"),
-    ("pos", "http://issuer/v1/ledger/invariants", None, ""),  # the books are the gateway's and operator's
-    ("issuer", "http://exchange/v1/direct/payments", {"invoice_id": "d1"}, "k-dp"),  # the POS accepts a quote
-    ("market", "http://exchange/v1/direct/conversions", {"merchant_id": "m1", "asset": "BTC", "quantity": "1"},
-     "k-dc"),  # a merchant's conversion is its POS's or the operator's
-    ("pos", "http://exchange/v1/direct/merchants/m1", None, ""),  # the merchants' books: gateway and operator
-])
-@pytest.mark.asyncio(loop_scope="module")
-async def test_a_role_that_may_not_call_a_route_is_refused_403(unchanged_live: Live, who: str, url: str, body: Any,
-                                                               key: str) -> None:
-    live = unchanged_live
-    sizes = live.journal_sizes()
-    method = "GET" if body is None else "POST"
-    raw, headers = signed_as(who, method, url, body, key)
-    r = await live.client.request(method, url, content=raw or None, headers=headers)
-    refused(r, 403, slug="forbidden")
-    assert live.journal_sizes() == sizes
+@pytest.mark.asyncio(loop_scope="class")
+class TestRefusedRoles:
+    """A role that may not call a route: 403, and no journal grows (one set per database)."""
+
+    @pytest.mark.parametrize(("who", "url", "body", "key"), [
+        ("pos", "http://exchange/v1/prices", PRICE, ""),  # F2: only the market feed sets prices
+        ("operator", "http://exchange/v1/halts", {"asset": "BTC", "halted": True}, ""),
+        ("pos", "http://issuer/v1/advices", ADVICE, "k-adv"),  # F2: only the network advises
+        ("exchange", "http://issuer/v1/authorizations/p1/capture", {"amount": "1.00"}, "k-cap"),
+        ("pos", "http://issuer/v1/cards/c1/status", {"status": "blocked"}, ""),  # F2: blocks are the operator's
+        ("pos", "http://bank/v1/inbox/bank-1", PAYOUT, "k-payout"),  # F2: only a party service posts messages
+        ("market", "http://network/v1/payments", pay_body("p-market"), "k-pm"),
+        ("pos", "http://issuer/v1/ledger/invariants", None, ""),  # the books are the gateway's and operator's
+        ("issuer", "http://exchange/v1/direct/payments", {"invoice_id": "d1"}, "k-dp"),  # the POS accepts a quote
+        ("market", "http://exchange/v1/direct/conversions", {"merchant_id": "m1", "asset": "BTC", "quantity": "1"},
+         "k-dc"),  # a merchant's conversion is its POS's or the operator's
+        ("pos", "http://exchange/v1/direct/merchants/m1", None, ""),  # the merchants' books: gateway and operator
+    ])
+    async def test_a_role_that_may_not_call_a_route_is_refused_403(self, unchanged_live: Live, who: str, url: str,
+                                                                   body: Any, key: str) -> None:
+        live = unchanged_live
+        sizes = live.journal_sizes()
+        method = "GET" if body is None else "POST"
+        raw, headers = signed_as(who, method, url, body, key)
+        r = await live.client.request(method, url, content=raw or None, headers=headers)
+        refused(r, 403, slug="forbidden")
+        assert live.journal_sizes() == sizes
 
 
 async def test_a_payment_message_enters_an_inbox_only_from_its_payers_service(live: Live) -> None:

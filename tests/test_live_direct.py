@@ -101,37 +101,40 @@ async def test_a_decline_names_its_reason_and_changes_nothing(live: Live) -> Non
     assert sizes(live) == before
 
 
-@pytest.mark.parametrize(("path", "body", "status", "field"), [
-    ("quotes", invoice("b1", amount="0"), 422, "amount"),
-    ("quotes", invoice("b1", amount="1.001"), 422, "amount"),
-    ("quotes", {**invoice("b1"), "amount": 60000}, 422, "amount"),
-    ("quotes", invoice("b1", holder="ghost"), 404, "holder_id"),
-    ("quotes", invoice("b1", merchant="m2"), 404, "merchant_id"),  # not in the zone
-    ("quotes", invoice("b1", priority=("DOGE",)), 422, "asset_priority[0]"),
-    ("quotes", invoice("b1", priority=()), 422, "asset_priority"),
-    ("quotes", {**invoice("b1"), "ttl_s": 86_400.0}, 422, "ttl_s"),
-    ("quotes", {**invoice("b1"), "tip": "1.00"}, 422, "tip"),
-    ("payments", {"invoice_id": "never-quoted"}, 404, "invoice_id"),
-    ("refunds", {"id": "r9", "invoice_id": "never-paid", "amount": "1.00"}, 404, "invoice_id"),
-    ("refunds", {"id": "r9", "invoice_id": "x", "amount": "-1.00"}, 422, "amount"),
-    ("conversions", {"merchant_id": "m2", "asset": "BTC", "quantity": "0.001"}, 404, "merchant_id"),
-    ("conversions", {"merchant_id": "z1", "asset": "BTC", "quantity": "0.000000001"}, 422, "quantity"),
-    ("conversions", {"merchant_id": "z1", "asset": "BTC", "quantity": "0.001"}, 422, "quantity"),  # holds none
-    ("conversions", {"merchant_id": "z1", "asset": "DOGE", "quantity": "1"}, 422, "asset"),
-])
-@pytest.mark.asyncio(loop_scope="module")
-async def test_bad_input_is_a_4xx_naming_the_field_and_writes_nothing(
-    unchanged_live: Live, path: str, body: dict[str, Any], status: int, field: str,
-) -> None:
-    live = unchanged_live
-    before = sizes(live)
-    r = await live.post(f"http://exchange/v1/direct/{path}", body, f"k-bad-{uuid.uuid4().hex[:8]}")
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    assert r.json()["errors"][0]["field"] == field
-    assert sizes(live) == before
-    for url in ("http://exchange/v1/direct/payments/nope", "http://exchange/v1/direct/merchants/m2"):
-        assert (await live.client.get(url)).status_code == 404
+@pytest.mark.asyncio(loop_scope="class")
+class TestBadInput:
+    """Bad input at the direct rail: a 4xx naming the field, nothing written (one set per database)."""
+
+    @pytest.mark.parametrize(("path", "body", "status", "field"), [
+        ("quotes", invoice("b1", amount="0"), 422, "amount"),
+        ("quotes", invoice("b1", amount="1.001"), 422, "amount"),
+        ("quotes", {**invoice("b1"), "amount": 60000}, 422, "amount"),
+        ("quotes", invoice("b1", holder="ghost"), 404, "holder_id"),
+        ("quotes", invoice("b1", merchant="m2"), 404, "merchant_id"),  # not in the zone
+        ("quotes", invoice("b1", priority=("DOGE",)), 422, "asset_priority[0]"),
+        ("quotes", invoice("b1", priority=()), 422, "asset_priority"),
+        ("quotes", {**invoice("b1"), "ttl_s": 86_400.0}, 422, "ttl_s"),
+        ("quotes", {**invoice("b1"), "tip": "1.00"}, 422, "tip"),
+        ("payments", {"invoice_id": "never-quoted"}, 404, "invoice_id"),
+        ("refunds", {"id": "r9", "invoice_id": "never-paid", "amount": "1.00"}, 404, "invoice_id"),
+        ("refunds", {"id": "r9", "invoice_id": "x", "amount": "-1.00"}, 422, "amount"),
+        ("conversions", {"merchant_id": "m2", "asset": "BTC", "quantity": "0.001"}, 404, "merchant_id"),
+        ("conversions", {"merchant_id": "z1", "asset": "BTC", "quantity": "0.000000001"}, 422, "quantity"),
+        ("conversions", {"merchant_id": "z1", "asset": "BTC", "quantity": "0.001"}, 422, "quantity"),  # holds none
+        ("conversions", {"merchant_id": "z1", "asset": "DOGE", "quantity": "1"}, 422, "asset"),
+    ])
+    async def test_bad_input_is_a_4xx_naming_the_field_and_writes_nothing(
+        self, unchanged_live: Live, path: str, body: dict[str, Any], status: int, field: str,
+    ) -> None:
+        live = unchanged_live
+        before = sizes(live)
+        r = await live.post(f"http://exchange/v1/direct/{path}", body, f"k-bad-{uuid.uuid4().hex[:8]}")
+        assert r.status_code == status, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["errors"][0]["field"] == field
+        assert sizes(live) == before
+        for url in ("http://exchange/v1/direct/payments/nope", "http://exchange/v1/direct/merchants/m2"):
+            assert (await live.client.get(url)).status_code == 404
 
 
 async def test_a_conversions_tenge_enters_a_merchants_books_only_from_the_bank_service(live: Live) -> None:

@@ -184,3 +184,43 @@ async def test_the_operators_retry_attempts_a_bounded_number_per_call(live: Live
     assert counted.sent == BURST
     live.router.unreachable.clear()
     await assert_clean(live)
+
+
+async def test_a_reversal_of_a_stand_in_waits_for_its_advice(live: Live) -> None:
+    """The POS cancels a payment the network stood in for before the issuer has applied the advice.
+    Sent on at once, the reversal found the issuer holding its own late decline and was refused for
+    good (409 not-approved); the advice then held the card's tenge with no one left to release it (a
+    loaded PostgreSQL fault run: 3 refused, 5 stand-in approvals left held). Where the issuer knew
+    nothing of the payment, a 404 the POS could only retry blindly. The reversal waits for the advice
+    as a capture does: a retryable 503, then the reversal once the issuer has applied it."""
+    network = live.apps["network"].state.network_service
+    blocked = await live.client.post("http://issuer/v1/cards/c2/status", json={"status": "blocked"})
+    assert blocked.status_code == 200, blocked.text
+    live.router.unreachable.add("issuer/v1/advices")  # the advices wait (the issuer is behind)
+    live.router.late.add("issuer/v1/authorizations")  # p1: the issuer declines (62), too late
+
+    async def then_unreachable() -> None:
+        live.router.unreachable.add("issuer/v1/authorizations")
+
+    live.router.after_late = then_unreachable
+    for pid in ("p1", "p2"):  # p2: the issuer never hears of it
+        paid = await live.post("http://network/v1/payments", pay_body(pid, card="c2", amount="3000.00"), f"k-{pid}")
+        assert paid.status_code == 200 and paid.json()["stand_in"] and paid.json()["approved"], paid.text
+    own = (await live.client.get("http://issuer/v1/authorizations/p1")).json()
+    assert own["state"] == "declined" and own["code"] == "62", own
+    assert (await live.client.get("http://issuer/v1/authorizations/p2")).status_code == 404
+
+    for pid in ("p1", "p2"):
+        r = await live.post(f"http://network/v1/payments/{pid}/reverse", {}, f"rev-{pid}")
+        assert r.status_code == 503 and r.json()["type"].endswith("advice-pending"), r.text
+    live.router.unreachable.clear()
+    live.router.late.clear()
+    live.router.after_late = None
+    await asyncio.gather(*network._advice_tasks)
+    for pid in ("p1", "p2"):  # the POS's retry, with the same key
+        r = await live.post(f"http://network/v1/payments/{pid}/reverse", {}, f"rev-{pid}")
+        assert r.status_code == 200 and r.json()["released"] == "3000.00", r.text
+        auth = (await live.client.get(f"http://issuer/v1/authorizations/{pid}")).json()
+        assert auth["state"] == "reversed" and auth["stand_in"], auth
+    assert (await live.client.get("http://issuer/v1/cards/c2")).json()["available"] == "100000.00"
+    await assert_clean(live)

@@ -47,7 +47,8 @@ def audit_payments(run: FaultRun, payments: list[Payment]) -> dict[str, Any]:
         counts[kind] += 1
         examples.setdefault(kind, [])
         if len(examples[kind]) < 10:
-            examples[kind].append(f"{p.pid}: POS {p.outcome}/{p.code} clearing={p.clearing!r}; issuer {state}")
+            examples[kind].append(f"{p.pid}: POS {p.outcome}/{p.code} {p.end_action} clearing={p.clearing!r}; "
+                                  f"issuer {state}")
 
     issuer_states: Counter[str] = Counter()
     orphans = 0

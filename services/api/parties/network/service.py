@@ -251,6 +251,11 @@ class NetworkService(StatefulService):
         return sorted(self._advices)
 
     async def reverse(self, auth_id: str, key: str) -> ClearingOut:
+        """The POS cancels an approved payment. Of a payment the network stood in for, only once the
+        issuer has applied the advice (:meth:`_advice_applied`, as a capture): before that the
+        issuer holds its own late decline and would refuse the reversal for good (409), then apply
+        the advice and hold the card's tenge with no one left to release it."""
+        await self._advice_applied(auth_id)
         answer = await self.ctx.transport.apost(self.ctx.url("issuer"), f"/v1/authorizations/{auth_id}/reverse", {},
                                                 key=idempotency_key("reverse", key))
         return clearing_or_problem(answer)
@@ -301,11 +306,11 @@ class NetworkService(StatefulService):
                               acquirer_id=p.acquirer_id, merchant_id=p.merchant_id)
 
     async def _advice_applied(self, auth_id: str) -> None:
-        """A presentment of a payment the network stood in for waits until the issuer has applied
-        the advice: before that, the issuer holds nothing for it (or its own decline) and would
-        refuse the capture for good. One delivery attempt now (none while the advice is being sent
+        """A presentment or reversal of a payment the network stood in for waits until the issuer
+        has applied the advice: before that, the issuer holds nothing for it (or its own decline)
+        and would refuse it for good. One delivery attempt now (none while the advice is being sent
         or all ``ADVICES_IN_FLIGHT_MAX`` are in flight); if the issuer still has not applied it, a
-        retryable 503 (the presenter retries with the same key)."""
+        retryable 503 (the presenter or the POS retries with the same key)."""
         row = f"advice:{auth_id}"
         if await anyio.to_thread.run_sync(self.outbox.state, row) != PENDING:
             return

@@ -44,6 +44,7 @@ RETRY: Final = "retry"
 # its own): the issuer had not applied the stand-in advice yet, or did not answer.
 _PRESENTMENT_RECORDED: Final = ("advice-pending", "issuer-unavailable")
 
+
 @dataclass(frozen=True)
 class LoadConfig:
     rate_per_s: float = 4.0

@@ -42,6 +42,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from benchmarks.bench_direct import FACTORIES, _Router, _seed
+from benchmarks.bench_live import load_average
 from services.api import close_app
 from services.api.auth import SigningAuth, create_credentials, load_credentials
 from services.api.parties import PartySettings, write_seed
@@ -49,10 +50,6 @@ from services.api.parties import PartySettings, write_seed
 RESULTS = Path(__file__).with_name("results") / "start.json"
 PG_URL_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/ccsim_bench"
 _URLS = {f"{p}_url": f"http://{p}" for p in FACTORIES}
-
-
-def _load_average() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 class _Where:
@@ -121,7 +118,7 @@ def _measure(db: str, sets: int, pg_url: str) -> dict[str, Any]:
         auth = SigningAuth(load_credentials(creds).principal("pos"))
         where = _Where(root, pg_url if db == "postgresql" else None)
         rows: list[tuple[float, float, float]] = []
-        load_before = _load_average()
+        load_before = load_average()
         try:
             for n in range(sets + 1):  # the first set makes the tables and warms the process up
                 rows.append(asyncio.run(_one_set(where, seed_path, auth, n)))
@@ -136,7 +133,7 @@ def _measure(db: str, sets: int, pg_url: str) -> dict[str, Any]:
             "start_ms": round(statistics.median(r[0] for r in measured) * 1000, 1),
             "payment_ms": round(statistics.median(r[1] for r in measured) * 1000, 1),
             "close_ms": round(statistics.median(r[2] for r in measured) * 1000, 1),
-            "load_average_before": load_before, "load_average_after": _load_average(), "all_ms": ms}
+            "load_average_before": load_before, "load_average_after": load_average(), "all_ms": ms}
 
 
 def _reachable(url: str) -> bool:

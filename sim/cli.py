@@ -19,6 +19,7 @@ written); 3 an SLO was breached; 130 interrupted; 141 the output pipe was closed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -222,10 +223,8 @@ def _quiet_stdout() -> None:
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     words = sys.argv[1:] if argv is None else argv
     if words and words[0] in _SIMULATION_COMMANDS:
-        try:
+        with contextlib.suppress(_UsageError):  # refused: the full parser words the error (exit 2)
             return _parser(live=False).parse_args(argv)
-        except _UsageError:
-            pass  # the full parser words the error (exit 2)
     return _parser().parse_args(argv)
 
 

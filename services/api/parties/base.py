@@ -380,7 +380,6 @@ def outbox_routes(app: FastAPI, relay: Relay, undelivered: Callable[[], list[str
         return RetryOut(undelivered=left if undelivered is None else await anyio.to_thread.run_sync(undelivered))
 
 
-
 def recovery_routes(app: FastAPI, ctx: PartyContext, report: Callable[[], dict[str, Any]]) -> None:
     routes = Routes(app, "integrity")
 
@@ -388,7 +387,6 @@ def recovery_routes(app: FastAPI, ctx: PartyContext, report: Callable[[], dict[s
     def get_recovery() -> dict[str, Any]:
         """What the start-up recovery pass found in doubt (left by an earlier run) and has resolved."""
         return {**report(), "state": ctx.durable.report.as_dict()}
-
 
 
 def replayed(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
@@ -471,7 +469,6 @@ def inbox_routes(app: FastAPI, ctx: PartyContext, handlers: Mapping[str, Handler
 
         # A handler that is one command (``answers=True``) commits the acknowledgement with it.
         return run_idempotent(ctx.keys, key, request, body.model_dump(mode="json"), work, answer=answer)
-
 
 
 def _service_of(ctx: PartyContext, party: str) -> str:

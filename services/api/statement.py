@@ -1,22 +1,22 @@
 """Account statements: one account's journal lines, a page at a time, read from the ledger's tables.
 
 ``SqlLedger`` answers for whole journals; a statement needs the lines of one account after a cursor.
-This read model names the columns of the ledger's ``<prefix>transfers`` table it reads (it never
-writes it; reflecting the table cost a bank a third of its start-up on PostgreSQL) and adds two
-indexes, (debit account, seq) and (credit account, seq), so a page costs a range scan, not a scan
+This read model reads the ledger's ``<prefix>transfers`` table through the ledger's own definition
+of it (:func:`services.ledger.sql_schema.ledger_schema`: amounts come back as exact ``int``; it never
+writes the table, and reflecting it instead cost a bank a third of its start-up on PostgreSQL) and
+adds two indexes, (debit account, seq) and (credit account, seq), so a page costs a range scan, not a scan
 of the journal. ``seq`` is the journal order, so it is also the cursor.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import Engine, column, create_engine, or_, select, table, text
+from sqlalchemy import Engine, create_engine, or_, select, text
 from sqlalchemy.engine import make_url
 
 from services.ledger import TransferFlags
+from services.ledger.sql_schema import ledger_schema
 
 __all__ = ["JournalLine", "StatementReader"]
 
@@ -36,15 +36,6 @@ class JournalLine:
     timestamp: float
 
 
-def _minor(value: Any) -> int:
-    """The ledger stores amounts as exact text (SQLite) or NUMERIC (PostgreSQL); never a float."""
-    if isinstance(value, float):
-        raise TypeError("the journal returned a float amount; the column type is wrong")
-    if isinstance(value, Decimal):
-        return int(value)
-    return int(str(value))
-
-
 _COLUMNS = ("seq", "id", "debit_account_id", "credit_account_id", "amount", "asset", "flags", "pending_id", "code",
             "user_data", "timestamp")
 
@@ -58,8 +49,8 @@ class StatementReader:
             parsed = parsed.set(drivername="postgresql+psycopg")
         connect_args = {"timeout": 30} if parsed.get_backend_name() == "sqlite" else {}
         self._engine: Engine = create_engine(parsed, connect_args=connect_args)
-        name = f"{table_prefix}transfers"
-        self._t = table(name, *(column(c) for c in _COLUMNS))
+        self._t = ledger_schema(table_prefix, parsed.get_backend_name() != "sqlite")[1].transfers_table
+        name = self._t.name
         quote = self._engine.dialect.identifier_preparer.quote
         with self._engine.begin() as conn:
             for side in ("debit", "credit"):
@@ -83,7 +74,7 @@ class StatementReader:
         return [
             JournalLine(
                 seq=int(r.seq), transfer_id=r.id, debit_account_id=r.debit_account_id,
-                credit_account_id=r.credit_account_id, amount_minor=_minor(r.amount), asset=r.asset,
+                credit_account_id=r.credit_account_id, amount_minor=r.amount, asset=r.asset,
                 flags=TransferFlags(int(r.flags)), pending_id=r.pending_id, code=r.code,
                 user_data=r.user_data, timestamp=float(r.timestamp),
             )
